@@ -1,0 +1,356 @@
+"""Loading the user's data directory (vocab.json, train.json, valid.json) into compact tensors.
+
+One item ``{"input_text": [[h_f, h_l], [r], [mask]], "target_text": [[t_f, t_l]], "type": ...}``
+becomes one row ``[h_f, h_l, r, <mask>, t_f, t_l]`` of an ``ids`` tensor. Entity patches may
+also be one token long (rows ``[h, r, <mask>, t]``); every row of a dataset has the same length.
+
+Everything is validated: a malformed item is reported by file, split, index and what is wrong.
+Parsed tensors are cached beside the data, keyed by a hash of the three files.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from jepa_kit.vocab import Vocab, VocabError
+
+TYPE_CODES = {"train": 0, "atomic": 1, "test": 2}
+TYPE_NAMES = {v: k for k, v in TYPE_CODES.items()}
+VALID_SPLITS = ("train", "atomic", "test")
+CACHE_VERSION = 1
+
+
+class DataError(ValueError):
+    """A data file that does not follow the data contract."""
+
+
+@dataclass
+class Split:
+    ids: torch.Tensor    # [N, L] long, L = 2 * patch_len + 2
+    types: torch.Tensor  # [N] int8, codes of TYPE_CODES
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def of_type(self, name: str) -> "Split":
+        keep = self.types == TYPE_CODES[name]
+        return Split(self.ids[keep], self.types[keep])
+
+
+@dataclass
+class Dataset:
+    vocab: Vocab
+    train: Split                 # all of train.json
+    valid: dict[str, Split]      # valid.json: "train", "atomic", "test"
+    path: str
+    fingerprint: str             # hash of the three files' bytes
+    patch_len: int = 2
+    _entities: torch.Tensor | None = field(default=None, repr=False)
+
+    def entities(self) -> torch.Tensor:
+        """Every distinct entity (its name tokens) in train.json and valid.json: [E, patch_len], sorted."""
+        if self._entities is None:
+            p = self.patch_len
+            rows = torch.cat([self.train.ids] + [s.ids for s in self.valid.values()])
+            names = torch.cat([rows[:, :p], rows[:, -p:]])
+            self._entities = torch.unique(names, dim=0)
+        return self._entities
+
+    def summary(self) -> dict:
+        return summarize(self)
+
+
+# -- parsing ------------------------------------------------------------------------------
+
+def _explain(item, where: str, patch_len: int | None) -> str:
+    """Why one item does not parse (slow path, only called after the fast path failed)."""
+    if not isinstance(item, dict):
+        return f"{where} is a {type(item).__name__}, expected an object with input_text, target_text, type"
+    for key in ("input_text", "target_text", "type"):
+        if key not in item:
+            return f"{where} has no {key!r}"
+    inp, tgt = item["input_text"], item["target_text"]
+    if not isinstance(inp, list) or len(inp) != 3:
+        return f"{where} has an input_text of {len(inp) if isinstance(inp, list) else type(inp).__name__} patches, expected 3 ([head], [relation], [mask])"
+    if not isinstance(tgt, list) or len(tgt) != 1:
+        return f"{where} has a target_text of {len(tgt) if isinstance(tgt, list) else type(tgt).__name__} patches, expected 1"
+    for name, patch in (("head", inp[0]), ("relation", inp[1]), ("mask", inp[2]), ("target", tgt[0])):
+        if not isinstance(patch, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in patch):
+            return f"{where} has a {name} patch that is not a list of integer ids: {patch!r}"
+    want = patch_len or len(inp[0])
+    if len(inp[0]) not in (1, 2) or len(inp[0]) != want:
+        return f"{where} has a head of {len(inp[0])} tokens, expected {want}"
+    if len(tgt[0]) != want:
+        return f"{where} has a target of {len(tgt[0])} tokens, expected {want}"
+    if len(inp[1]) != 1:
+        return f"{where} has a relation patch of {len(inp[1])} tokens, expected 1"
+    if len(inp[2]) != 1:
+        return f"{where} has a mask patch of {len(inp[2])} tokens, expected 1"
+    if not isinstance(item["type"], str):
+        return f"{where} has a type {item['type']!r}, expected a string"
+    return f"{where} is malformed"
+
+
+def _parse_items(items, where: str, patch_len: int | None) -> tuple[np.ndarray, list[str], int]:
+    """Items -> (ids [N, L] int64, type names, patch_len). Fast path first, exact message on failure."""
+    if not isinstance(items, list):
+        raise DataError(f"{where}: expected a JSON array of items, got {type(items).__name__}")
+    if not items:
+        raise DataError(f"{where}: no items")
+    if patch_len is None:
+        try:
+            patch_len = len(items[0]["input_text"][0])
+        except (TypeError, KeyError, IndexError):
+            raise DataError(_explain(items[0], f"{where}: item 0", None)) from None
+    rows, types = [], []
+    for i, it in enumerate(items):
+        try:
+            (h, r, m), (t,) = it["input_text"], it["target_text"]
+            if len(h) != patch_len or len(t) != patch_len or len(r) != 1 or len(m) != 1:
+                raise ValueError
+            rows.append((*h, *r, *m, *t))
+            types.append(it["type"])
+        except (TypeError, KeyError, ValueError):
+            raise DataError(_explain(it, f"{where}: item {i}", patch_len)) from None
+    try:
+        ids = np.array(rows, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        bad = next(i for i, row in enumerate(rows)
+                   if not all(isinstance(x, int) and not isinstance(x, bool) for x in row))
+        raise DataError(_explain(items[bad], f"{where}: item {bad}", patch_len)) from None
+    return ids, types, patch_len
+
+
+def _check_ids(ids: np.ndarray, types: list[str], vocab: Vocab, where: str, allowed: tuple[str, ...]) -> np.ndarray:
+    """Validate ids against the vocabulary, return type codes [N] int8."""
+    n_tok = len(vocab)
+    p = (ids.shape[1] - 2) // 2
+    out = np.flatnonzero(((ids < 0) | (ids >= n_tok)).any(axis=1))
+    if len(out):
+        i = int(out[0])
+        bad = int(ids[i][(ids[i] < 0) | (ids[i] >= n_tok)][0])
+        raise DataError(f"{where}: item {i} has id {bad}, outside the vocabulary (0..{n_tok - 1})")
+    rel = ids[:, p]
+    not_rel = np.flatnonzero(vocab.inverse.numpy()[rel] < 0)
+    if len(not_rel):
+        i = int(not_rel[0])
+        raise DataError(f"{where}: item {i} has {vocab.tokens[rel[i]]!r} (id {rel[i]}) in the relation slot, expected a relation token")
+    not_mask = np.flatnonzero(ids[:, p + 1] != vocab.mask_id)
+    if len(not_mask):
+        i = int(not_mask[0])
+        tok = ids[i, p + 1]
+        raise DataError(f"{where}: item {i} has {vocab.tokens[tok]!r} (id {tok}) in the mask slot, expected '<mask>' (id {vocab.mask_id})")
+    is_name = vocab.is_name.numpy()
+    if is_name.any():
+        name_slots = np.concatenate([ids[:, :p], ids[:, -p:]], axis=1)
+        bad_rows = np.flatnonzero(~is_name[name_slots].all(axis=1))
+        if len(bad_rows):
+            i = int(bad_rows[0])
+            tok = next(t for t in name_slots[i] if not is_name[t])
+            raise DataError(f"{where}: item {i} has {vocab.tokens[tok]!r} (id {tok}) in an entity slot, expected a name token")
+    codes = np.empty(len(types), dtype=np.int8)
+    for name in set(types):
+        if name not in allowed:
+            i = types.index(name)
+            raise DataError(f"{where}: item {i} has type {name!r}, expected one of {', '.join(allowed)}")
+    lookup = {name: TYPE_CODES[name] for name in allowed}
+    codes[:] = [lookup[t] for t in types]
+    return codes
+
+
+def _read_json(path: Path):
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); truncated file?") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e.reason})") from None
+
+
+def _parse_dir(root: Path, vocab: Vocab) -> tuple[dict[str, np.ndarray], int]:
+    arrays: dict[str, np.ndarray] = {}
+    train_path = root / "train.json"
+    ids, types, p = _parse_items(_read_json(train_path), str(train_path), None)
+    arrays["train_ids"] = ids
+    arrays["train_types"] = _check_ids(ids, types, vocab, str(train_path), ("train", "atomic"))
+    valid_path = root / "valid.json"
+    valid = _read_json(valid_path)
+    if not isinstance(valid, dict):
+        raise DataError(f"{valid_path}: expected a JSON object with splits {', '.join(VALID_SPLITS)}, got {type(valid).__name__}")
+    for split in VALID_SPLITS:
+        if split not in valid:
+            raise DataError(f"{valid_path}: missing split {split!r} (has: {', '.join(valid) or 'nothing'})")
+        where = f"{valid_path}: split {split!r}"
+        ids, types, _ = _parse_items(valid[split], where, p)
+        arrays[f"valid_{split}_ids"] = ids
+        arrays[f"valid_{split}_types"] = _check_ids(ids, types, vocab, where, (split,))
+    return arrays, p
+
+
+# -- cache --------------------------------------------------------------------------------
+
+def fingerprint(root: str | Path) -> str:
+    h = hashlib.sha256()
+    for name in ("vocab.json", "train.json", "valid.json"):
+        path = Path(root) / name
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise DataError(f"{path}: file not found") from None
+        h.update(name.encode() + len(data).to_bytes(8, "little") + data)
+    return h.hexdigest()[:32]
+
+
+def _cache_dir(root: Path) -> Path:
+    """Beside the data when writable; otherwise (e.g. a read-only shared dataset) the user cache."""
+    here = root / ".jepa_cache"
+    # Check the mode bits too: root passes os.access on a read-only directory.
+    if os.access(root, os.W_OK) and os.stat(root).st_mode & stat.S_IWUSR:
+        return here
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "jepa_kit"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file so that readers see the old version or the new one, never half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _load_cache(path: Path) -> dict[str, np.ndarray] | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if int(z["cache_version"]) != CACHE_VERSION:
+                return None
+            return {k: z[k] for k in z.files if k != "cache_version"}
+    except (OSError, ValueError, KeyError):
+        return None  # a broken cache is just a miss
+
+
+def _save_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    import io
+    buf = io.BytesIO()
+    np.savez(buf, cache_version=np.array(CACHE_VERSION), **arrays)
+    try:
+        atomic_write_bytes(path, buf.getvalue())
+    except OSError:
+        pass  # caching is an optimisation; a full or read-only disk must not stop the load
+
+
+# -- public -------------------------------------------------------------------------------
+
+def load_dataset(root: str | Path, cache: bool = True) -> Dataset:
+    """Load and validate a data directory. Raises DataError naming the file and item on bad input."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: data directory not found")
+    try:
+        vocab = Vocab.load(root / "vocab.json")
+    except VocabError as e:
+        raise DataError(str(e)) from None
+    fp = fingerprint(root)
+    cache_path = _cache_dir(root) / f"{fp}.npz"
+    arrays = _load_cache(cache_path) if cache else None
+    if arrays is None:
+        arrays, _ = _parse_dir(root, vocab)
+        if cache:
+            _save_cache(cache_path, arrays)
+    p = (arrays["train_ids"].shape[1] - 2) // 2
+
+    def split(prefix: str) -> Split:
+        return Split(torch.from_numpy(arrays[f"{prefix}_ids"]), torch.from_numpy(arrays[f"{prefix}_types"]))
+
+    return Dataset(
+        vocab=vocab,
+        train=split("train"),
+        valid={s: split(f"valid_{s}") for s in VALID_SPLITS},
+        path=str(root),
+        fingerprint=fp,
+        patch_len=p,
+    )
+
+
+def row_set(ids: torch.Tensor) -> set[tuple[int, ...]]:
+    return set(map(tuple, ids.tolist()))
+
+
+def summarize(ds: Dataset) -> dict:
+    """Counts, name sharing and the leakage check, as shown by `jepa-kit data check`."""
+    from jepa_kit.reversal import reverse_view
+
+    p, vocab = ds.patch_len, ds.vocab
+    counts = {"train.json": {name: int((ds.train.types == c).sum()) for name, c in TYPE_CODES.items() if c != 2}}
+    counts["valid.json"] = {s: len(ds.valid[s]) for s in VALID_SPLITS}
+    rel_counts = {}
+    for s, split in [("train.json", ds.train)] + [(f"valid.{k}", v) for k, v in ds.valid.items()]:
+        r, n = torch.unique(split.ids[:, p], return_counts=True)
+        rel_counts[s] = {vocab.tokens[i]: int(c) for i, c in zip(r.tolist(), n.tolist())}
+    ents = ds.entities()
+    sharing = {}
+    for j, label in enumerate(["first", "last"][:p] if p == 2 else ["entity"]):
+        _, c = torch.unique(ents[:, j], return_counts=True)
+        sharing[label] = {"tokens": len(c), "entities_per_token_min": int(c.min()), "entities_per_token_max": int(c.max())}
+
+    # Leakage: no test sequence in train.json; no test fact among `train` items in either direction;
+    # and no reverse of any atomic item in train.json.
+    train_rows = row_set(ds.train.ids)
+    both_dir = ds.train.of_type("train").ids
+    fact_rows = row_set(both_dir)
+    test = ds.valid["test"].ids
+    problems = []
+    for i, row in enumerate(test.tolist()):
+        if tuple(row) in train_rows:
+            problems.append(f"valid.json test item {i} appears in train.json")
+    for i, row in enumerate(reverse_view(test, vocab).tolist()):
+        if tuple(row) in fact_rows:
+            problems.append(f"valid.json test item {i} is a fact seen in both directions in train.json")
+    atomic = ds.train.of_type("atomic").ids
+    rev_atomic = reverse_view(atomic, vocab).tolist()
+    leaked = [i for i, row in enumerate(rev_atomic) if tuple(row) in train_rows]
+    if leaked:
+        problems.append(f"{len(leaked)} atomic items have their reverse in train.json (first: atomic item {leaked[0]})")
+    # Not a leak, but worth a word: on an excerpt of a dataset this is expected.
+    rev_atomic_set = set(map(tuple, rev_atomic))
+    not_held_out = sum(1 for row in test.tolist() if tuple(row) not in rev_atomic_set)
+    warnings = []
+    if not_held_out:
+        warnings.append(f"{not_held_out} of {len(test)} valid.json test items are not the reverse of an atomic item in train.json")
+    return {
+        "path": ds.path,
+        "vocab_size": len(vocab),
+        "pred_appended": vocab.pred_appended,
+        "relation_pairs": vocab.n_relation_pairs,
+        "patch_len": p,
+        "counts": counts,
+        "relations": rel_counts,
+        "entities": len(ents),
+        "name_sharing": sharing,
+        "leakage_problems": problems,
+        "warnings": warnings,
+        "fingerprint": ds.fingerprint,
+    }

@@ -1,0 +1,171 @@
+"""Synthetic entity-relation-entity facts in the user's format (the OSU reversal-curse layout).
+
+Entities are (first, last) name pairs over A and B together; each name token is shared by
+exactly ``multiplicity`` entities and every pair is unique. Facts over A are written in both
+directions (type "train"); facts over B in one direction chosen by a coin flip (type "atomic"),
+and the other direction is held out (type "test"). Within one relation pair every entity is the
+head of at most one fact and the tail of at most one, so every query has a single answer, in
+both directions.
+
+Deterministic: the same parameters and seed give byte-identical files.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from jepa_kit.data import atomic_write_bytes
+from jepa_kit.vocab import MASK, PAD, PRED
+
+
+@dataclass(frozen=True)
+class GenParams:
+    entities_a: int          # set A: facts seen in both directions
+    entities_b: int          # set B: facts seen in one direction, the other held out
+    multiplicity: int = 10   # entities sharing each name token
+    relation_pairs: int = 6
+    facts_per_entity: int = 3  # facts per entity as head, on average (<= relation_pairs)
+    valid_per_split: int = 3000
+    patch_len: int = 2       # 2: (first, last) names; 1: one token per entity (the "abstract" setting)
+
+
+PRESETS = {
+    "paper": GenParams(entities_a=50_000, entities_b=30_000, multiplicity=10, relation_pairs=6,
+                       facts_per_entity=3, valid_per_split=3000),
+    "small": GenParams(entities_a=5_000, entities_b=3_000, multiplicity=10, relation_pairs=6,
+                       facts_per_entity=3, valid_per_split=1000),
+    "tiny": GenParams(entities_a=400, entities_b=200, multiplicity=10, relation_pairs=6,
+                      facts_per_entity=3, valid_per_split=200),
+}
+
+
+def resolve(preset_or_params: str | GenParams | dict, **overrides) -> GenParams:
+    if isinstance(preset_or_params, GenParams):
+        params = preset_or_params
+    elif isinstance(preset_or_params, dict):
+        params = GenParams(**preset_or_params)
+    elif preset_or_params in PRESETS:
+        params = PRESETS[preset_or_params]
+    else:
+        raise ValueError(f"unknown data preset {preset_or_params!r}; choose one of {', '.join(PRESETS)}")
+    params = replace(params, **overrides)
+    _validate(params)
+    return params
+
+
+def _validate(p: GenParams) -> None:
+    n = p.entities_a + p.entities_b
+    if p.entities_a < 2 or p.entities_b < 2:
+        raise ValueError("entities_a and entities_b must each be at least 2")
+    if not 1 <= p.facts_per_entity <= p.relation_pairs:
+        raise ValueError(f"facts_per_entity must be in 1..relation_pairs ({p.relation_pairs}), got {p.facts_per_entity}")
+    if p.patch_len not in (1, 2):
+        raise ValueError(f"patch_len must be 1 or 2, got {p.patch_len}")
+    if p.patch_len == 2:
+        if n % p.multiplicity:
+            raise ValueError(f"entities_a + entities_b ({n}) must be a multiple of multiplicity ({p.multiplicity})")
+        if n // p.multiplicity < p.multiplicity:
+            raise ValueError(f"too few entities ({n}) for multiplicity {p.multiplicity}: need at least {p.multiplicity ** 2} "
+                             "so that every (first, last) pair is unique")
+
+
+def _names(p: GenParams, rng: np.random.Generator) -> tuple[list[str], np.ndarray]:
+    """Name tokens (in vocab order) and each entity's token indices [n_entities, patch_len]."""
+    n = p.entities_a + p.entities_b
+    if p.patch_len == 1:
+        tokens = [f"<e_{i}>" for i in range(n)]
+        ent = np.arange(n)[:, None]
+    else:
+        # Entity s*k + i = (first i, last (i + shift_s) mod k): k = n / multiplicity names of each kind,
+        # each first and last name used by exactly `multiplicity` entities, every pair distinct.
+        k = n // p.multiplicity
+        shifts = rng.choice(k, size=p.multiplicity, replace=False)
+        first = np.tile(np.arange(k), p.multiplicity)
+        last = (first + np.repeat(shifts, k)) % k
+        tokens = [f"<f_{i}>" for i in range(k)] + [f"<l_{j}>" for j in range(k)]
+        ent = np.stack([rng.permutation(k)[first], k + rng.permutation(k)[last]], axis=1)
+    order = rng.permutation(len(tokens))  # names take ids 0.. in arbitrary order, as in the user's vocab
+    token_id = np.empty(len(tokens), dtype=np.int64)
+    token_id[order] = np.arange(len(tokens))
+    vocab_names = [tokens[i] for i in order]
+    ents = token_id[ent]
+    return vocab_names, ents[rng.permutation(n)]
+
+
+def _facts(n: int, p: GenParams, rng: np.random.Generator) -> np.ndarray:
+    """Facts (head, relation pair, tail) over entities 0..n-1: [n * facts_per_entity, 3]."""
+    out = []
+    per_rel = n * p.facts_per_entity // p.relation_pairs
+    extra = n * p.facts_per_entity - per_rel * p.relation_pairs
+    for r in range(p.relation_pairs):
+        m = per_rel + (r < extra)
+        # tail = a fixed-point-free bijection (a cyclic shift in a random order), heads a random subset
+        order = rng.permutation(n)
+        shift = int(rng.integers(1, n))
+        succ = np.empty(n, dtype=np.int64)
+        succ[order] = order[(np.arange(n) + shift) % n]
+        heads = rng.choice(n, size=m, replace=False)
+        out.append(np.stack([heads, np.full(m, r), succ[heads]], axis=1))
+    return np.concatenate(out)
+
+
+def _item_json(row: np.ndarray, kind: str, p: int) -> str:
+    h, r, m, t = row[:p].tolist(), int(row[p]), int(row[p + 1]), row[p + 2:].tolist()
+    return json.dumps({"input_text": [h, [r], [m]], "target_text": [t], "type": kind})
+
+
+def _array_json(rows: np.ndarray, kinds: list[str], p: int) -> str:
+    return "[" + ", ".join(_item_json(r, k, p) for r, k in zip(rows, kinds)) + "]"
+
+
+def generate(preset_or_params: str | GenParams | dict = "tiny", out_dir: str | Path = "data/tiny", seed: int = 0,
+             **overrides) -> Path:
+    """Write vocab.json, train.json and valid.json into ``out_dir``; returns the directory."""
+    p = resolve(preset_or_params, **overrides)
+    rng = np.random.default_rng(seed)
+    names, ents = _names(p, rng)
+    n_names = len(names)
+    mask_id = n_names
+    fwd_id = n_names + 1 + 2 * np.arange(p.relation_pairs)  # <r_i> = mask + 1 + 2i, <r_i_inv> = mask + 2 + 2i
+    vocab_tokens = names + [MASK] + [t for i in range(p.relation_pairs) for t in (f"<r_{i}>", f"<r_{i}_inv>")] + [PAD, PRED]
+
+    def rows(facts: np.ndarray, offset: int, reverse: bool) -> np.ndarray:
+        h, r, t = facts[:, 0] + offset, facts[:, 1], facts[:, 2] + offset
+        if reverse:
+            h, t = t, h
+        rel = fwd_id[r] + (1 if reverse else 0)
+        return np.concatenate([ents[h], rel[:, None], np.full((len(r), 1), mask_id), ents[t]], axis=1)
+
+    facts_a = _facts(p.entities_a, p, rng)
+    facts_b = _facts(p.entities_b, p, rng)
+    off_b = p.entities_a
+    train_rows = np.concatenate([rows(facts_a, 0, False), rows(facts_a, 0, True)])
+    train_rows = train_rows[rng.permutation(len(train_rows))]
+    flip = rng.random(len(facts_b)) < 0.5  # which direction of each B fact is seen
+    fwd_b, rev_b = rows(facts_b, off_b, False), rows(facts_b, off_b, True)
+    atomic_rows = np.where(flip[:, None], rev_b, fwd_b)
+    test_rows = np.where(flip[:, None], fwd_b, rev_b)
+    perm = rng.permutation(len(facts_b))
+    atomic_rows, test_rows = atomic_rows[perm], test_rows[perm]
+
+    def sample(a: np.ndarray) -> np.ndarray:
+        k = min(p.valid_per_split, len(a))
+        return a[np.sort(rng.choice(len(a), size=k, replace=False))]
+
+    valid = {"train": sample(train_rows), "atomic": sample(atomic_rows), "test": sample(test_rows)}
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pl = p.patch_len
+    train_text = _array_json(np.concatenate([train_rows, atomic_rows]),
+                             ["train"] * len(train_rows) + ["atomic"] * len(atomic_rows), pl)
+    valid_text = "{" + ", ".join(f'"{s}": ' + _array_json(a, [s] * len(a), pl) for s, a in valid.items()) + "}"
+    # vocab last: a directory with a vocab.json is a complete one
+    atomic_write_bytes(out / "train.json", train_text.encode())
+    atomic_write_bytes(out / "valid.json", valid_text.encode())
+    atomic_write_bytes(out / "vocab.json", json.dumps({t: i for i, t in enumerate(vocab_tokens)}).encode())
+    atomic_write_bytes(out / "generator.json", json.dumps({"params": asdict(p), "seed": seed}, indent=2).encode())
+    return out

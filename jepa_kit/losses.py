@@ -1,0 +1,108 @@
+"""JEPA distances between predicted and target embeddings, loss dropout, collapse diagnostics.
+
+``pred`` and ``target`` are ``[N, D]``: one row per JEPA item (the last-layer hidden
+state at the last token of the forward view, resp. of the reverse view).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+METRICS = ("cosine", "l2", "mse", "infonce")
+
+
+def jepa_distance(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    metric: str = "cosine",
+    temperature: float = 0.1,
+    stop_grad: bool = False,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Distance between each prediction and its target.
+
+    metric:
+      ``cosine``  1 - cos(pred_i, target_i)
+      ``l2``      ||pred_i - target_i||_2 (Euclidean norm, not squared)
+      ``mse``     mean over dimensions of (pred_i - target_i)^2
+      ``infonce`` cross-entropy of item i picking its own target among all targets of the
+                  batch (in-batch negatives), scores = cos(pred_i, target_j) / temperature
+    stop_grad: detach the target side (no gradient flows into the reverse view). Off by
+      default, like the LLM-JEPA code.
+    reduction: ``mean`` (scalar) or ``none`` (``[N]``, one term per item).
+
+    An empty batch gives 0 (mean) or an empty tensor (none), still attached to the graph.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"unknown JEPA metric {metric!r}; choose one of {', '.join(METRICS)}")
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    if pred.shape != target.shape or pred.dim() != 2:
+        raise ValueError(f"pred and target must both be [N, D]; got {tuple(pred.shape)} and {tuple(target.shape)}")
+    if stop_grad:
+        target = target.detach()
+    if metric == "cosine":
+        d = 1.0 - F.cosine_similarity(pred, target, dim=-1)
+    elif metric == "l2":
+        d = torch.linalg.vector_norm(pred - target, dim=-1)
+    elif metric == "mse":
+        d = (pred - target).pow(2).mean(dim=-1)
+    else:
+        if temperature <= 0:
+            raise ValueError(f"InfoNCE temperature must be > 0, got {temperature}")
+        scores = F.normalize(pred, dim=-1) @ F.normalize(target, dim=-1).T / temperature  # [N, N]
+        d = F.cross_entropy(scores, torch.arange(len(pred), device=pred.device), reduction="none")
+    if reduction == "none":
+        return d
+    return d.mean() if len(d) else d.sum()
+
+
+def loss_dropout_keep(n: int, dropout: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Which of ``n`` JEPA items keep their JEPA term this step: bool ``[n]`` on the CPU.
+
+    Per item: exactly ``round(dropout * n)`` items, chosen uniformly at random with
+    ``generator`` (seeded by the caller), are skipped; the rest are kept. Skipped items
+    are not given a reverse view at all, which is where the compute saving comes from.
+    The JEPA loss is the mean over kept items, so its scale does not shrink with dropout;
+    to follow the LLM-JEPA convention of an effective weight λ·(1 - dropout), scale λ.
+    """
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"JEPA loss dropout must be in [0, 1), got {dropout}")
+    keep = torch.ones(n, dtype=torch.bool)
+    n_skip = round(dropout * n)
+    if n_skip:
+        keep[torch.randperm(n, generator=generator)[:n_skip]] = False
+    return keep
+
+
+@torch.no_grad()
+def jepa_diagnostics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """Collapse indicators for a batch of JEPA predictions/targets ([N, D], N >= 2).
+
+    pred_pairwise_cosine:   mean cos(pred_i, pred_j) over i != j (near 1: every item
+                            predicts the same vector, the objective is met trivially)
+    target_pairwise_cosine: the same for targets
+    target_std:             per-dimension std of the targets across items, averaged over
+                            dimensions (near 0: targets have collapsed)
+    pred_std:               the same for predictions
+    pred_target_cosine:     mean cos(pred_i, target_i) (what the cosine loss pushes up)
+    """
+    if pred.shape != target.shape or pred.dim() != 2:
+        raise ValueError(f"pred and target must both be [N, D]; got {tuple(pred.shape)} and {tuple(target.shape)}")
+    n = len(pred)
+    if n < 2:
+        raise ValueError(f"jepa_diagnostics needs at least 2 items to compare, got {n}")
+    pred, target = pred.float(), target.float()
+
+    def mean_offdiag_cos(x):
+        u = F.normalize(x, dim=-1)
+        gram = u @ u.T
+        return float((gram.sum() - gram.diagonal().sum()) / (n * (n - 1)))
+
+    return {
+        "pred_pairwise_cosine": mean_offdiag_cos(pred),
+        "target_pairwise_cosine": mean_offdiag_cos(target),
+        "target_std": float(target.std(dim=0).mean()),
+        "pred_std": float(pred.std(dim=0).mean()),
+        "pred_target_cosine": float(F.cosine_similarity(pred, target, dim=-1).mean()),
+    }

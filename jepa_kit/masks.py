@@ -1,0 +1,85 @@
+"""Block-causal attention masks and restarted position ids for packed rows.
+
+A packed row is several blocks side by side, e.g. ``[F | R]`` for a JEPA item. Each
+token may attend to earlier tokens of its own block only: causal inside a block,
+nothing across blocks. Positions restart at 0 in every block, so each block is
+encoded exactly as if it were run alone (GPT-2 has learned absolute positions).
+
+Mask conventions (see DESIGN.md "Known traps"):
+
+* additive float mask: 0 = may attend, ``torch.finfo(dtype).min`` = blocked. Never a
+  boolean 4D mask (GPT-2 eager attention in transformers 5.x ignores it) and never 0/1.
+* padding positions after the last block attend to themselves only, so every query
+  row has an allowed key: no all-blocked row, no NaN from softmax, in any attention
+  implementation. Real positions never attend to padding.
+
+Masks are built once per (shape, dtype, device) and cached; treat them as read-only.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+
+def _normalise(block_lengths, total_len):
+    lengths = tuple(int(n) for n in block_lengths)
+    if not lengths or any(n <= 0 for n in lengths):
+        raise ValueError(f"block lengths must be positive integers, got {list(block_lengths)}")
+    used = sum(lengths)
+    total = used if total_len is None else int(total_len)
+    if total < used:
+        raise ValueError(f"blocks {list(lengths)} need {used} positions, more than total_len={total}")
+    return lengths, total
+
+
+@lru_cache(maxsize=None)
+def _allowed(lengths: tuple[int, ...], total: int) -> torch.Tensor:
+    # block index of each position; padding gets its own index per position (-1 - i)
+    block = torch.cat([torch.full((n,), b) for b, n in enumerate(lengths)])
+    pad = total - len(block)
+    block = torch.cat([block, -1 - torch.arange(pad)])
+    pos = torch.arange(total)
+    same_block = block[:, None] == block[None, :]
+    causal = pos[:, None] >= pos[None, :]
+    return same_block & causal  # [total, total], True = may attend
+
+
+def block_causal_allowed(block_lengths, total_len: int | None = None) -> torch.Tensor:
+    """Boolean ``[L, L]`` view of the mask (True = query row may attend to key column), for drawing."""
+    return _allowed(*_normalise(block_lengths, total_len)).clone()
+
+
+@lru_cache(maxsize=None)
+def _additive(lengths, total, dtype, device) -> torch.Tensor:
+    allowed = _allowed(lengths, total)
+    mask = torch.zeros(allowed.shape, dtype=dtype)
+    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return mask.to(device)
+
+
+def block_causal_mask(
+    block_lengths, total_len: int | None = None, dtype: torch.dtype = torch.float32, device=None
+) -> torch.Tensor:
+    """Additive ``[L, L]`` mask for blocks of ``block_lengths`` tokens (L = ``total_len`` or their sum).
+
+    0 where the query (row) may attend to the key (column), ``finfo(dtype).min`` elsewhere.
+    Cached per (lengths, L, dtype, device): the same tensor comes back every call, do not
+    modify it in place. Broadcast it to ``[B, 1, L, L]`` with ``mask[None, None]``.
+    """
+    if not dtype.is_floating_point:
+        raise TypeError(f"block_causal_mask builds an additive float mask; dtype {dtype} is not a float type")
+    lengths, total = _normalise(block_lengths, total_len)
+    return _additive(lengths, total, dtype, torch.device(device) if device is not None else torch.device("cpu"))
+
+
+@lru_cache(maxsize=None)
+def _positions(lengths, total, device) -> torch.Tensor:
+    pos = torch.cat([torch.arange(n) for n in lengths] + [torch.zeros(total - sum(lengths), dtype=torch.long)])
+    return pos.to(device)
+
+
+def block_position_ids(block_lengths, total_len: int | None = None, device=None) -> torch.Tensor:
+    """LongTensor ``[L]``: 0, 1, ... restarting at 0 in each block; padding positions get 0. Cached."""
+    lengths, total = _normalise(block_lengths, total_len)
+    return _positions(lengths, total, torch.device(device) if device is not None else torch.device("cpu"))
