@@ -121,11 +121,17 @@ def _parse_items(items, where: str, patch_len: int | None) -> tuple[np.ndarray, 
         except (TypeError, KeyError, ValueError):
             raise DataError(_explain(it, f"{where}: item {i}", patch_len)) from None
     try:
-        ids = np.array(rows, dtype=np.int64)
+        ids = np.array(rows)  # no dtype: a string or float id must not be silently converted
     except (TypeError, ValueError, OverflowError):
-        bad = next(i for i, row in enumerate(rows)
-                   if not all(isinstance(x, int) and not isinstance(x, bool) for x in row))
-        raise DataError(_explain(items[bad], f"{where}: item {bad}", patch_len)) from None
+        ids = None
+    if ids is None or ids.dtype.kind != "i" or ids.ndim != 2:
+        bad = next((i for i, row in enumerate(rows)
+                    if not all(isinstance(x, int) and not isinstance(x, bool) for x in row)), None)
+        if bad is not None:
+            raise DataError(_explain(items[bad], f"{where}: item {bad}", patch_len))
+        bad = next(i for i, row in enumerate(rows) if not all(-2**63 <= x < 2**63 for x in row))
+        raise DataError(f"{where}: item {bad} has an id outside the vocabulary: {rows[bad]}")
+    ids = ids.astype(np.int64, copy=False)
     return ids, types, patch_len
 
 

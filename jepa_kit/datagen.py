@@ -96,19 +96,22 @@ def _names(p: GenParams, rng: np.random.Generator) -> tuple[list[str], np.ndarra
 
 
 def _facts(n: int, p: GenParams, rng: np.random.Generator) -> np.ndarray:
-    """Facts (head, relation pair, tail) over entities 0..n-1: [n * facts_per_entity, 3]."""
+    """Facts (head, relation pair, tail) over entities 0..n-1: [n * facts_per_entity, 3].
+
+    Every entity is the head of exactly ``facts_per_entity`` facts, each under a different relation.
+    """
+    # each entity picks facts_per_entity distinct relation pairs
+    chosen = rng.random((n, p.relation_pairs)).argsort(axis=1)[:, : p.facts_per_entity]
     out = []
-    per_rel = n * p.facts_per_entity // p.relation_pairs
-    extra = n * p.facts_per_entity - per_rel * p.relation_pairs
     for r in range(p.relation_pairs):
-        m = per_rel + (r < extra)
-        # tail = a fixed-point-free bijection (a cyclic shift in a random order), heads a random subset
+        heads = np.flatnonzero((chosen == r).any(axis=1))
+        # tail = a fixed-point-free bijection (a cyclic shift in a random order): each entity is
+        # the tail of at most one fact of this relation, and never its own tail
         order = rng.permutation(n)
         shift = int(rng.integers(1, n))
         succ = np.empty(n, dtype=np.int64)
         succ[order] = order[(np.arange(n) + shift) % n]
-        heads = rng.choice(n, size=m, replace=False)
-        out.append(np.stack([heads, np.full(m, r), succ[heads]], axis=1))
+        out.append(np.stack([heads, np.full(len(heads), r), succ[heads]], axis=1))
     return np.concatenate(out)
 
 

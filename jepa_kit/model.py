@@ -1,46 +1,399 @@
-"""INTERFACE SPEC from the lead (replace this file with the implementation; keep this interface).
+"""GPT-2 with an LLM-JEPA objective, trained in one packed pass.
 
-## Common context (read first)
-- Project: /work/main (git repo, Python package `jepa_kit`). Read /work/shared/DESIGN.md and /work/shared/STYLE.md first; real data fixtures in /work/shared/fixtures/osu_reversal_comb10_excerpt (read-only; copy before modifying in tests).
-- A virtualenv is ready: use /work/main/.venv/bin/python (torch 2.13.0 CPU, transformers 5.24.0, pytest, papermill, plotly, pandas, safetensors, ipywidgets installed). Run the package with `cd /work/main && .venv/bin/python -m pytest tests/test_X.py -q`. `pip install -e .` may not have been done yet: if `import jepa_kit` fails, run `.venv/bin/pip install -q --no-deps -e .` once.
-- Machine: 2 CPU cores, no GPU, no internet (no HF hub downloads: build GPT-2 from `GPT2Config`).
-- Several engineers work in this same tree at once, each on their own files. Only create/edit the files assigned to you. Do NOT run `git commit`, `git add`, `git stash`, `git checkout` or anything that changes git state; the lead commits. Do not reformat other people's files.
-- Already present: `jepa_kit/vocab.py` (class `Vocab`: `Vocab.load(path_or_dir)`, `Vocab.build(n_first, n_last, n_relation_pairs)`, `len(v)`, `v.mask_id`, `v.pad_id`, `v.pred_id`, `v.inverse` (LongTensor [V]: relation id -> inverse relation id, -1 for non-relations), `v.forward_relation_ids`, `v.inverse_relation_ids`, `v.relation_ids`, `v.is_relation(ids)`, `v.first_name_ids`, `v.last_name_ids`, `v.is_name` (bool [V]), `v.decode(ids)`, `v.tokens`, `v[token_str]`).
-- Being written by the lead right now (lands within ~20 min), `jepa_kit/data.py`: `TYPE_CODES = {"train": 0, "atomic": 1, "test": 2}`; `Split` dataclass with `.ids` LongTensor [N, L] (L = 2*patch_len + 2, normally 6: `[h_f, h_l, r, <mask>, t_f, t_l]`) and `.types` int8 tensor [N]; `Dataset` with `.vocab`, `.train: Split` (all of train.json), `.valid: dict[str, Split]` (keys "train", "atomic", "test"), `.patch_len` (2 normally; 1 for single-token entities, then rows are `[h, r, <mask>, t]`), `.path`, `.entities()` -> LongTensor [E, patch_len] of every distinct entity (name tuple) in train.json ∪ valid.json; `load_dataset(dir) -> Dataset`. And `jepa_kit/datagen.py`: `generate(preset_or_params, out_dir, seed=0)` with presets "tiny", "small", "paper" writing vocab.json/train.json/valid.json. Until they land, build test inputs from the fixture vocab and random ids.
-- Style: small readable modules (nanoGPT-like), dataclass configs, short "why" comments, shapes in comments where not obvious, clear error messages that name the file/item. Tests must assert behaviour that could fail; keep your tests fast (your whole test file well under 60 s on 2 cores): tiny models (e.g. 2 layers, 32-64 wide).
-- Packed/JEPA facts (DESIGN.md "Known traps"): use an additive float mask (0 allowed, torch.finfo(dtype).min blocked), never a boolean 4D mask with GPT-2 eager; SDPA needs the mask to carry causality; restart position ids at 0 for the reverse block; never rely on attention_mask=None inference of packed sequences.
-- When done, reply with: the files you created, the public API (signatures), how to run your tests, and any numbers you measured (with the command). Be concise.
+For a ``train`` item (types == 0) with row ``[h, r, <mask>, t]`` (entities of patch_len
+tokens, L = 2 * patch_len + 2):
 
-## Agreed model interface (jepa_kit/model.py, owned by the "model" engineer; the "train" engineer codes against it)
-```python
-from jepa_kit.model import GPT2WithJEPA, ObjectiveConfig, MODEL_PRESETS
-MODEL_PRESETS: dict[str, dict]   # "paper": n_layer=4, n_embd=768, n_head=12; "tiny": small CPU model (e.g. 2 layers, 128 wide, 4 heads; tuned later)
+    F = [h, r, <mask>, t, <PRED> x k]          forward view, k = 0..4
+    R = [t, inv(r), <mask>, h]                 reverse view (jepa_kit.reversal)
+
+pred   = last-layer hidden state at the last token of F (the last <PRED>, or t's last token when k = 0)
+target = last-layer hidden state at the last token of R
+loss   = γ·NTP + λ·d(pred, target)             d from jepa_kit.losses
+
+"Last-layer hidden state" means the output of the final layer norm ``ln_f`` (what the LM
+head reads, and what ``GPT2Model(...).last_hidden_state`` returns), in both modes.
+
+Two modes compute the same losses and gradients (tests/test_model.py proves it):
+
+* ``packed`` (default, fast): one pass. Each JEPA item is a row ``[F | R]`` under a
+  block-causal mask with positions restarting at 0 in R, so F and R are each encoded
+  exactly as if run alone. Every other item (atomic, test, JEPA items skipped by loss
+  dropout, or all items when the objective has no JEPA term) is a row holding F only,
+  without its last token (nothing reads it), in a separate attention call of the same
+  pass: no padding. NTP logits are computed only at the positions whose next token is
+  labelled, and the last block computes queries, MLP and ``ln_f`` only at positions
+  whose outputs are read (NTP positions, last <PRED>, last of R). The block loop is
+  written here but uses the Hugging Face modules' own weights and sub-modules.
+* ``two_pass``: the seed's structure, kept as the reference and for the benchmark: a
+  plain Hugging Face NTP pass over the batch (full-vocabulary logits at every position),
+  then a separate Hugging Face pass over the ``[F | R]`` rows of the JEPA items.
+
+Leakage guard: reverse views are built only for ``types == 0`` rows, only when the
+objective is ``jepa`` with λ > 0. Atomic and test rows never contribute more than F.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GPT2Config, GPT2LMHeadModel
+from transformers.models.gpt2.modeling_gpt2 import eager_attention_forward
+
+from jepa_kit.data import TYPE_CODES
+from jepa_kit.losses import METRICS, jepa_distance, loss_dropout_keep
+from jepa_kit.masks import block_causal_mask, block_position_ids
+from jepa_kit.reversal import patch_len_of, reverse_view
+from jepa_kit.vocab import Vocab
+
+MODEL_PRESETS: dict[str, dict] = {
+    "paper": dict(n_layer=4, n_embd=768, n_head=12),  # the binding paper's GPT-2
+    "tiny": dict(n_layer=2, n_embd=128, n_head=4),  # trains on two CPU cores in minutes
+}
+# Architecture fields a preset dict may set, with their defaults. "gelu_pytorch_tanh" is
+# GPT-2's own "gelu_new" function (max difference 2e-7) as one fused kernel; the Python
+# "gelu_new" costs ~8x more time on CPU, in every mode alike.
+_ARCH_DEFAULTS = dict(dropout=0.0, activation="gelu_pytorch_tanh")
+
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
+_REFUSED_ATTN = {
+    "flash_attention_2": "flash attention takes no custom 4D mask, so R would attend to F",
+    "flash_attention_3": "flash attention takes no custom 4D mask, so R would attend to F",
+    "flex_attention": "flex_attention is not declared for GPT-2 in transformers",
+}
+OBJECTIVES = ("jepa", "ntp", "reverse_aug")
+MODES = ("packed", "two_pass")
+MAX_K_PRED = 4
+TRAIN = TYPE_CODES["train"]
+
 
 @dataclass
-class ObjectiveConfig:           # the ONLY place these defaults are written; TrainConfig reuses them
-    objective: str = "jepa"      # "jepa" | "ntp" | "reverse_aug"  (ntp and reverse_aug: plain NTP, no reverse views built at all)
-    k_pred: int = 1              # number of <PRED> tokens appended to F, 0..4
+class ObjectiveConfig:
+    """The training objective. The only place these defaults are written (TrainConfig reuses them)."""
+
+    objective: str = "jepa"  # "jepa" | "ntp" | "reverse_aug" (the last two: plain NTP, no reverse views)
+    k_pred: int = 1  # <PRED> tokens appended to F, 0..4
     lambda_jepa: float = 1.0
     gamma_ntp: float = 1.0
     jepa_metric: str = "cosine"  # cosine | l2 | mse | infonce
     infonce_temperature: float = 0.1
-    loss_dropout: float = 0.0    # fraction of JEPA items whose JEPA term is skipped (seeded via the generator passed to forward)
-    stop_grad: bool = False      # detach the target (R) side
-    mode: str = "packed"         # "packed" (one pass) | "two_pass" (seed structure, reference)
+    loss_dropout: float = 0.0  # fraction of JEPA items skipped per batch (per item; see losses.loss_dropout_keep)
+    stop_grad: bool = False  # detach the target (R) side
+    mode: str = "packed"  # "packed" (one pass) | "two_pass" (seed structure, reference)
 
-class GPT2WithJEPA(torch.nn.Module):
-    def __init__(self, vocab: Vocab, preset: str | dict = "tiny", objective: ObjectiveConfig | None = None,
-                 attn_implementation: str = "sdpa", n_positions: int = 32): ...
-    gpt2: transformers.GPT2LMHeadModel      # the wrapped HF model (evaluation uses it directly)
-    def forward(self, ids: LongTensor[B, L], types: Tensor[B], generator: torch.Generator | None = None,
-                return_jepa_outputs: bool = False) -> dict:
-        # keys: "loss" (γ·ntp + λ·jepa, scalar tensor), "ntp_loss" (mean CE over the labelled target tokens),
-        # "jepa_loss" (scalar tensor, 0 when no JEPA rows), "n_items" (int), "n_jepa" (int, rows that got a reverse view);
-        # with return_jepa_outputs=True also "pred" [n_jepa, D] and "target" [n_jepa, D] (last-layer hidden states).
-        # Reverse views are built ONLY for rows with types == 0 ("train") and only when objective == "jepa" and λ > 0.
-    def config_dict(self) -> dict     # JSON-serialisable, enough to rebuild (sizes, objective fields, attn impl, n_positions, vocab size)
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective {self.objective!r} unknown; choose one of {', '.join(OBJECTIVES)}")
+        if not 0 <= self.k_pred <= MAX_K_PRED:
+            raise ValueError(f"k_pred must be 0..{MAX_K_PRED}, got {self.k_pred}")
+        if self.jepa_metric not in METRICS:
+            raise ValueError(f"jepa_metric {self.jepa_metric!r} unknown; choose one of {', '.join(METRICS)}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode {self.mode!r} unknown; choose one of {', '.join(MODES)}")
+        if not 0.0 <= self.loss_dropout < 1.0:
+            raise ValueError(f"loss_dropout must be in [0, 1), got {self.loss_dropout}")
+
+    @property
+    def uses_jepa(self) -> bool:
+        return self.objective == "jepa" and self.lambda_jepa != 0
+
+
+def check_attn_implementation(name: str) -> str:
+    """Return ``name`` if the packed block-causal pass is known to be right with it, else raise."""
+    if name in ATTN_IMPLEMENTATIONS:
+        return name
+    why = _REFUSED_ATTN.get(name, "the block-causal mask has not been proven equivalent with it")
+    raise ValueError(f"attention implementation {name!r} refused: {why}. Use one of {', '.join(ATTN_IMPLEMENTATIONS)}")
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Rows of one layout in the packed pass: ``ids`` [B, Lg] made of ``blocks`` (block lengths);
+    ``read`` are the positions whose final hidden states are needed."""
+
+    ids: torch.Tensor
+    blocks: tuple[int, ...]
+    read: tuple[int, ...]
+
+
+@lru_cache(maxsize=None)
+def _mask_rows(blocks, read, dtype, device) -> torch.Tensor:
+    # [len(read), Lg]: the query rows of the block-causal mask that the pruned last block needs
+    return block_causal_mask(blocks, dtype=dtype, device=device)[list(read)].contiguous()
+
+
+class GPT2WithJEPA(nn.Module):
+    """A Hugging Face ``GPT2LMHeadModel`` (``self.gpt2``, built from a config, no download)
+    plus the JEPA objective. ``model(ids, types)`` returns the losses; see the module docstring."""
+
+    def __init__(
+        self,
+        vocab: Vocab,
+        preset: str | dict = "tiny",
+        objective: ObjectiveConfig | None = None,
+        attn_implementation: str = "sdpa",
+        n_positions: int = 32,
+    ):
+        super().__init__()
+        if isinstance(preset, str):
+            if preset not in MODEL_PRESETS:
+                raise ValueError(f"model preset {preset!r} unknown; choose one of {', '.join(MODEL_PRESETS)}")
+            self.preset_name, arch = preset, dict(MODEL_PRESETS[preset])
+        else:
+            self.preset_name, arch = None, dict(preset)
+        unknown = set(arch) - {"n_layer", "n_embd", "n_head"} - set(_ARCH_DEFAULTS)
+        if unknown:
+            raise ValueError(f"model preset has unknown fields {sorted(unknown)}")
+        self.arch = {**_ARCH_DEFAULTS, **arch}
+        self.objective = objective or ObjectiveConfig()
+        self.attn_implementation = check_attn_implementation(attn_implementation)
+        self.n_positions = n_positions
+        self.vocab = vocab
+        self.mask_id, self.pred_id = vocab.mask_id, vocab.pred_id
+
+        a = self.arch
+        config = GPT2Config(
+            vocab_size=len(vocab), n_positions=n_positions, n_embd=a["n_embd"], n_layer=a["n_layer"],
+            n_head=a["n_head"], activation_function=a["activation"], resid_pdrop=a["dropout"],
+            embd_pdrop=a["dropout"], attn_pdrop=a["dropout"], use_cache=False,
+            bos_token_id=None, eos_token_id=None, pad_token_id=vocab.pad_id, tie_word_embeddings=True,
+        )
+        config._attn_implementation = self.attn_implementation
+        self.gpt2 = GPT2LMHeadModel(config)
+        if config.reorder_and_upcast_attn or config.add_cross_attention:
+            raise ValueError("reorder_and_upcast_attn / cross-attention are not supported by the packed pass")
+        # relation id -> inverse relation id (-1 elsewhere); derived from vocab, so not saved
+        self.register_buffer("inverse", vocab.inverse.clone(), persistent=False)
+
+    # -- config round trip ----------------------------------------------------------------
+    def config_dict(self) -> dict:
+        return {
+            "preset": self.preset_name, **self.arch, "n_positions": self.n_positions,
+            "attn_implementation": self.attn_implementation, "vocab_size": len(self.vocab),
+            "objective": asdict(self.objective),
+        }
+
     @classmethod
-    def from_config_dict(cls, vocab: Vocab, d: dict) -> "GPT2WithJEPA"
-```
-NTP labels are the tail patch tokens only (`ids[:, -patch_len:]`), predicted from the position before each.
-"""
+    def from_config_dict(cls, vocab: Vocab, d: dict) -> "GPT2WithJEPA":
+        if d.get("vocab_size", len(vocab)) != len(vocab):
+            raise ValueError(f"model was built for a vocabulary of {d['vocab_size']} tokens, this one has {len(vocab)}")
+        arch = {k: d[k] for k in ("n_layer", "n_embd", "n_head", *_ARCH_DEFAULTS) if k in d}
+        objective = ObjectiveConfig(**{f.name: d["objective"][f.name] for f in fields(ObjectiveConfig) if f.name in d.get("objective", {})})
+        model = cls(vocab, preset=arch, objective=objective,
+                    attn_implementation=d.get("attn_implementation", "sdpa"), n_positions=d.get("n_positions", 32))
+        model.preset_name = d.get("preset")
+        return model
+
+    # -- the objective --------------------------------------------------------------------
+    def forward(
+        self,
+        ids: torch.Tensor,
+        types: torch.Tensor,
+        generator: torch.Generator | None = None,
+        return_jepa_outputs: bool = False,
+        mode: str | None = None,
+    ) -> dict:
+        """ids [B, L] fact rows, types [B] (0 train, 1 atomic, 2 test).
+
+        generator: seeds loss dropout (applied in training mode only).
+        mode: override ``objective.mode`` for this call ("packed" | "two_pass").
+
+        Returns ``loss`` (γ·ntp + λ·jepa), ``ntp_loss`` (mean CE over the labelled tail
+        tokens), ``jepa_loss`` (mean distance over the JEPA items, 0 without any),
+        ``n_items``, ``n_jepa`` (items given a reverse view), ``n_ntp_tokens``,
+        ``n_tokens`` (tokens entering the transformer), ``n_logit_positions``; with
+        ``return_jepa_outputs`` also ``pred`` and ``target`` [n_jepa, n_embd].
+        """
+        obj = self.objective
+        mode = mode or obj.mode
+        if mode not in MODES:
+            raise ValueError(f"mode {mode!r} unknown; choose one of {', '.join(MODES)}")
+        check_attn_implementation(self.gpt2.config._attn_implementation)
+        if ids.dim() != 2 or types.shape != ids.shape[:1]:
+            raise ValueError(f"expected ids [B, L] and types [B], got {tuple(ids.shape)} and {tuple(types.shape)}")
+        if bool(((types < 0) | (types > 2)).any()):
+            raise ValueError(f"types must be codes of {TYPE_CODES}, got values {sorted(set(types.tolist()))}")
+        L, k = ids.shape[1], obj.k_pred
+        p = patch_len_of(L)
+        if obj.uses_jepa and 2 * L + k > 2 * self.n_positions:
+            pass  # each block restarts its positions: only max(L + k, L) must fit
+        if L + k > self.n_positions:
+            raise ValueError(f"rows of {L} tokens + {k} <PRED> exceed n_positions={self.n_positions}")
+
+        if obj.uses_jepa:
+            jepa_idx = (types == TRAIN).nonzero()[:, 0]
+            if self.training and obj.loss_dropout > 0:
+                keep = loss_dropout_keep(len(jepa_idx), obj.loss_dropout, generator)
+                jepa_idx = jepa_idx[keep.to(jepa_idx.device)]
+        else:
+            jepa_idx = ids.new_zeros(0)
+
+        if mode == "packed":
+            out = self._packed(ids, jepa_idx, p, k)
+        else:
+            out = self._two_pass(ids, jepa_idx, p, k)
+
+        ntp = out.pop("ntp_loss")
+        pred, target = out.pop("pred"), out.pop("target")
+        if pred is not None and len(pred):
+            jepa = jepa_distance(pred, target, obj.jepa_metric, obj.infonce_temperature, obj.stop_grad)
+        else:
+            jepa = ntp.new_zeros(())
+        loss = obj.gamma_ntp * ntp + (obj.lambda_jepa * jepa if obj.uses_jepa else 0.0)
+        result = {"loss": loss, "ntp_loss": ntp, "jepa_loss": jepa, "n_items": len(ids), "n_jepa": len(jepa_idx),
+                  "n_ntp_tokens": len(ids) * p, **out}
+        if return_jepa_outputs:
+            result["pred"], result["target"] = pred, target
+        return result
+
+    def _jepa_rows(self, ids_j: torch.Tensor, k: int) -> torch.Tensor:
+        """[n, L] train rows -> [n, (L + k) + L] rows ``[F | R]``."""
+        check = not ids_j.is_cuda  # on GPU a bad relation id fails in the embedding lookup instead
+        preds = ids_j.new_full((len(ids_j), k), self.pred_id)
+        return torch.cat([ids_j, preds, reverse_view(ids_j, self.inverse, check=check)], dim=1)
+
+    def _packed(self, ids, jepa_idx, p, k) -> dict:
+        B, L = ids.shape
+        ntp_read = tuple(range(p + 1, 2 * p + 1))  # logits here predict the tail tokens
+        other = torch.ones(B, dtype=torch.bool, device=ids.device)
+        other[jepa_idx] = False
+        other_idx = other.nonzero()[:, 0]
+        groups, labels = [], []
+        if len(jepa_idx):
+            ids_j = ids[jepa_idx]
+            groups.append(_Group(self._jepa_rows(ids_j, k), (L + k, L), ntp_read + (L + k - 1, 2 * L + k - 1)))
+            labels.append(ids_j[:, -p:])
+        if len(other_idx):
+            ids_o = ids[other_idx]
+            groups.append(_Group(ids_o[:, : L - 1], (L - 1,), ntp_read))  # the last token is never read
+            labels.append(ids_o[:, -p:])
+        hidden = self._packed_blocks(groups)  # per group [B_g, len(read), d]
+        h_ntp = torch.cat([h[:, :p] for h in hidden]).reshape(-1, hidden[0].shape[-1])  # [B * p, d]
+        logits = F.linear(h_ntp, self.gpt2.lm_head.weight)  # [B * p, V], only where labels are
+        ntp = F.cross_entropy(logits.float(), torch.cat(labels).reshape(-1))
+        pred = target = None
+        if len(jepa_idx):
+            pred, target = hidden[0][:, p], hidden[0][:, p + 1]
+        return {"ntp_loss": ntp, "pred": pred, "target": target,
+                "n_tokens": sum(g.ids.numel() for g in groups), "n_logit_positions": B * p}
+
+    def _two_pass(self, ids, jepa_idx, p, k) -> dict:
+        B, L = ids.shape
+        labels = ids.clone()
+        labels[:, : L - p] = -100  # HF shifts labels inside: logits at i predict token i + 1
+        ntp = self.gpt2(input_ids=ids, labels=labels, use_cache=False).loss
+        pred = target = None
+        n_tokens = ids.numel()
+        if len(jepa_idx):
+            rows = self._jepa_rows(ids[jepa_idx], k)
+            n, Lr = rows.shape
+            mask = block_causal_mask((L + k, L), dtype=self.gpt2.dtype, device=ids.device)
+            pos = block_position_ids((L + k, L), device=ids.device)
+            h = self.gpt2.transformer(
+                input_ids=rows, attention_mask=mask[None, None].expand(n, 1, Lr, Lr),
+                position_ids=pos.expand(n, Lr), use_cache=False,
+            ).last_hidden_state
+            pred, target = h[:, L + k - 1], h[:, -1]
+            n_tokens += rows.numel()
+        return {"ntp_loss": ntp, "pred": pred, "target": target, "n_tokens": n_tokens, "n_logit_positions": B * L}
+
+    # -- the packed transformer -----------------------------------------------------------
+    def _attend(self, attn: nn.Module, q, k, v, mask) -> torch.Tensor:
+        """q [B, H, Lq, hd], k/v [B, H, Lk, hd], additive mask [Lq, Lk] -> [B, Lq, H * hd]."""
+        if not mask.is_floating_point():
+            raise TypeError("boolean attention masks are refused: use an additive float mask (jepa_kit.masks)")
+        B, H, Lq, hd = q.shape
+        drop = attn.attn_dropout.p if self.training else 0.0
+        impl = check_attn_implementation(self.gpt2.config._attn_implementation)
+        if impl == "sdpa":
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, scale=attn.scaling)
+            return o.transpose(1, 2).reshape(B, Lq, H * hd)
+        o, _ = eager_attention_forward(attn, q, k, v, mask, dropout=drop, scaling=attn.scaling)  # [B, Lq, H, hd]
+        return o.reshape(B, Lq, H * hd)
+
+    def _packed_blocks(self, groups: list[_Group], all_positions: bool = False) -> list[torch.Tensor]:
+        """Run the transformer over every group's rows in one pass; tokens of all groups share
+        each linear layer call ([T, d] token-major, no padding), attention runs per group.
+
+        Returns per group the final hidden states (after ``ln_f``): [B_g, len(read), d], or
+        [B_g, Lg, d] with ``all_positions`` (tests; the last block is then not pruned)."""
+        tr = self.gpt2.transformer
+        d = tr.embed_dim
+        H = tr.h[0].attn.num_heads
+        hd = d // H
+        device = groups[0].ids.device
+        shapes = [tuple(g.ids.shape) for g in groups]
+        sizes = [b * l for b, l in shapes]
+        tok = torch.cat([g.ids.reshape(-1) for g in groups])  # [T]
+        pos = torch.cat([block_position_ids(g.blocks, device=device).expand(b, l).reshape(-1)
+                         for g, (b, l) in zip(groups, shapes)])
+        x = tr.drop(tr.wte(tok) + tr.wpe(pos))  # [T, d]
+
+        for i, block in enumerate(tr.h):
+            attn = block.attn
+            h = block.ln_1(x)
+            if i < len(tr.h) - 1 or all_positions:
+                qkv = attn.c_attn(h)  # [T, 3d]
+                parts = []
+                for g, (b, l), qkv_g in zip(groups, shapes, qkv.split(sizes)):
+                    q, k, v = qkv_g.view(b, l, 3, H, hd).permute(2, 0, 3, 1, 4)  # each [b, H, l, hd]
+                    mask = block_causal_mask(g.blocks, dtype=q.dtype, device=device)
+                    parts.append(self._attend(attn, q, k, v, mask).reshape(b * l, d))
+                x = x + attn.resid_dropout(attn.c_proj(torch.cat(parts)))
+                x = x + block.mlp(block.ln_2(x))
+                continue
+            # Last block: keys/values at every position, everything else only where read.
+            W, bias = attn.c_attn.weight, attn.c_attn.bias  # Conv1D: [d, 3d], columns q | k | v
+            kv = torch.addmm(bias[d:], h, W[:, d:])  # [T, 2d]
+            parts, resid = [], []
+            for g, (b, l), h_g, kv_g, x_g in zip(groups, shapes, h.split(sizes), kv.split(sizes), x.split(sizes)):
+                r = list(g.read)
+                q = torch.addmm(bias[:d], h_g.view(b, l, d)[:, r].reshape(-1, d), W[:, :d])
+                q = q.view(b, len(r), H, hd).transpose(1, 2)  # [b, H, R, hd]
+                k, v = kv_g.view(b, l, 2, H, hd).permute(2, 0, 3, 1, 4)
+                mask = _mask_rows(g.blocks, g.read, q.dtype, device)
+                parts.append(self._attend(attn, q, k, v, mask).reshape(-1, d))
+                resid.append(x_g.view(b, l, d)[:, r].reshape(-1, d))
+            x = torch.cat(resid) + attn.resid_dropout(attn.c_proj(torch.cat(parts)))
+            x = x + block.mlp(block.ln_2(x))
+            shapes = [(b, len(g.read)) for g, (b, _) in zip(groups, shapes)]
+            sizes = [b * r for b, r in shapes]
+
+        x = tr.ln_f(x)
+        return [x_g.view(b, l, d) for x_g, (b, l) in zip(x.split(sizes), shapes)]
+
+    # -- helpers for evaluation and tests -------------------------------------------------
+    def jepa_embeddings(self, ids: torch.Tensor, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pred, target) [N, d] for ``train`` rows ``ids`` [N, L], whatever the objective
+        (JEPA diagnostics of an NTP-only run too). Never call it on atomic or test rows
+        during training: it builds their reverse views."""
+        L = ids.shape[1]
+        k = self.objective.k_pred if k is None else k
+        group = _Group(self._jepa_rows(ids, k), (L + k, L), (L + k - 1, 2 * L + k - 1))
+        h = self._packed_blocks([group])[0]
+        return h[:, 0], h[:, 1]
+
+    def packed_hidden_states(self, ids: torch.Tensor, types: torch.Tensor) -> dict:
+        """Final hidden states (after ln_f) at every position of the packed pass, no loss dropout.
+
+        Returns ``jepa_index`` / ``jepa_rows`` [n_j, 2L + k] / ``jepa_hidden`` [n_j, 2L + k, d]
+        for the train items, and ``other_index`` / ``other_rows`` [n_o, L - 1] / ``other_hidden``
+        for the rest. For tests and for drawing."""
+        L, k = ids.shape[1], self.objective.k_pred
+        p = patch_len_of(L)
+        is_j = (types == TRAIN) if self.objective.uses_jepa else torch.zeros_like(types, dtype=torch.bool)
+        out, groups, names = {}, [], []
+        for name, sel in (("jepa", is_j), ("other", ~is_j)):
+            idx = sel.nonzero()[:, 0]
+            out[f"{name}_index"] = idx
+            if len(idx):
+                rows = self._jepa_rows(ids[idx], k) if name == "jepa" else ids[idx, : L - 1]
+                blocks = (L + k, L) if name == "jepa" else (L - 1,)
+                groups.append(_Group(rows, blocks, tuple(range(p + 1, 2 * p + 1))))
+                names.append(name)
+                out[f"{name}_rows"] = rows
+        for name, h in zip(names, self._packed_blocks(groups, all_positions=True) if groups else []):
+            out[f"{name}_hidden"] = h
+        return out

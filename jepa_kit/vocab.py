@@ -91,9 +91,11 @@ class Vocab:
         dup_keys: list[str] = []
 
         def pairs_hook(pairs):
-            keys = [k for k, _ in pairs]
-            dup_keys.extend(k for k in set(keys) if keys.count(k) > 1)
-            return dict(pairs)
+            d = dict(pairs)
+            if len(d) != len(pairs):
+                seen: set[str] = set()
+                dup_keys.extend(k for k, _ in pairs if k in seen or seen.add(k))
+            return d
 
         try:
             raw = json.loads(text, object_pairs_hook=pairs_hook)

@@ -1,0 +1,5 @@
+import sys
+
+from jepa_kit.cli import main
+
+sys.exit(main())

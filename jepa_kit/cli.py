@@ -1,0 +1,160 @@
+"""The `jepa-kit` command (also `python -m jepa_kit`)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+
+
+def _data_generate(args) -> int:
+    from jepa_kit.datagen import GenParams, generate, resolve
+
+    overrides = {f.name: getattr(args, f.name) for f in fields(GenParams) if getattr(args, f.name, None) is not None}
+    params = resolve(args.preset, **overrides)
+    out = generate(params, args.out, seed=args.seed)
+    print(f"wrote {out}/vocab.json, train.json, valid.json ({args.preset}, seed {args.seed})")
+    return 0
+
+
+def _data_check(args) -> int:
+    from jepa_kit.data import DataError, load_dataset
+
+    try:
+        ds = load_dataset(args.dir)
+        summary = ds.summary()
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        c = summary["counts"]
+        print(f"{summary['path']}: OK as data" if not summary["leakage_problems"] else f"{summary['path']}: LEAKAGE")
+        print(f"  vocabulary      {summary['vocab_size']} tokens ({summary['relation_pairs']} relation pairs"
+              f"{', <PRED> appended' if summary['pred_appended'] else ''})")
+        print(f"  train.json      {c['train.json']['train']} train + {c['train.json']['atomic']} atomic items")
+        print(f"  valid.json      " + ", ".join(f"{k} {v}" for k, v in c["valid.json"].items()))
+        print(f"  entities        {summary['entities']} (patch length {summary['patch_len']})")
+        for label, s in summary["name_sharing"].items():
+            print(f"  {label:<5} names     {s['tokens']} tokens, each shared by {s['entities_per_token_min']}"
+                  f"..{s['entities_per_token_max']} entities")
+        rels = summary["relations"]["train.json"]
+        print("  relations       " + ", ".join(f"{k} {v}" for k, v in sorted(rels.items())))
+        for w in summary["warnings"]:
+            print(f"  warning: {w}")
+        for p in summary["leakage_problems"]:
+            print(f"  LEAK: {p}")
+        if not summary["leakage_problems"]:
+            print("  leakage         none: no test sequence in train.json, no test fact seen in both directions,"
+                  " no reverse of an atomic item in train.json")
+    return 1 if summary["leakage_problems"] else 0
+
+
+def _train(args) -> int:
+    from jepa_kit import train as T
+
+    config = T.config_from_args(args)
+    run_dir = T.train(config)
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def _eval(args) -> int:
+    from jepa_kit.data import load_dataset
+    from jepa_kit.evaluate import evaluate, format_table
+    from jepa_kit.train import load_run
+
+    model, config = load_run(args.run, checkpoint=args.checkpoint)
+    data_dir = args.data or config.data
+    ds = load_dataset(data_dir)
+    if not ds.vocab.same_as(model.vocab):
+        print(f"error: {data_dir} has a different vocabulary from the one {args.run} was trained on", file=sys.stderr)
+        return 1
+    splits = tuple(s for s in args.splits.split(",") if s)
+    results = evaluate(model, ds, splits=splits, logit_lens=not args.no_logit_lens)
+    print(json.dumps(results, indent=2) if args.json else format_table(results))
+    return 0
+
+
+def _bench(args) -> int:
+    from jepa_kit import bench
+
+    return bench.main(args.rest) or 0
+
+
+def _sweep(args) -> int:
+    from jepa_kit import runs
+
+    return runs.sweep_main(args.rest) or 0
+
+
+def _runs(args) -> int:
+    from jepa_kit import runs
+
+    return runs.runs_main(args.rest) or 0
+
+
+def _demo(args) -> int:
+    from jepa_kit import demo
+
+    return demo.main(args) or 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jepa-kit", description="LLM-JEPA vs the reversal curse, on synthetic facts.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="generate or check a dataset").add_subparsers(dest="data_command", required=True)
+    g = data.add_parser("generate", help="write vocab.json, train.json, valid.json")
+    g.add_argument("--preset", default="tiny", help="tiny | small | paper")
+    g.add_argument("--out", required=True)
+    g.add_argument("--seed", type=int, default=0)
+    from jepa_kit.datagen import GenParams
+    for f in fields(GenParams):
+        g.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=int, default=None,
+                       help=f"override the preset's {f.name}")
+    g.set_defaults(func=_data_generate)
+    c = data.add_parser("check", help="validate a dataset and print a summary; non-zero exit on bad data")
+    c.add_argument("dir")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=_data_check)
+
+    t = sub.add_parser("train", help="train one run (any TrainConfig field as --field value)")
+    try:
+        from jepa_kit.train import add_config_arguments
+        add_config_arguments(t)
+    except ImportError:
+        pass
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("eval", help="evaluate a run directory")
+    e.add_argument("run")
+    e.add_argument("--data", default=None, help="data directory (default: the one the run was trained on)")
+    e.add_argument("--splits", default="train,atomic,test")
+    e.add_argument("--checkpoint", default="last", help="last | best")
+    e.add_argument("--no-logit-lens", action="store_true")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=_eval)
+
+    for name, func, text in (("bench", _bench, "training-step and evaluation speed table"),
+                             ("sweep", _sweep, "papermill runs of the training notebook from a sweep YAML"),
+                             ("runs", _runs, "state of every run in a folder")):
+        s = sub.add_parser(name, help=text, add_help=False)
+        s.add_argument("rest", nargs=argparse.REMAINDER)
+        s.set_defaults(func=func)
+
+    d = sub.add_parser("demo", help="the README's main job: tiny data, three trainings, the reversal table")
+    d.add_argument("--out", default="demo_out")
+    d.add_argument("--fresh", action="store_true", help="start over instead of resuming finished runs")
+    d.set_defaults(func=_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# CI lays shared/ beside the clone; a developer checkout has it at the same place.
+FIXTURES = Path(os.environ.get("JEPA_KIT_FIXTURES", ROOT.parent / "shared" / "fixtures"))
+OSU_EXCERPT = FIXTURES / "osu_reversal_comb10_excerpt"
+
+
+@pytest.fixture(scope="session")
+def osu_dir() -> Path:
+    if not OSU_EXCERPT.is_dir():
+        pytest.fail(f"fixtures not found at {OSU_EXCERPT}; set JEPA_KIT_FIXTURES")
+    return OSU_EXCERPT
+
+
+@pytest.fixture
+def osu_copy(osu_dir, tmp_path) -> Path:
+    """A writable copy of the real excerpt (the original is read-only)."""
+    dst = tmp_path / "osu"
+    shutil.copytree(osu_dir, dst, ignore=shutil.ignore_patterns(".jepa_cache"))
+    dst.chmod(0o755)
+    for p in dst.iterdir():
+        p.chmod(0o644)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    from jepa_kit.datagen import generate
+
+    return generate("tiny", tmp_path_factory.mktemp("tiny") / "data", seed=0)
