@@ -101,7 +101,8 @@ def _demo(args) -> int:
     return demo.main(args) or 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(train_fields: bool = True) -> argparse.ArgumentParser:
+    """``train_fields=False`` skips importing torch (for quick commands like `jepa-kit runs`)."""
     p = argparse.ArgumentParser(prog="jepa-kit", description="LLM-JEPA vs the reversal curse, on synthetic facts.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -121,11 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_data_check)
 
     t = sub.add_parser("train", help="train one run (any TrainConfig field as --field value)")
-    try:
+    if train_fields:
         from jepa_kit.train import add_config_arguments
         add_config_arguments(t)
-    except ImportError:
-        pass
     t.set_defaults(func=_train)
 
     e = sub.add_parser("eval", help="evaluate a run directory")
@@ -152,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(train_fields=bool(argv) and argv[0] == "train").parse_args(argv)
     return args.func(args)
 
 
