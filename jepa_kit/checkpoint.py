@@ -215,6 +215,13 @@ def read_checkpoint_meta(ckpt_dir: str | Path) -> dict:
     return info
 
 
+def update_meta(ckpt_dir: str | Path, change) -> None:
+    """Apply ``change(info)`` to a checkpoint's checkpoint.json and write it back atomically."""
+    info = read_checkpoint_meta(ckpt_dir)
+    change(info)
+    atomic_write_json(Path(ckpt_dir) / "checkpoint.json", info)
+
+
 def load_weights(model: torch.nn.Module, ckpt_dir: str | Path) -> None:
     """Load model.safetensors into ``model`` (strict: every weight must be there and fit)."""
     path = Path(ckpt_dir) / "model.safetensors"

@@ -58,7 +58,7 @@ def jepa_distance(
 
 
 def loss_dropout_keep(n: int, dropout: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Which of ``n`` JEPA items keep their JEPA term this step: bool ``[n]`` on the CPU.
+    """Which of ``n`` JEPA items keep their JEPA term this step: bool ``[n]`` on the generator's device.
 
     Per item: exactly ``round(dropout * n)`` items, chosen uniformly at random with
     ``generator`` (seeded by the caller), are skipped; the rest are kept. Skipped items
@@ -68,10 +68,11 @@ def loss_dropout_keep(n: int, dropout: float, generator: torch.Generator | None 
     """
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"JEPA loss dropout must be in [0, 1), got {dropout}")
-    keep = torch.ones(n, dtype=torch.bool)
+    device = generator.device if generator is not None else torch.device("cpu")
+    keep = torch.ones(n, dtype=torch.bool, device=device)
     n_skip = round(dropout * n)
     if n_skip:
-        keep[torch.randperm(n, generator=generator)[:n_skip]] = False
+        keep[torch.randperm(n, generator=generator, device=device)[:n_skip]] = False
     return keep
 
 

@@ -161,6 +161,7 @@ class GPT2WithJEPA(nn.Module):
             bos_token_id=None, eos_token_id=None, pad_token_id=vocab.pad_id, tie_word_embeddings=True,
         )
         config._attn_implementation = self.attn_implementation
+        config.loss_type = "ForCausalLM"  # HF's NTP loss in two_pass mode (silences its default-loss notice)
         self.gpt2 = GPT2LMHeadModel(config)
         if config.reorder_and_upcast_attn or config.add_cross_attention:
             raise ValueError("reorder_and_upcast_attn / cross-attention are not supported by the packed pass")
@@ -217,9 +218,7 @@ class GPT2WithJEPA(nn.Module):
             raise ValueError(f"types must be codes of {TYPE_CODES}, got values {sorted(set(types.tolist()))}")
         L, k = ids.shape[1], obj.k_pred
         p = patch_len_of(L)
-        if obj.uses_jepa and 2 * L + k > 2 * self.n_positions:
-            pass  # each block restarts its positions: only max(L + k, L) must fit
-        if L + k > self.n_positions:
+        if L + k > self.n_positions:  # each block restarts its positions: only F must fit
             raise ValueError(f"rows of {L} tokens + {k} <PRED> exceed n_positions={self.n_positions}")
 
         if obj.uses_jepa:

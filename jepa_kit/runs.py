@@ -60,6 +60,11 @@ def _train_config_cls():
     return TrainConfig
 
 
+def _train_presets() -> dict:
+    from jepa_kit.train import TRAIN_PRESETS
+    return TRAIN_PRESETS
+
+
 def config_fields() -> list[str]:
     """TrainConfig's field names, in declaration order (the notebook's parameters)."""
     import dataclasses
@@ -69,20 +74,30 @@ def config_fields() -> list[str]:
 def resolve_params(overrides: dict, preset: str | None = None, where: str = "sweep") -> dict:
     """The full TrainConfig of one run as a plain dict: preset defaults, then ``overrides``.
 
-    Unknown names are an error that names the file; values are checked by TrainConfig itself.
+    Unknown names and bad values are errors that name the file (TrainConfig checks them).
     """
-    import dataclasses
     cls = _train_config_cls()
     names = config_fields()
     unknown = [k for k in overrides if k not in names]
     if unknown:
         raise SweepError(f"{where}: unknown parameter {unknown[0]!r}; TrainConfig fields are: {', '.join(names)}")
+    # a sweep preset that is not a TrainConfig preset (e.g. "paper") is only its `presets:` section
+    known = preset if preset in _train_presets() else None
     try:
-        cfg = cls.from_preset(preset) if preset else cls()
-        cfg = dataclasses.replace(cfg, **overrides)
+        cfg = cls.from_dict(dict(overrides), where=where, **({"preset": known} if known else {}))
     except (TypeError, ValueError) as e:
         raise SweepError(f"{where}: {e}") from None
-    return _jsonable(dataclasses.asdict(cfg))
+    return _jsonable(cfg.to_dict())
+
+
+def notebook_config(namespace: dict):
+    """The TrainConfig of a notebook's parameters: every TrainConfig field found in ``namespace``
+    (pass ``globals()``). The parameters cell of 02_train names exactly these fields."""
+    cls = _train_config_cls()
+    missing = [n for n in config_fields() if n not in namespace]
+    if missing:
+        raise SweepError(f"the parameters cell lacks TrainConfig field(s): {', '.join(missing)}")
+    return cls.from_dict({n: namespace[n] for n in config_fields()}, where="notebook parameters")
 
 
 def _jsonable(d: dict) -> dict:
@@ -169,8 +184,9 @@ def load_sweep(path: str | Path, preset: str | None = None) -> Sweep:
         raise SweepError(f"{path}: expected a mapping with base/runs/vary/grid, got {type(spec).__name__}")
     chosen = preset or spec.get("preset")
     presets = spec.get("presets") or {}
-    if preset and presets and preset not in presets:
-        raise SweepError(f"{path}: --preset {preset!r} has no section under 'presets' (have: {', '.join(presets)})")
+    if chosen and chosen not in presets and chosen not in _train_presets():
+        raise SweepError(f"{path}: unknown preset {chosen!r}: not a TrainConfig preset "
+                         f"({', '.join(_train_presets())}) and no section under 'presets' (have: {', '.join(presets) or 'none'})")
     notebook = spec.get("notebook")
     return Sweep(
         name=str(spec.get("name") or path.stem),
@@ -180,6 +196,24 @@ def load_sweep(path: str | Path, preset: str | None = None) -> Sweep:
         notebook=(REPO_ROOT / notebook) if notebook else TRAIN_NOTEBOOK,
         source=str(path),
     )
+
+
+def ensure_data(data_dir: str | Path, preset: str | None = None, seed: int = 0) -> Path:
+    """``data_dir`` if it holds a dataset; otherwise generate one there first, so a notebook runs
+    on a fresh checkout. The generator preset is ``preset``, or the folder's name when that is a
+    preset (``data/tiny`` -> "tiny"); any other missing folder is an error. Never overwrites."""
+    from jepa_kit.datagen import PRESETS, generate
+    data_dir = Path(data_dir)
+    if (data_dir / "vocab.json").exists():
+        return data_dir
+    preset = preset or (data_dir.name if data_dir.name in PRESETS else None)
+    if preset is None:
+        raise FileNotFoundError(f"{data_dir}: no dataset (vocab.json, train.json, valid.json) there; generate one with "
+                                f"`jepa-kit data generate --preset tiny --out {data_dir}`, or name the folder after a "
+                                f"preset ({', '.join(PRESETS)}) to have it generated")
+    print(f"{data_dir}: no dataset yet, generating the {preset!r} preset (seed {seed})")
+    generate(preset, data_dir, seed=seed)
+    return data_dir
 
 
 # -- planning: names and paths -----------------------------------------------------------------
@@ -197,24 +231,29 @@ def _safe(text: str) -> str:
     return text[:120] or "run"
 
 
-def run_names(runs: list[dict], base: dict | None = None) -> list[str]:
-    """A readable unique name per run from the parameters that set it apart.
+def run_names(runs: list[dict], resolved: list[dict] | None = None) -> list[str]:
+    """A readable unique name per run from the parameters that set it apart, e.g. ``k_pred=2_seed=1``.
 
-    A key is named when its value varies across the sweep and either it is one of
-    ALWAYS_NAMED or the run's value differs from ``base`` (the sweep's common settings).
+    ``runs``: each run's overrides (which keys the sweep sets); ``resolved``: the full configs
+    (values compared), defaults to ``runs``. A key is named when its value varies across the
+    sweep and the run's value is not the most common one, except ``objective`` and ``seed``,
+    named whenever they vary. A run named by its seed alone is ``default_seed=N``.
     """
-    base = base or {}
+    resolved = resolved or runs
     keys: list[str] = []
     for r in runs:
         keys += [k for k in r if k not in keys]
-    varying = [k for k in keys if len({json.dumps(r.get(k, base.get(k)), sort_keys=True, default=str) for r in runs}) > 1]
+    keys.sort(key=lambda k: (k != "objective", k == "seed"))  # objective first, seed last
+    enc = lambda v: json.dumps(v, sort_keys=True, default=str)
+    varying = [k for k in keys if len({enc(r.get(k)) for r in resolved}) > 1]
+    common = _common([{k: r.get(k) for k in varying} for r in resolved])
     names, used = [], set()
-    for r in runs:
+    for r in resolved:
         parts = [f"{k}={_fmt(r.get(k))}" for k in varying
-                 if k in ALWAYS_NAMED or r.get(k, base.get(k)) != base.get(k)]
-        if parts and all(p.split("=", 1)[0] in ALWAYS_NAMED for p in parts) and any(k not in ALWAYS_NAMED for k in varying):
+                 if k in ALWAYS_NAMED or enc(r.get(k)) != enc(common.get(k))]
+        if not parts or all(p.startswith("seed=") for p in parts):
             parts.insert(0, "default")
-        name = _safe("_".join(parts) or "default")
+        name = _safe("_".join(parts))
         unique, i = name, 2
         while unique in used:
             unique, i = f"{name}-{i}", i + 1
@@ -231,55 +270,50 @@ class PlannedRun:
     notebook_out: Path
 
 
-def run_dir_field() -> str:
-    """The TrainConfig field that holds the run directory."""
-    names = config_fields()
-    for candidate in ("run_dir", "out_dir", "out", "output_dir"):
-        if candidate in names:
-            return candidate
-    raise SweepError(f"TrainConfig has no run-directory field (looked for run_dir/out_dir/out); fields: {', '.join(names)}")
-
-
-_PATH_FIELDS = ("data_dir", "data", "init_from", "resume_from")
+RUN_DIR_FIELD = "out"       # TrainConfig field of the run directory (chosen by the sweep)
+_PATH_FIELDS = ("data",)    # TrainConfig fields holding paths made absolute before papermill
 
 
 def plan(runs: list[dict], out_dir: str | Path, preset: str | None = None, sweep_name: str | None = None,
          where: str = "sweep") -> list[PlannedRun]:
     """Resolve every run against TrainConfig and give it a name, a run directory and an output notebook.
 
+    Runs whose resolved configs are identical are kept once.
+
     Relative data paths are made absolute (from the current directory) so the notebook,
     which papermill runs inside ``notebooks/``, finds them.
     """
     out = Path(out_dir).resolve() / (sweep_name or "")
-    names = run_names(runs, base=_common(runs))
-    rd_field = run_dir_field()
-    planned = []
-    for name, overrides in zip(names, runs):
-        if rd_field in overrides:
-            raise SweepError(f"{where}: '{rd_field}' is chosen by the sweep (OUT/<sweep>/<run name>); remove it")
+    kept, resolved, seen = [], [], set()
+    for overrides in runs:
+        if RUN_DIR_FIELD in overrides:
+            raise SweepError(f"{where}: '{RUN_DIR_FIELD}' is chosen by the sweep (OUT/<sweep>/<run name>); remove it")
         params = resolve_params(overrides, preset, where=where)
         for f in _PATH_FIELDS:
             if isinstance(params.get(f), str) and params[f] and not os.path.isabs(params[f]):
                 params[f] = str(Path(params[f]).resolve())
+        key = json.dumps(params, sort_keys=True)
+        if key not in seen:  # e.g. `vary: {k_pred: [0, 1]}` where 1 is the default: one run, not two
+            seen.add(key)
+            kept.append(overrides)
+            resolved.append(params)
+    planned = []
+    for name, params in zip(run_names(kept, resolved), resolved):
         run_dir = out / name
-        params[rd_field] = str(run_dir)
+        params[RUN_DIR_FIELD] = str(run_dir)
         planned.append(PlannedRun(name, params, run_dir, out / f"{name}.ipynb"))
     return planned
 
 
 def _common(runs: list[dict]) -> dict:
-    # values shared by the most runs: the "default" each run is compared with when naming it
+    # per key, the value most runs share (first seen wins a tie): what a run is compared with when naming it
     common: dict = {}
-    keys = {k for r in runs for k in r}
-    for k in keys:
-        counts: dict[str, tuple[int, object]] = {}
+    for k in {k for r in runs for k in r}:
+        counts: dict[str, list] = {}
         for r in runs:
-            if k in r:
-                j = json.dumps(r[k], sort_keys=True, default=str)
-                counts[j] = (counts.get(j, (0, None))[0] + 1, r[k])
-        best = max(counts.values(), key=lambda c: c[0])
-        if best[0] > 1 or len(counts) == 1:
-            common[k] = best[1]
+            j = json.dumps(r.get(k), sort_keys=True, default=str)
+            counts.setdefault(j, [0, r.get(k)])[0] += 1
+        common[k] = max(counts.values(), key=lambda c: c[0])[1]
     return common
 
 
@@ -407,15 +441,14 @@ def _sbatch_value(key: str, value) -> str:
 
 
 def papermill_command(run: PlannedRun, notebook: str | Path = TRAIN_NOTEBOOK) -> str:
-    """The shell line of one array task. Every word is shell-quoted; parameters go as one
-    flow-style YAML string (papermill ``-y``), which keeps types exact (1e-4 stays a float)."""
+    """The shell line of one array task. Every word is shell-quoted (``shlex.quote``); the
+    parameters go as one flow-style YAML string (papermill ``-y``), which keeps types exact."""
     import yaml
     params = yaml.safe_dump(run.params, default_flow_style=True, width=math.inf, sort_keys=False).strip()
-    words = ["papermill", str(notebook), str(run.notebook_out), "-k", "KERNEL", "--cwd",
-             str(Path(notebook).resolve().parent), "--log-output", "--no-progress-bar", "--request-save-on-cell-execute",
-             "-y", params]
-    line = " ".join(shlex.quote(w) for w in words)
-    return line.replace(" KERNEL ", ' "$KERNEL" ', 1)
+    nb = Path(notebook).resolve()
+    head = ["papermill", str(nb), str(run.notebook_out)]
+    tail = ["--cwd", str(nb.parent), "--log-output", "--no-progress-bar", "--request-save-on-cell-execute", "-y", params]
+    return " ".join(map(shlex.quote, head)) + ' -k "$KERNEL" ' + " ".join(map(shlex.quote, tail))
 
 
 def slurm_array_script(planned: list[PlannedRun], out_dir: str | Path, notebook: str | Path = TRAIN_NOTEBOOK,
@@ -448,17 +481,17 @@ def slurm_array_script(planned: list[PlannedRun], out_dir: str | Path, notebook:
             line = f"#SBATCH {m.group(1)}={directives[m.group(1)]}"
         lines.append(line)
     text = "\n".join(lines) + "\n"
-    text = re.sub(r'^KERNEL=.*$', f'KERNEL="${{KERNEL:-{_safe(str(s["kernel"]))}}}"', text, count=1, flags=re.M)
-    text = re.sub(r'^CONDA_ENV=.*$', f'CONDA_ENV="${{CONDA_ENV:-{_safe(str(s["conda_env"]))}}}"', text, count=1, flags=re.M)
-    text = re.sub(r'^REPO=.*$', f"REPO={shlex.quote(str(REPO_ROOT))}", text, count=1, flags=re.M)
+    for var, value in (("KERNEL", s["kernel"]), ("CONDA_ENV", s["conda_env"])):
+        text = re.sub(rf"^{var}=.*$", f'{var}="${{{var}:-{_sbatch_value(var.lower(), value)}}}"', text, count=1, flags=re.M)
+    text = re.sub(r"^REPO=.*$", lambda m: f"REPO={shlex.quote(str(REPO_ROOT))}", text, count=1, flags=re.M)
     tasks = []
     for i, run in enumerate(planned):
         tasks.append(f"    {i}) # {_safe(run.name)}\n"
                      f"       RUN_DIR={shlex.quote(str(run.run_dir))}\n"
                      f"       set -- {papermill_command(run, notebook)} ;;")
-    begin, end = text.index(_TASKS_BEGIN), text.index(_TASKS_END)
-    begin = text.index("\n", begin) + 1
-    return text[:begin] + "\n".join(tasks) + "\n    " + text[end:].lstrip(" ")
+    begin = text.index("\n", text.index(_TASKS_BEGIN)) + 1
+    end = text.index(_TASKS_END)
+    return text[:begin] + "\n".join(tasks) + "\n" + text[end:]
 
 
 def write_slurm_sweep(sweep: Sweep, out_dir: str | Path = DEFAULT_OUTPUT, **settings) -> tuple[Path, str]:
@@ -466,6 +499,8 @@ def write_slurm_sweep(sweep: Sweep, out_dir: str | Path = DEFAULT_OUTPUT, **sett
     planned = plan(sweep.runs, out_dir, preset=sweep.preset, sweep_name=sweep.name, where=sweep.source)
     folder = Path(out_dir).resolve() / sweep.name
     settings = {**sweep.slurm, **{k: v for k, v in settings.items() if v is not None}}
+    for data in sorted({r.params.get("data") for r in planned if r.params.get("data")}):
+        ensure_data(data)  # here, once, rather than racing in every array task
     script = slurm_array_script(planned, folder, notebook=sweep.notebook, job_name=sweep.name, **settings)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "slurm").mkdir(exist_ok=True)
@@ -522,7 +557,30 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
 
 
 def _has_checkpoint(run_dir: Path) -> bool:
-    return any(run_dir.glob("checkpoint*")) or any(run_dir.glob("ckpt*")) or (run_dir / "checkpoints").is_dir()
+    # complete checkpoints are checkpoints/step_N/ (a ".tmp" suffix marks one cut short)
+    return any(p.is_dir() and not p.name.endswith(".tmp") for p in (run_dir / "checkpoints").glob("step_*"))
+
+
+def read_results(run_dir: str | Path) -> dict:
+    """results.json of a finished run ({} when there is none yet)."""
+    return _read_json(Path(run_dir) / "results.json") or {}
+
+
+def run_config(run_dir: str | Path) -> dict:
+    """The TrainConfig fields a run was started with (config.json's ``config``), or {}."""
+    raw = _read_json(Path(run_dir) / "config.json") or {}
+    return raw.get("config", raw) if isinstance(raw, dict) else {}
+
+
+def trains_on_test_facts(config: dict, status: dict | None = None) -> bool:
+    return bool((status or {}).get("trains_on_test_facts")) or config.get("objective") == "reverse_aug"
+
+
+def _rel_name(run_dir: Path, folder) -> str:
+    if folder is None:
+        return run_dir.name
+    rel = run_dir.resolve().relative_to(Path(folder).resolve())
+    return run_dir.resolve().name if str(rel) == "." else str(rel)
 
 
 def run_status(run_dir: str | Path, folder: str | Path | None = None) -> dict:
@@ -532,21 +590,22 @@ def run_status(run_dir: str | Path, folder: str | Path | None = None) -> dict:
     rows = read_metrics(run_dir)
     train_rows = [r for r in rows if r.get("kind", "train") != "eval"]
     eval_rows = [r for r in rows if r.get("kind") == "eval"]
-    config = _read_json(run_dir / "config.json") or {}
+    config = run_config(run_dir)
     state = status.get("state") or ("finished" if (run_dir / "results.json").exists() else "unknown")
     try:
         updated = max(p.stat().st_mtime for p in run_dir.iterdir())
     except ValueError:
         updated = None
     out = {
-        "run": str(run_dir.relative_to(folder)) if folder else run_dir.name,
+        "run": _rel_name(run_dir, folder),
         "state": state,
         "step": status.get("step", train_rows[-1].get("step") if train_rows else None),
         "total_steps": status.get("total_steps"),
         "items_per_s": status.get("items_per_s", train_rows[-1].get("items_per_s") if train_rows else None),
         "error": status.get("error"),
         "resumable": state in ("preempted", "failed", "running") and _has_checkpoint(run_dir),
-        "objective": config.get("objective"),
+        "objective": config.get("objective", status.get("objective")),
+        "trains_on_test_facts": trains_on_test_facts(config, status),
         "updated": updated,
         "latest": {k: train_rows[-1][k] for k in ("loss", "ntp_loss", "jepa_loss") if train_rows and k in train_rows[-1]},
         "latest_eval": eval_rows[-1] if eval_rows else None,
@@ -573,7 +632,7 @@ def format_status(rows: list[dict]) -> str:
     table = []
     for r in rows:
         state = r["state"] + (" (resumable)" if r["state"] == "preempted" and r["resumable"] else "")
-        if r["objective"] == "reverse_aug":
+        if r["trains_on_test_facts"]:
             state += f" [{REVERSE_AUG_LABEL}]"
         step = "-" if r["step"] is None else f"{r['step']}" + (f"/{r['total_steps']}" if r["total_steps"] else "")
         splits = (r["latest_eval"] or {}).get("splits", {})
@@ -591,14 +650,6 @@ def format_status(rows: list[dict]) -> str:
 
 def status_table(folder: str | Path) -> list[dict]:
     return [run_status(d, folder) for d in find_runs(folder)]
-
-
-def _flatten(prefix: str, value, out: dict) -> None:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _flatten(f"{prefix}{k}." if prefix or True else k, v, out) if isinstance(v, dict) else out.__setitem__(f"{prefix}{k}", v)
-    else:
-        out[prefix.rstrip(".")] = value
 
 
 SPLITS = ("train", "atomic", "test")
@@ -624,9 +675,9 @@ def collect(folder: str | Path):
         st = run_status(d, folder)
         row = {"run": st["run"], "state": st["state"], "step": st["step"], "items_per_s": st["items_per_s"],
                "error": st["error"]}
-        config = _read_json(d / "config.json") or {}
+        config = run_config(d)
         for k, v in config.items():
-            if not isinstance(v, dict):
+            if not isinstance(v, (dict, list)):
                 row[k] = v
         results = _read_json(d / "results.json") or {}
         if not results and st["latest_eval"]:
@@ -634,15 +685,85 @@ def collect(folder: str | Path):
         for split, metrics in split_results(results).items():
             for k, v in metrics.items():
                 row[f"{split}.{k}"] = v
-        row["note"] = REVERSE_AUG_LABEL if config.get("objective") == "reverse_aug" else ""
+        for k, v in (results.get("jepa") or {}).items():
+            row[f"jepa.{k}"] = v
+        row["note"] = REVERSE_AUG_LABEL if st["trains_on_test_facts"] else ""
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+ABLATION_FACTORS = ("k_pred", "jepa_metric", "lambda_jepa", "loss_dropout")
+
+
+def objective_label(objective) -> str:
+    """The objective's name for tables and legends; reverse_aug says that it trains on test facts."""
+    return f"{objective} ({REVERSE_AUG_LABEL})" if objective == "reverse_aug" else str(objective)
+
+
+def ablation_summary(table, metrics=("atomic.exact_match", "test.exact_match", "atomic.entity_mrr", "test.entity_mrr"),
+                     factors=ABLATION_FACTORS):
+    """mean ± std over seeds, grouped by objective and ablation factor.
+
+    Each run is placed by the factors on which it differs from TrainConfig's defaults: none ->
+    it is the default and appears once under every factor (at the default value, the reference
+    point); one -> under that factor and value; several -> factor "combined". Columns: objective,
+    factor, value, n, then ``<metric> mean`` / ``<metric> std`` for each metric.
+    """
+    import pandas as pd
+    defaults = _train_config_cls()().to_dict()
+    metrics = [m for m in metrics if m in table]
+    long = []
+    for rec in table.to_dict("records"):
+        differs = [f for f in factors if f in rec and rec[f] != defaults[f]]
+        base = {"objective": objective_label(rec.get("objective")), **{m: rec.get(m) for m in metrics}}
+        if not differs:
+            long += [{**base, "factor": f, "value": defaults[f]} for f in factors]
+        elif len(differs) == 1:
+            long.append({**base, "factor": differs[0], "value": rec[differs[0]]})
+        else:
+            long.append({**base, "factor": "combined", "value": ", ".join(f"{f}={rec[f]}" for f in differs)})
+    if not long:
+        return pd.DataFrame(columns=["objective", "factor", "value", "n"])
+    frame = pd.DataFrame(long)
+    frame["value"] = frame["value"].astype(str)
+    grouped = frame.groupby(["objective", "factor", "value"], sort=False)
+    out = grouped.size().rename("n").to_frame()
+    for m in metrics:
+        out[f"{m} mean"] = grouped[m].mean()
+        out[f"{m} std"] = grouped[m].std(ddof=1)
+    return out.reset_index()
+
+
+def learning_curves(folder: str | Path) -> dict[str, list[dict]]:
+    """metrics.jsonl rows of every run under ``folder``, keyed by run name."""
+    return {_rel_name(d, folder): read_metrics(d) for d in find_runs(folder)}
+
+
+def per_layer(table, metric: str = "entity_mrr", splits=("atomic", "test")) -> dict[str, dict[str, list]]:
+    """Logit-lens values per run: {run: {split: [metric at layer 1..n]}} from the ``<split>.per_layer`` columns."""
+    out: dict[str, dict[str, list]] = {}
+    for rec in table.to_dict("records"):
+        name = f"{rec['run']} ({REVERSE_AUG_LABEL})" if rec.get("note") == REVERSE_AUG_LABEL else rec["run"]
+        for split in splits:
+            layers = rec.get(f"{split}.per_layer")
+            if isinstance(layers, list) and layers:
+                out.setdefault(name, {})[split] = [layer.get(metric) for layer in layers]
+    return out
+
+
+SUMMARY_COLUMNS = ("run", "objective", "note", "state", "step", "k_pred", "jepa_metric", "lambda_jepa", "loss_dropout",
+                   "seed", "atomic.exact_match", "test.exact_match", "atomic.entity_mrr", "test.entity_mrr")
+
+
+def summary(table):
+    """The columns a reader compares first, one row per run."""
+    return table[[c for c in SUMMARY_COLUMNS if c in table]]
 
 
 # -- command line ------------------------------------------------------------------------------
 def add_sweep_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("file", help="sweep file (YAML): base config + runs/vary/grid of TrainConfig fields")
-    mode = p.add_mutually_exclusive_group(required=True)
+    mode = p.add_mutually_exclusive_group()
     mode.add_argument("--local", action="store_true", help="run the papermill executions one after another here")
     mode.add_argument("--slurm", action="store_true", help="write (and submit) a SLURM array job, one papermill run per task")
     p.add_argument("--dry-run", action="store_true", help="with --slurm: print the array script, submit nothing")
@@ -668,6 +789,9 @@ def sweep_main(args: argparse.Namespace | list[str] | None = None) -> int:
             for r in planned:
                 print(f"{r.name}\t{r.run_dir}")
             return 0
+        if not (args.local or args.slurm):
+            print("error: choose --local (run here) or --slurm (array job); --list shows the runs", file=sys.stderr)
+            return 2
         if args.local:
             if args.dry_run:
                 print("--dry-run applies to --slurm; with --local use --list to see the runs", file=sys.stderr)
@@ -727,14 +851,62 @@ def runs_main(args: argparse.Namespace | list[str] | None = None) -> int:
         return 0
 
 
+def single_run_params(path: str | Path, out: str | Path, preset: str | None = None, index: int = 0) -> dict:
+    """The full TrainConfig (papermill parameters) of one run with ``out`` as its run directory.
+
+    ``path``: a sweep file (its run number ``index``) or a flat YAML of TrainConfig fields
+    (optionally with ``preset:``), as ``jepa-kit train --config`` reads.
+    """
+    import yaml
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise SweepError(f"{path}: file not found") from None
+    if isinstance(raw, dict) and set(raw) & {"base", "runs", "vary", "grid", "presets"}:
+        sweep = load_sweep(path, preset=preset)
+        if not 0 <= index < len(sweep.runs):
+            raise SweepError(f"{path}: run index {index} out of range (the sweep has {len(sweep.runs)} runs)")
+        overrides, preset = sweep.runs[index], sweep.preset
+    elif isinstance(raw, dict):
+        overrides = dict(raw)
+        preset = preset or overrides.pop("preset", None)
+        overrides.pop("preset", None)
+    else:
+        raise SweepError(f"{path}: expected a mapping, got {type(raw).__name__}")
+    overrides = {k: v for k, v in overrides.items() if k != RUN_DIR_FIELD}
+    params = resolve_params(overrides, preset, where=str(path))
+    for f in _PATH_FIELDS:
+        if isinstance(params.get(f), str) and params[f] and not os.path.isabs(params[f]):
+            params[f] = str(Path(params[f]).resolve())
+    params[RUN_DIR_FIELD] = str(Path(out).resolve())
+    return params
+
+
+def params_main(args: argparse.Namespace) -> int:
+    import yaml
+    try:
+        params = single_run_params(args.file, args.out, preset=args.preset, index=args.index)
+    except SweepError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(yaml.safe_dump(params, sort_keys=False), end="")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m jepa_kit.runs sweep ...`` / ``python -m jepa_kit.runs runs ...``."""
+    """``python -m jepa_kit.runs sweep|runs|params ...`` (the sbatch scripts call ``params``)."""
     parser = argparse.ArgumentParser(prog="python -m jepa_kit.runs")
     sub = parser.add_subparsers(dest="command", required=True)
     add_sweep_arguments(sub.add_parser("sweep", help="papermill runs of the training notebook"))
     add_runs_arguments(sub.add_parser("runs", help="state of every run in a folder"))
+    p = sub.add_parser("params", help="print one run's full TrainConfig as YAML (papermill -f)")
+    p.add_argument("file", help="a sweep file or a flat YAML of TrainConfig fields")
+    p.add_argument("--out", required=True, help="the run directory")
+    p.add_argument("--preset")
+    p.add_argument("--index", type=int, default=0, help="which run of a sweep file (default 0)")
     args = parser.parse_args(argv)
-    return sweep_main(args) if args.command == "sweep" else runs_main(args)
+    return {"sweep": sweep_main, "runs": runs_main, "params": params_main}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ plotly would treat them as tags and drop them.
 from __future__ import annotations
 
 import html
-import math
 from dataclasses import dataclass
 
 import plotly.graph_objects as go
@@ -142,7 +141,7 @@ def mask_figure(row_ids, vocab, k: int = 1, caption: str | None = None, widget: 
         colorbar=dict(tickvals=list(range(n)), ticktext=[c[0] for c in MASK_CATEGORIES], title="cell"),
     )
     fig = (go.FigureWidget if widget else go.Figure)(data=[heat])
-    fig.update_layout(width=820, height=760, margin=dict(l=150, b=150, t=110, r=40),
+    fig.update_layout(width=820, height=800, margin=dict(l=150, b=190, t=110, r=40),
                       xaxis=dict(title="key (attended to)", tickangle=-60, constrain="domain"),
                       yaxis=dict(title="query (attending)", scaleanchor="x"))
     fig.update_layout(_mask_layout_update(view, _mask_title(view, caption)))
@@ -160,43 +159,53 @@ def mask_figure_static(row_ids, vocab, ks=(0, 1, 2, 3, 4), k: int = 1, caption: 
                           args=[{"z": [view.category], "hovertext": [_mask_hover(view)]},
                                 _mask_layout_update(view, _mask_title(view, caption))]))
     fig.update_layout(sliders=[dict(active=ks.index(k) if k in ks else 0, steps=steps,
-                                    currentvalue=dict(prefix="k (PRED tokens) = "), pad=dict(t=60))])
+                                    currentvalue=dict(prefix="k (PRED tokens) = "),
+                                    y=0, yanchor="top", pad=dict(t=150))])
+    fig.update_layout(height=900, margin=dict(b=300))
     return fig
 
 
 # -- packed pass == separate passes ------------------------------------------------------------
-def packed_vs_separate(gpt2, row_ids, vocab, k: int) -> float:
-    """Max |h_packed - h_separate| over every position and layer for one item.
+def packed_vs_separate(model, row_ids, k: int) -> float:
+    """Max |h_packed - h_separate| over every position of one item (final hidden states).
 
-    The packed pass runs ``[F | R]`` with the kit's additive block-causal mask and restarted
-    position ids; the reference runs F and R as two plain sequences.
+    The packed pass is the kit's own (``GPT2WithJEPA.packed_hidden_states``: ``[F | R]``
+    under the block-causal mask, positions restarting in R); the reference runs F and R
+    as two plain sequences through the wrapped Hugging Face GPT-2.
     """
+    import dataclasses
     import torch
-    from jepa_kit.masks import block_causal_mask, block_position_ids
-    f, r = packed_row(row_ids, vocab, k)
-    lengths = (len(f), len(r))
-    dtype = next(gpt2.parameters()).dtype
+    from jepa_kit.data import TYPE_CODES
+    model.objective = dataclasses.replace(model.objective, k_pred=k)
+    row = torch.as_tensor(row_ids, dtype=torch.long).reshape(1, -1)
+    L = row.shape[1]
     with torch.no_grad():
-        packed = gpt2(input_ids=torch.cat([f, r])[None], attention_mask=block_causal_mask(lengths, dtype=dtype)[None, None],
-                      position_ids=block_position_ids(lengths)[None], output_hidden_states=True, use_cache=False)
-        sep_f = gpt2(input_ids=f[None], output_hidden_states=True, use_cache=False)
-        sep_r = gpt2(input_ids=r[None], output_hidden_states=True, use_cache=False)
-    diff = 0.0
-    for hp, hf, hr in zip(packed.hidden_states, sep_f.hidden_states, sep_r.hidden_states):
-        diff = max(diff, float((hp[0] - torch.cat([hf[0], hr[0]])).abs().max()))
-    return diff
+        out = model.packed_hidden_states(row, torch.full((1,), TYPE_CODES["train"], dtype=torch.int8))
+        packed, rows = out["jepa_hidden"][0], out["jepa_rows"][0]
+        f, r = rows[: L + k], rows[L + k:]
+        h_f = model.gpt2(input_ids=f[None], output_hidden_states=True).hidden_states[-1][0]
+        h_r = model.gpt2(input_ids=r[None], output_hidden_states=True).hidden_states[-1][0]
+    return float((packed - torch.cat([h_f, h_r])).abs().max())
 
 
-def small_gpt2(vocab_size: int, attn_implementation: str = "sdpa", seed: int = 0, n_layer: int = 2, n_embd: int = 64,
-               n_head: int = 4, n_positions: int = 32):
-    """A small randomly initialised GPT-2 (same weights for every attention implementation, given the seed)."""
+def small_model(vocab, attn_implementation: str = "sdpa", seed: int = 0, n_layer: int = 2, n_embd: int = 64, n_head: int = 4):
+    """A small randomly initialised GPT2WithJEPA (same weights for every attention implementation, given the seed)."""
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from jepa_kit.model import GPT2WithJEPA
     torch.manual_seed(seed)
-    cfg = GPT2Config(vocab_size=vocab_size, n_positions=n_positions, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
-                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-    cfg._attn_implementation = attn_implementation
-    return GPT2LMHeadModel(cfg).eval()
+    return GPT2WithJEPA(vocab, preset=dict(n_layer=n_layer, n_embd=n_embd, n_head=n_head),
+                        attn_implementation=attn_implementation).eval()
+
+
+def equivalence_table(row_ids, vocab, ks=(0, 1, 2, 3, 4), attn_implementations=None):
+    """packed_vs_separate for every (attention implementation, k): a pandas table (static, for HTML)."""
+    import pandas as pd
+    from jepa_kit.model import ATTN_IMPLEMENTATIONS
+    rows = []
+    for impl in attn_implementations or ATTN_IMPLEMENTATIONS:
+        model = small_model(vocab, impl)
+        rows += [{"attention": impl, "k": k, "max |dh|": packed_vs_separate(model, row_ids, k)} for k in ks]
+    return pd.DataFrame(rows).pivot(index="attention", columns="k", values="max |dh|")
 
 
 class MaskExplorer:
@@ -207,8 +216,10 @@ class MaskExplorer:
     """
 
     def __init__(self, dataset, split: str = "train", index: int = 0, k: int = 1,
-                 attn_implementations=("eager", "sdpa"), max_k: int = 4, model_seed: int = 0):
+                 attn_implementations=None, max_k: int = 4, model_seed: int = 0):
         import ipywidgets as W
+        from jepa_kit.model import ATTN_IMPLEMENTATIONS
+        attn_implementations = attn_implementations or ATTN_IMPLEMENTATIONS
         self.dataset = dataset
         self._models: dict[str, object] = {}
         self._seed = model_seed
@@ -236,7 +247,7 @@ class MaskExplorer:
     def model(self):
         impl = self.attn.value
         if impl not in self._models:
-            self._models[impl] = small_gpt2(len(self.dataset.vocab), impl, seed=self._seed)
+            self._models[impl] = small_model(self.dataset.vocab, impl, seed=self._seed)
         return self._models[impl]
 
     def _changed(self, change) -> None:
@@ -254,12 +265,12 @@ class MaskExplorer:
         self.refresh_text()
 
     def refresh_text(self) -> None:
-        diff = packed_vs_separate(self.model(), self.row(), self.dataset.vocab, self.k.value)
+        diff = packed_vs_separate(self.model(), self.row(), self.k.value)
         self.last_diff = diff
         ok = diff < 1e-4
         self.item_text.value = f"<code>{_esc(self.caption())}</code>"
-        self.check.value = (f"packed [F | R] vs separate passes, {self.attn.value} attention, random small GPT-2: "
-                            f"max |&Delta;h| = <b>{diff:.2e}</b> over all layers and positions "
+        self.check.value = (f"packed [F | R] (the kit's pass) vs separate F and R passes, {self.attn.value} attention, "
+                            f"random small GPT-2: max |&Delta;h| = <b>{diff:.2e}</b> over all positions "
                             f"({'equal within float tolerance' if ok else 'NOT EQUAL'})")
 
     def _ipython_display_(self):
@@ -301,19 +312,56 @@ def eval_figure(rows: list[dict], metrics=("exact_match", "entity_mrr"), title: 
                                 name=SPLIT_LABELS[split], legendgroup=split, showlegend=j == 1,
                                 line=dict(color=SPLIT_COLORS[split]), row=1, col=j)
     fig.update_xaxes(title_text="step")
+    for j, metric in enumerate(metrics, 1):
+        if "loss" not in metric and "rank" not in metric:
+            fig.update_yaxes(range=[0, 1.02], row=1, col=j)
     fig.update_layout(title=title, height=380)
     return fig
+
+
+class LiveLoss:
+    """A FigureWidget of the loss that grows in place while ``train(config, callback=live.update)`` runs."""
+
+    def __init__(self, title: str = "training loss (live)"):
+        self.figure = go.FigureWidget(loss_figure([], title=title))
+        for name in ("NTP", "JEPA", "total"):
+            self.figure.add_scatter(x=[], y=[], name=name, mode="lines", line=dict(dash="dot" if name == "total" else "solid"))
+        self._keys = ("ntp_loss", "jepa_loss", "loss")
+
+    def update(self, row: dict) -> None:
+        if row.get("kind", "train") == "eval":
+            return
+        with self.figure.batch_update():
+            for trace, key in zip(self.figure.data, self._keys):
+                if row.get(key) is not None:
+                    trace.x = tuple(trace.x or ()) + (row["step"],)
+                    trace.y = tuple(trace.y or ()) + (row[key],)
+
+    def _ipython_display_(self):
+        from IPython.display import display
+        display(self.figure)
+
+
+TABLE_COLUMNS = ("exact_match", "mrr_first", "mrr_last", "entity_mrr", "joint_mrr_approx", "ntp_loss", "n")
+
+
+def results_frame(results: dict):
+    """results.json (or evaluate()'s dict) as a table: one row per split."""
+    import pandas as pd
+    rows = {s: {c: results[s].get(c) for c in TABLE_COLUMNS} for s in ("train", "atomic", "test") if isinstance(results.get(s), dict)}
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.index = [SPLIT_LABELS[s] for s in frame.index]
+    if results.get("trains_on_test_facts"):
+        frame.index.name = f"reverse_aug: {REVERSE_AUG_LABEL}"
+    return frame
 
 
 # -- comparing runs (03_reverse_accuracy) ------------------------------------------------------
 def run_label(row) -> str:
     """A run's display name; reverse_aug runs always carry 'trains on test facts'."""
     name = str(row.get("run"))
-    return f"{name} ({REVERSE_AUG_LABEL})" if row.get("objective") == "reverse_aug" else name
-
-
-def objective_label(objective: str) -> str:
-    return f"{objective} ({REVERSE_AUG_LABEL})" if objective == "reverse_aug" else str(objective)
+    marked = row.get("note") == REVERSE_AUG_LABEL or row.get("objective") == "reverse_aug"
+    return f"{name} ({REVERSE_AUG_LABEL})" if marked else name
 
 
 def forward_reverse_figure(table, metrics=("exact_match", "entity_mrr")) -> go.Figure:
@@ -331,31 +379,43 @@ def forward_reverse_figure(table, metrics=("exact_match", "entity_mrr")) -> go.F
     return fig
 
 
-def ablation_figure(summary, factor: str, metric: str = "test.exact_match") -> go.Figure:
-    """mean ± std of ``metric`` against one ablation factor (rows of ``summarize``)."""
+def ablation_figure(summary, factor: str, metric: str = "exact_match") -> go.Figure:
+    """mean ± std over seeds against one ablation factor, forward (atomic) and reverse (test),
+    from ``jepa_kit.runs.ablation_summary``; one group of bars per objective and value."""
     sub = summary[summary["factor"] == factor]
     fig = go.Figure()
-    for split_metric, color in ((metric.replace("test.", "atomic."), SPLIT_COLORS["atomic"]), (metric, SPLIT_COLORS["test"])):
-        mean, std = f"{split_metric} mean", f"{split_metric} std"
+    x = [[o for o in sub["objective"]], [str(v) for v in sub["value"]]]
+    for split, name in (("atomic", "forward (atomic)"), ("test", "reverse (test)")):
+        mean, std = f"{split}.{metric} mean", f"{split}.{metric} std"
         if mean in sub:
-            fig.add_bar(x=[str(v) for v in sub["value"]], y=sub[mean], error_y=dict(type="data", array=sub[std].fillna(0)),
-                        name=split_metric, marker_color=color)
-    fig.update_layout(barmode="group", title=f"{factor}: mean ± std over seeds", xaxis_title=factor, height=360)
+            fig.add_bar(x=x, y=sub[mean], error_y=dict(type="data", array=sub[std].fillna(0)),
+                        name=name, marker_color=SPLIT_COLORS[split],
+                        hovertext=[f"n = {n}" for n in sub["n"]])
+    fig.update_layout(barmode="group", title=f"{metric} by {factor} (mean ± std over seeds)",
+                      xaxis_title=f"objective / {factor}", height=380)
+    fig.update_yaxes(range=[0, 1.02])
     return fig
 
 
-def learning_curves_figure(curves: dict[str, list[dict]], split: str = "test", metric: str = "exact_match",
-                           objectives: dict[str, str] | None = None) -> go.Figure:
-    """Overlay one eval metric over steps for many runs (``curves``: run name -> metrics rows)."""
-    fig = go.Figure()
-    for name, rows in curves.items():
-        pts = [(r["step"], r["splits"][split][metric]) for r in _eval_rows(rows)
-               if split in r.get("splits", {}) and r["splits"][split].get(metric) is not None]
-        if pts:
-            label = name if not objectives else (f"{name} ({REVERSE_AUG_LABEL})" if objectives.get(name) == "reverse_aug" else name)
-            fig.add_scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=label)
-    fig.update_layout(title=f"learning curves: {SPLIT_LABELS.get(split, split)} {metric}", xaxis_title="step",
-                      yaxis_title=metric, height=400)
+def learning_curves_figure(curves: dict[str, list[dict]], table=None, metric: str = "exact_match",
+                           splits=("atomic", "test")) -> go.Figure:
+    """One eval metric over steps for many runs, overlaid (``curves``: run name -> metrics rows,
+    from ``jepa_kit.runs.learning_curves``); one panel per split. ``table`` (``collect``) labels runs."""
+    labels = {r["run"]: run_label(r) for r in table.to_dict("records")} if table is not None else {}
+    palette = pio.templates["plotly"].layout.colorway
+    fig = make_subplots(rows=1, cols=len(splits), subplot_titles=[SPLIT_LABELS[s] for s in splits], shared_yaxes=True)
+    for i, (name, rows) in enumerate(curves.items()):
+        for j, split in enumerate(splits, 1):
+            pts = [(r["step"], r["splits"][split][metric]) for r in _eval_rows(rows)
+                   if split in r.get("splits", {}) and r["splits"][split].get(metric) is not None]
+            if pts:
+                fig.add_scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
+                                name=labels.get(name, name), legendgroup=name, showlegend=j == 1,
+                                line=dict(color=palette[i % len(palette)]), row=1, col=j)
+    fig.update_xaxes(title_text="step")
+    if "loss" not in metric and "rank" not in metric:
+        fig.update_yaxes(range=[0, 1.02])
+    fig.update_layout(title=f"learning curves: {metric}", height=400)
     return fig
 
 
@@ -367,12 +427,8 @@ def logit_lens_figure(layers: dict[str, dict[str, list[float]]], metric: str = "
         for j, split in enumerate(splits, 1):
             vals = per_split.get(split)
             if vals:
-                fig.add_scatter(x=list(range(len(vals))), y=vals, mode="lines+markers", name=name, legendgroup=name,
-                                showlegend=j == 1, row=1, col=j)
-    fig.update_xaxes(title_text="layer (0 = embeddings)", dtick=1)
+                fig.add_scatter(x=list(range(1, len(vals) + 1)), y=vals, mode="lines+markers", name=name,
+                                legendgroup=name, showlegend=j == 1, row=1, col=j)
+    fig.update_xaxes(title_text="layer (block output; the last is the model's own output)", dtick=1)
     fig.update_layout(title=f"logit lens: {metric} per layer", height=380)
     return fig
-
-
-def _finite(x) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)

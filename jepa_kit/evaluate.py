@@ -1,0 +1,496 @@
+"""Evaluation: exact match, token and entity MRR, NTP loss, logit lens, JEPA diagnostics.
+
+For each split of valid.json (train, atomic = the direction seen, test = the reversal) and each
+item ``[h_f, h_l, r, <mask>, t_f, t_l]`` (or ``[h, r, <mask>, t]`` with single-token entities):
+
+* ``exact_match``: greedy t_f from the prompt ``[h_f, h_l, r, <mask>]``, then greedy t_l given the
+  *predicted* t_f; 1 when both are right.
+* ``mrr_first``: reciprocal rank of t_f over the whole vocabulary; ``mrr_last``: of t_l given the
+  prompt and the *true* t_f (None for single-token entities).
+* ``entity_mrr``, ``entity_rank_mean``, ``entity_hits1``: rank of the true tail among all entities
+  of the dataset (``dataset.entities()``), each scored log p(e_f | prompt) + log p(e_l | prompt, e_f).
+* ``joint_mrr_approx``: the user's earlier metric: every (f, l) pair of vocabulary tokens, scored
+  log p(f | prompt) + log p(l | prompt, TRUE t_f) (None for single-token entities).
+* ``ntp_loss``: mean cross-entropy over the target tokens, teacher-forced; ``n``: items.
+
+Ties: rank = 1 + #(others scoring strictly higher) + #(others scoring exactly the same) / 2, the
+expected rank under random tie-breaking. A model whose outputs ignore the input therefore sits at
+chance, not at rank 1. Greedy decoding takes the first maximal token (``argmax``).
+
+Logit lens (``per_layer``): the output of block i, i = 1..n_layer (the embedding output is not
+included), through the final layer norm and the LM head. The last entry is the model's own output
+and equals the top-level numbers.
+
+Entity ranks are exact but never score every (query, entity) pair with a Python loop. Entities are
+grouped by first name (CSR index tensors); one pass over ``[prompt, f]`` (the prompt's keys and
+values computed once and shared) gives log p(l | prompt, f) for all entities starting with f. A
+first name with log p(f | prompt) < true score is skipped: since log p(l | f) <= 0, none of its
+entities can reach the true score. On a model at chance nothing is pruned (the worst case, which
+``bench_eval`` times).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel
+
+SPLITS = ("train", "atomic", "test")
+TABLE_COLUMNS = ("exact_match", "mrr_first", "mrr_last", "entity_mrr", "ntp_loss", "n")
+
+
+# -- the entity set, grouped by first name -------------------------------------------------
+
+@dataclass
+class EntityIndex:
+    """Entities grouped by first token: those starting with ``first_ids[u]`` have last tokens
+    ``last_ids[offsets[u]:offsets[u + 1]]``. With single-token entities (patch_len 1)
+    ``first_ids`` are the entity tokens and the groups are empty."""
+    patch_len: int
+    first_ids: torch.Tensor  # [U]
+    offsets: torch.Tensor    # [U + 1]
+    last_ids: torch.Tensor   # [E] (patch_len 2), [0] (patch_len 1)
+    slot: torch.Tensor       # [V] token id -> u, -1 when no entity starts with it
+
+    @property
+    def n_entities(self) -> int:
+        return len(self.last_ids) if self.patch_len == 2 else len(self.first_ids)
+
+    def to(self, device) -> "EntityIndex":
+        return EntityIndex(self.patch_len, *(t.to(device) for t in (self.first_ids, self.offsets, self.last_ids, self.slot)))
+
+
+def build_entity_index(entities: torch.Tensor, vocab_size: int) -> EntityIndex:
+    """``entities``: [E, patch_len] name tokens (or [E] single tokens); duplicates are dropped."""
+    entities = torch.as_tensor(entities).long().cpu()
+    if entities.dim() == 1:
+        entities = entities[:, None]
+    if entities.dim() != 2 or entities.shape[1] not in (1, 2):
+        raise ValueError(f"entities must be [E, 1] or [E, 2] token ids, got shape {tuple(entities.shape)}")
+    if len(entities) == 0:
+        raise ValueError("the entity set is empty")
+    bad = (entities < 0) | (entities >= vocab_size)
+    if bad.any():
+        raise ValueError(f"entity token id {int(entities[bad][0])} is outside the model's vocabulary (0..{vocab_size - 1})")
+    entities = torch.unique(entities, dim=0)  # sorted rows, so grouped by first token
+    first_ids, counts = torch.unique_consecutive(entities[:, 0], return_counts=True)
+    if entities.shape[1] == 1:
+        counts = torch.zeros_like(counts)
+        last_ids = entities.new_zeros(0)
+    else:
+        last_ids = entities[:, 1].clone()
+    offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    slot = torch.full((vocab_size,), -1, dtype=torch.long)
+    slot[first_ids] = torch.arange(len(first_ids))
+    return EntityIndex(entities.shape[1], first_ids, offsets, last_ids, slot)
+
+
+def _groups(index: EntityIndex, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flatten the groups of first names ``u`` [M]: (row [T] = which m, last token [T])."""
+    sizes = index.offsets[u + 1] - index.offsets[u]
+    row = torch.repeat_interleave(torch.arange(len(u), device=u.device), sizes)
+    start = index.offsets[u] - (sizes.cumsum(0) - sizes)  # group start minus its place in the flat list
+    j = start[row] + torch.arange(len(row), device=u.device)
+    return row, index.last_ids[j]
+
+
+def _count_beating(index, u, lp_last, base, thr):
+    """Per pair m: entities of group u[m] with base[m] + lp_last[m, l] > thr[m], and == thr[m].
+
+    lp_last [M, V] = log p(l | prompt, first_ids[u[m]]); base [M] = log p(first | prompt) (float64)."""
+    row, last = _groups(index, u)
+    score = base[row] + lp_last[row, last].double()  # float64: the sum of two float32 is exact
+    zeros = torch.zeros(len(u), dtype=torch.float64, device=u.device)
+    greater = zeros.index_add(0, row, (score > thr[row]).double())
+    equal = zeros.index_add(0, row, (score == thr[row]).double())
+    return greater, equal
+
+
+# -- ranks --------------------------------------------------------------------------------
+
+def _token_rank(lp: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Rank of ``target`` [...] in ``lp`` [..., V], ties counted half. float64 [...]."""
+    t = lp.gather(-1, target[..., None])
+    greater = (lp > t).sum(-1)
+    equal = (lp == t).sum(-1) - 1
+    return 1 + greater.double() + equal.double() / 2
+
+
+def _joint_rank(lp_first: torch.Tensor, lp_last: torch.Tensor, t_f: torch.Tensor, t_l: torch.Tensor) -> torch.Tensor:
+    """The user's "joint MRR" rank over all V x V token pairs (f, l), scored
+    lp_first[f] + lp_last[l] with lp_last conditioned on the TRUE first token. [B, V] each -> [B].
+
+    No V x V table: for each f, the pairs beating the truth are the l with
+    lp_last[l] > s - lp_first[f], counted by binary search in the sorted lp_last."""
+    a, b = lp_first.double(), lp_last.double()
+    b_true = b.gather(1, t_l[:, None])
+    s = a.gather(1, t_f[:, None]) + b_true                              # [B, 1] true score
+    b_sorted = b.sort(-1).values
+    thr = (s - a).contiguous()                                           # [B, V]
+    n_le = torch.searchsorted(b_sorted, thr, right=True)
+    n_lt = torch.searchsorted(b_sorted, thr)
+    greater = b.shape[1] - n_le
+    equal = n_le - n_lt
+    # The truth's own row f = t_f: compare with b[t_l] directly (s - a[t_f] may round off b[t_l]).
+    greater = greater.scatter(1, t_f[:, None], (b > b_true).sum(-1, keepdim=True))
+    equal = equal.scatter(1, t_f[:, None], (b == b_true).sum(-1, keepdim=True) - 1)
+    return 1 + greater.sum(-1).double() + equal.sum(-1).double() / 2
+
+
+# -- model passes -------------------------------------------------------------------------
+
+def _final_hidden(lm: GPT2LMHeadModel, out, positions, lens: bool) -> torch.Tensor:
+    """[K, B, n_pos, D]: hidden states at ``positions`` after the final layer norm, one per layer
+    (K = n_layer) with the logit lens, else only the last layer (K = 1)."""
+    hs = [out.last_hidden_state[:, positions]]
+    if lens:
+        # hidden_states = (embeddings, block 1, ..., block n-1, ln_f(block n)): the last already
+        # went through ln_f, and it is last_hidden_state.
+        mids = out.hidden_states[1:-1]
+        if len(out.hidden_states) != lm.config.n_layer + 1:
+            raise RuntimeError(f"expected {lm.config.n_layer + 1} hidden states from GPT-2, got {len(out.hidden_states)}")
+        hs = [lm.transformer.ln_f(h[:, positions]) for h in mids] + hs
+    return torch.stack(hs)
+
+
+def _prompt_pass(lm, ids, prompt_len, lens):
+    """Teacher-forced pass over full rows [B, L]. Returns the final-normed hidden states at the
+    positions that predict the target tokens [K, B, P, D], and the prompt's keys/values per layer."""
+    cache = DynamicCache(config=lm.config)
+    # cache positionally: its keyword is `past_key_values` in early transformers 5.x, `cache` later
+    out = lm.transformer(ids, cache, use_cache=True, output_hidden_states=lens)
+    h = _final_hidden(lm, out, slice(prompt_len - 1, ids.shape[1] - 1), lens)
+    kv = [(layer.keys[:, :, :prompt_len], layer.values[:, :, :prompt_len]) for layer in cache.layers]
+    return h, kv
+
+
+def _next_token_hidden(lm, kv, rows, tokens, lens) -> torch.Tensor:
+    """Append one token to prompts ``rows`` [M] of a prompt pass: final-normed hidden state
+    at that token, [K, M, D]. The prompt is not recomputed, only gathered from its cache."""
+    cache = DynamicCache(ddp_cache_data=[(k[rows], v[rows]) for k, v in kv])
+    pos = torch.full((len(rows), 1), kv[0][0].shape[2], device=tokens.device)
+    out = lm.transformer(tokens[:, None], cache, use_cache=True, position_ids=pos, output_hidden_states=lens)
+    return _final_hidden(lm, out, 0, lens)
+
+
+def _logits(lm, h: torch.Tensor) -> torch.Tensor:
+    return lm.lm_head(h).float()
+
+
+# -- one chunk of queries -----------------------------------------------------------------
+
+def _chunk(lm, ids: torch.Tensor, index: EntityIndex, lens: bool, candidate_batch: int) -> dict[str, torch.Tensor]:
+    """All per-item numbers for a chunk of rows [B, L]: dict of [K, B] tensors (layer k's
+    logit lens; the last k is the model's output) plus "joint_rank" and "candidates" [B]."""
+    B, L = ids.shape
+    P = index.patch_len
+    Lp = L - P  # prompt length
+    tgt = ids[:, Lp:]  # [B, P]
+    h, kv = _prompt_pass(lm, ids, Lp, lens)
+    logits = _logits(lm, h)                                  # [K, B, P, V]
+    lp = logits.log_softmax(-1)
+    K = lp.shape[0]
+    tok_lp = lp.gather(-1, tgt.expand(K, B, P)[..., None]).squeeze(-1).double()  # [K, B, P]
+    s = tok_lp.sum(-1)                                       # [K, B] score of the true entity
+    t_f = tgt[:, 0]
+    out = {
+        "nll": -tok_lp.mean(-1),
+        "rank_first": _token_rank(lp[:, :, 0], t_f.expand(K, B)),
+    }
+    pred_first = logits[:, :, 0].argmax(-1)                  # [K, B] greedy first token
+
+    if P == 1:
+        out["exact"] = (pred_first == t_f).double()
+        ent_lp = lp[:, :, 0, index.first_ids].double()       # [K, B, E]
+        is_entity = (index.slot[t_f] >= 0).double()
+        greater = (ent_lp > s[..., None]).sum(-1).double()
+        equal = (ent_lp == s[..., None]).sum(-1).double() - is_entity
+        out["entity_rank"] = 1 + greater + equal / 2
+        out["candidates"] = torch.zeros(B, dtype=torch.float64, device=ids.device)
+        return out
+
+    t_l = tgt[:, 1]
+    out["rank_last"] = _token_rank(lp[:, :, 1], t_l.expand(K, B))
+    out["joint_rank"] = _joint_rank(lp[-1, :, 0], lp[-1, :, 1], t_f, t_l)
+
+    # Greedy second token after the greedy first, each layer continuing under its own lens.
+    rows = torch.arange(B, device=ids.device).repeat(K)
+    h2 = _next_token_hidden(lm, kv, rows, pred_first.reshape(-1), lens).view(K, K, B, -1)
+    ks = torch.arange(K, device=ids.device)
+    pred_last = _logits(lm, h2[ks, ks]).argmax(-1)           # [K, B]
+    out["exact"] = ((pred_first == t_f) & (pred_last == t_l)).double()
+
+    # Entity rank. The true first name's group is scored from the teacher-forced pass.
+    greater = torch.zeros(K, B, dtype=torch.float64, device=ids.device)
+    equal = torch.zeros_like(greater)
+    u_true = index.slot[t_f]
+    q_true = (u_true >= 0).nonzero().squeeze(1)
+    is_entity = torch.zeros(B, dtype=torch.float64, device=ids.device)
+    if len(q_true):
+        row, last = _groups(index, u_true[q_true])
+        is_entity[q_true] = torch.zeros(len(q_true), dtype=torch.float64, device=ids.device).index_add(
+            0, row, (last == t_l[q_true][row]).double())
+        for k in range(K):
+            g, e = _count_beating(index, u_true[q_true], lp[k, q_true, 1], tok_lp[k, q_true, 0], s[k, q_true])
+            greater[k, q_true] += g
+            equal[k, q_true] += e
+
+    # Every other first name that could still reach the true score, under any layer's lens.
+    first_lp = lp[:, :, 0, index.first_ids].double()         # [K, B, U]
+    keep = (first_lp >= s[..., None]).any(0)                 # [B, U]
+    keep[q_true, u_true[q_true]] = False
+    q_all, u_all = keep.nonzero(as_tuple=True)
+    for i in range(0, len(q_all), candidate_batch):
+        q, u = q_all[i:i + candidate_batch], u_all[i:i + candidate_batch]
+        hc = _next_token_hidden(lm, kv, q, index.first_ids[u], lens)  # [K, M, D]
+        for k in range(K):
+            lp_last = _logits(lm, hc[k]).log_softmax(-1)
+            g, e = _count_beating(index, u, lp_last, first_lp[k, q, u], s[k, q])
+            greater[k].index_add_(0, q, g)
+            equal[k].index_add_(0, q, e)
+    out["entity_rank"] = 1 + greater + (equal - is_entity) / 2  # the truth ties with itself
+    out["candidates"] = keep.sum(-1).double()
+    return out
+
+
+def _summary(items: dict[str, torch.Tensor], k: int) -> dict:
+    """Means over items of layer k's numbers (k = -1: the model's output)."""
+    def mean(x):
+        return float(x.mean()) if len(x) else float("nan")
+
+    d = {
+        "exact_match": mean(items["exact"][k]),
+        "mrr_first": mean(1 / items["rank_first"][k]),
+        "mrr_last": mean(1 / items["rank_last"][k]) if "rank_last" in items else None,
+        "entity_mrr": mean(1 / items["entity_rank"][k]),
+        "entity_rank_mean": mean(items["entity_rank"][k]),
+        "entity_hits1": mean((items["entity_rank"][k] == 1).double()),
+        "ntp_loss": mean(items["nll"][k]),
+    }
+    return d
+
+
+# -- public -------------------------------------------------------------------------------
+
+def hf_model(model) -> GPT2LMHeadModel:
+    """The GPT2LMHeadModel inside a GPT2WithJEPA (``.gpt2``), or the model itself."""
+    if isinstance(model, GPT2LMHeadModel):
+        return model
+    lm = getattr(model, "gpt2", None)
+    if isinstance(lm, GPT2LMHeadModel):
+        return lm
+    raise TypeError(f"expected a GPT2WithJEPA, a GPT2LMHeadModel or a run directory, got {type(model).__name__}")
+
+
+@torch.inference_mode()
+def evaluate_split(model, ids: torch.Tensor, entities, *, logit_lens: bool = True, batch_size: int = 256,
+                   candidate_batch: int | None = None, per_item: bool = False) -> dict:
+    """Metrics for rows ``ids`` [N, 2P + 2] against the entity set ``entities`` ([E, P] token ids or an
+    EntityIndex). The model must already be in eval mode on the device of ``ids``.
+
+    Returns the top-level metrics dict of a split (see the module docstring), with ``per_layer``
+    when ``logit_lens``, and with ``items`` (per-item tensors, on the CPU) when ``per_item``."""
+    lm = hf_model(model)
+    V = lm.config.vocab_size
+    index = entities if isinstance(entities, EntityIndex) else build_entity_index(entities, V)
+    device = ids.device
+    index = index.to(device)
+    P = index.patch_len
+    if ids.dim() != 2 or ids.shape[1] != 2 * P + 2:
+        raise ValueError(f"rows must be [N, {2 * P + 2}] for entities of {P} token(s), got shape {tuple(ids.shape)}")
+    if len(ids) and (ids.min() < 0 or ids.max() >= V):
+        raise ValueError(f"token id {int(ids.max())} is outside the model's vocabulary (0..{V - 1})")
+    if candidate_batch is None:
+        candidate_batch = 4096 if device.type == "cuda" else 512
+
+    parts = [_chunk(lm, ids[i:i + batch_size], index, logit_lens, candidate_batch) for i in range(0, len(ids), batch_size)]
+    if parts:
+        items = {key: torch.cat([p[key] for p in parts], dim=-1).cpu() for key in parts[0]}
+    else:
+        K = lm.config.n_layer if logit_lens else 1
+        keys = ("nll", "rank_first", "exact", "entity_rank") + (("rank_last",) if P == 2 else ())
+        items = {key: torch.zeros(K, 0, dtype=torch.float64) for key in keys}
+        items["candidates"] = torch.zeros(0, dtype=torch.float64)
+        if P == 2:
+            items["joint_rank"] = torch.zeros(0, dtype=torch.float64)
+
+    res = _summary(items, -1)
+    res["joint_mrr_approx"] = float((1 / items["joint_rank"]).mean()) if P == 2 and len(ids) else None
+    res["entity_candidates_mean"] = float(items["candidates"].mean()) if len(ids) else 0.0
+    res["n"] = len(ids)
+    if logit_lens:
+        res["per_layer"] = []
+        for k in range(lm.config.n_layer):
+            layer = _summary(items, k)
+            res["per_layer"].append({"layer": k + 1, **{key: layer[key] for key in
+                                     ("exact_match", "mrr_first", "mrr_last", "entity_mrr", "ntp_loss")}})
+    if per_item:
+        res["items"] = items
+    return res
+
+
+@torch.inference_mode()
+def jepa_eval_diagnostics(model, ids: torch.Tensor, types: torch.Tensor, batch_size: int = 256) -> dict | None:
+    """JEPA distance (the model's own metric, over all items at once) and collapse indicators on
+    held-out ``train``-type rows. None when the model builds no reverse views."""
+    from jepa_kit.losses import jepa_diagnostics, jepa_distance
+
+    preds, targets = [], []
+    for i in range(0, len(ids), batch_size):
+        out = model(ids[i:i + batch_size], types[i:i + batch_size], return_jepa_outputs=True)
+        preds.append(out["pred"])
+        targets.append(out["target"])
+    pred, target = torch.cat(preds).float(), torch.cat(targets).float()
+    if len(pred) < 2:
+        return None
+    obj = model.objective
+    dist = jepa_distance(pred, target, obj.jepa_metric, temperature=getattr(obj, "infonce_temperature", 0.1))
+    diag = jepa_diagnostics(pred, target)
+    return {
+        "metric": obj.jepa_metric,
+        "jepa_distance": float(dist),
+        "pred_cos_between_items": diag["pred_pairwise_cosine"],
+        "target_std": diag["target_std"],
+        "pred_target_cosine": diag["pred_target_cosine"],
+        "n": len(pred),
+    }
+
+
+def evaluate(model_or_run_dir, dataset, splits=SPLITS, batch_size: int = 256, logit_lens: bool = True,
+             device=None, max_items: int | None = None, candidate_batch: int | None = None,
+             per_item: bool = False) -> dict:
+    """Per-split metrics of a model on the valid.json splits of ``dataset``.
+
+    model_or_run_dir: a GPT2WithJEPA, a GPT2LMHeadModel, or a run directory (loaded with
+      ``jepa_kit.train.load_run``). dataset: a ``Dataset`` or a data directory.
+    max_items: evaluate only the first ``max_items`` rows of each split.
+    Returns ``{split: metrics}``; plus ``"jepa"`` (diagnostics on valid.json's train split) for a
+    GPT2WithJEPA with the JEPA objective and lambda != 0, and ``"label"`` for reverse augmentation, which trains on
+    the test facts. The model is put in eval mode and moved to ``device`` for the call, then restored.
+    """
+    if isinstance(model_or_run_dir, (str, Path)):
+        from jepa_kit.train import load_run
+        model = load_run(model_or_run_dir)[0]
+    else:
+        model = getattr(model_or_run_dir, "module", model_or_run_dir)  # unwrap DistributedDataParallel
+    if isinstance(dataset, (str, Path)):
+        from jepa_kit.data import load_dataset
+        dataset = load_dataset(dataset)
+    lm = hf_model(model)
+    splits = (splits,) if isinstance(splits, str) else tuple(splits)
+    for split in splits:
+        if split not in dataset.valid:
+            raise ValueError(f"unknown split {split!r}; valid.json has {', '.join(dataset.valid)}")
+    if len(dataset.vocab) > lm.config.vocab_size:
+        raise ValueError(f"the dataset's vocabulary has {len(dataset.vocab)} tokens but the model only "
+                         f"{lm.config.vocab_size}: was it trained on another dataset?")
+
+    first_param = next(model.parameters())
+    old_device, was_training = first_param.device, model.training
+    device = torch.device(device) if device is not None else old_device
+    model.to(device).eval()
+    try:
+        index = build_entity_index(dataset.entities(), lm.config.vocab_size)
+        results = {}
+        for split in splits:
+            ids = dataset.valid[split].ids[:max_items].to(device)
+            results[split] = evaluate_split(model, ids, index, logit_lens=logit_lens, batch_size=batch_size,
+                                            candidate_batch=candidate_batch, per_item=per_item)
+        obj = getattr(model, "objective", None)
+        if getattr(obj, "uses_jepa", False) and "train" in dataset.valid:
+            held_out = dataset.valid["train"]
+            diag = jepa_eval_diagnostics(model, held_out.ids[:max_items].to(device),
+                                         held_out.types[:max_items].to(device), batch_size)
+            if diag is not None:
+                results["jepa"] = diag
+        if obj is not None and getattr(obj, "objective", None) == "reverse_aug":
+            results["label"] = "reverse_aug trains on test facts: a sanity ceiling, not a method"
+    finally:
+        model.to(old_device)
+        model.train(was_training)
+    return results
+
+
+def format_table(results: dict) -> str:
+    """A fixed-width table: one row per split, columns ``TABLE_COLUMNS``."""
+    splits = [k for k, v in results.items() if isinstance(v, dict) and "exact_match" in v]
+    width = max([5] + [len(s) for s in splits])
+    lines = [f"{'split':<{width}}" + "".join(f"{c:>13}" for c in TABLE_COLUMNS)]
+    for s in splits:
+        cells = []
+        for c in TABLE_COLUMNS:
+            v = results[s].get(c)
+            cells.append(f"{'-' if v is None else v:>13}" if isinstance(v, int) or v is None else f"{v:>13.4f}")
+        lines.append(f"{s:<{width}}" + "".join(cells))
+    if "jepa" in results:
+        j = results["jepa"]
+        lines.append(f"jepa ({j['metric']}, n={j['n']}): distance {j['jepa_distance']:.4f}, "
+                     f"cos between items {j['pred_cos_between_items']:.4f}, target std {j['target_std']:.4f}")
+    if "label" in results:
+        lines.append(results["label"])
+    return "\n".join(lines)
+
+
+# -- speed --------------------------------------------------------------------------------
+
+_BENCH_MODELS = {"paper": dict(n_layer=4, n_embd=768, n_head=12)}
+
+
+def bench_eval(n_queries: int = 8, device=None, preset: str | dict = "paper", logit_lens: bool = False,
+               n_first: int = 8000, multiplicity: int = 10, batch_size: int | None = None,
+               candidate_batch: int | None = None, seed: int = 0) -> dict:
+    """Time ``evaluate_split`` on a random model and a paper-size entity set (8,000 first names x 10
+    = 80,000 entities, vocab 16,015). A random model prunes nothing, so this is the worst case
+    (a model at chance on the reversal split); trained models on seen facts are much faster.
+    ``preset``: "paper" (4 x 768), a name of ``jepa_kit.model.MODEL_PRESETS``, or a dict of
+    n_layer, n_embd, n_head."""
+    from jepa_kit.vocab import Vocab
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if isinstance(preset, dict):
+        sizes = preset
+    elif preset in _BENCH_MODELS:
+        sizes = _BENCH_MODELS[preset]
+    else:
+        from jepa_kit.model import MODEL_PRESETS
+        sizes = {k: MODEL_PRESETS[preset][k] for k in ("n_layer", "n_embd", "n_head")}
+    vocab = Vocab.build(n_first, n_first, 6)
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    lm = GPT2LMHeadModel(GPT2Config(vocab_size=len(vocab), n_positions=16, bos_token_id=None,
+                                    eos_token_id=None, **sizes)).to(device).eval()
+    # entity i: first i // m, last (first + (n_first // m) * (i % m)) mod n_first: unique pairs, each name in m entities
+    i = torch.arange(n_first * multiplicity)
+    f = i // multiplicity
+    l = (f + (n_first // multiplicity) * (i % multiplicity)) % n_first
+    entities = torch.stack([vocab.first_name_ids[f], vocab.last_name_ids[l]], 1)
+    index = build_entity_index(entities, len(vocab))
+
+    def queries(n):
+        head = entities[torch.randint(len(entities), (n,), generator=g)]
+        tail = entities[torch.randint(len(entities), (n,), generator=g)]
+        rel = vocab.forward_relation_ids[torch.randint(6, (n,), generator=g)]
+        return torch.cat([head, rel[:, None], torch.full((n, 1), vocab.mask_id), tail], 1).to(device)
+
+    kw = dict(logit_lens=logit_lens, batch_size=batch_size or n_queries, candidate_batch=candidate_batch)
+    evaluate_split(lm, queries(1), index, **kw)  # warm-up
+    ids = queries(n_queries)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    res = evaluate_split(lm, ids, index, **kw)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    qps = n_queries / seconds
+    return {
+        "device": str(device), "preset": preset if isinstance(preset, str) else dict(preset), "logit_lens": logit_lens,
+        "n_queries": n_queries, "n_entities": index.n_entities, "n_first_names": len(index.first_ids),
+        "vocab_size": len(vocab), "seconds": seconds, "queries_per_s": qps,
+        "candidates_per_query": res["entity_candidates_mean"],
+        "candidate_passes_per_s": res["entity_candidates_mean"] * qps,
+        "projected_s_9000_queries": 9000 / qps if qps > 0 else math.inf,
+    }

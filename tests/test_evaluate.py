@@ -1,0 +1,351 @@
+"""Evaluation metrics against a brute-force reference: one plain HF forward pass per
+(query, entity), explicit greedy decoding, the full V x V table for joint_mrr_approx."""
+import json
+import math
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from jepa_kit.evaluate import bench_eval, build_entity_index, evaluate, evaluate_split, format_table
+from jepa_kit.vocab import Vocab
+
+VOCAB = Vocab.build(20, 20, 3)
+V = len(VOCAB)
+
+
+def tiny_lm(seed=0, n_layer=2, n_embd=32):
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=V, n_positions=16, n_embd=n_embd, n_layer=n_layer, n_head=2,
+                     bos_token_id=None, eos_token_id=None)
+    return GPT2LMHeadModel(cfg).eval()
+
+
+def make_entities(n=60, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    f = VOCAB.first_name_ids[torch.randint(20, (3 * n,), generator=g)]
+    l = VOCAB.last_name_ids[torch.randint(20, (3 * n,), generator=g)]
+    return torch.unique(torch.stack([f, l], 1), dim=0)[:n]
+
+
+def make_rows(heads, tails, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    n = len(heads)
+    rel = VOCAB.forward_relation_ids[torch.randint(3, (n,), generator=g)]
+    return torch.cat([heads, rel[:, None], torch.full((n, 1), VOCAB.mask_id), tails], 1)
+
+
+def make_queries(entities, n=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    heads = entities[torch.randint(len(entities), (n,), generator=g)]
+    tails = entities[torch.randint(len(entities), (n,), generator=g)]
+    return make_rows(heads, tails, seed)
+
+
+# -- the reference ------------------------------------------------------------------------
+
+def layer_log_probs(lm, seq):
+    """One plain forward pass: log-probs and logits [n_layer][len][V] (Python floats) through
+    each layer's logit lens."""
+    out = lm(torch.tensor([seq]), output_hidden_states=True)
+    n = lm.config.n_layer
+    per_layer = [lm.lm_head(lm.transformer.ln_f(out.hidden_states[i][0])) for i in range(1, n)]
+    logits = torch.stack(per_layer + [out.logits[0]])
+    return logits.log_softmax(-1).double().tolist(), logits.tolist()
+
+
+def argmax(xs):
+    return max(range(len(xs)), key=lambda i: (xs[i], -i))  # first maximal index
+
+
+def rank(scores, true_score):
+    """1 + #strictly better + #ties / 2 over the *other* candidates (scores excludes the truth)."""
+    return 1 + sum(1 for s in scores if s > true_score) + 0.5 * sum(1 for s in scores if s == true_score)
+
+
+@torch.no_grad()
+def brute_force(lm, rows, entities):
+    """Per layer, per item: exact, rank_first, rank_last, entity_rank, nll; joint_rank (last layer)."""
+    n_layer = lm.config.n_layer
+    P = (rows.shape[1] - 2) // 2
+    res = {k: [[] for _ in range(n_layer)] for k in ("exact", "rank_first", "rank_last", "entity_rank", "nll")}
+    res["joint_rank"] = []
+    ents = [tuple(e) for e in entities.tolist()]
+    for row in rows.tolist():
+        prompt, tail = row[:-P], tuple(row[-P:])
+        i = len(prompt) - 1
+        lp, logits = layer_log_probs(lm, row)  # teacher forced
+        # one separate pass per entity (single-token entities are read off the teacher-forced pass)
+        ent_lp = {e: layer_log_probs(lm, prompt + [e[0]])[0] for e in ents} if P == 2 else {}
+        for k in range(n_layer):
+            lp1 = lp[k][i]
+            f_hat = argmax(logits[k][i])
+            t_f = tail[0]
+            res["rank_first"][k].append(rank([lp1[v] for v in range(V) if v != t_f], lp1[t_f]))
+            if P == 1:
+                s = lp1[t_f]
+                res["exact"][k].append(float(f_hat == t_f))
+                res["nll"][k].append(-s)
+                res["entity_rank"][k].append(rank([lp1[e[0]] for e in ents if e != tail], s))
+                continue
+            t_l = tail[1]
+            lp2 = lp[k][i + 1]
+            s = lp1[t_f] + lp2[t_l]
+            # greedy: second token given the *predicted* first, same layer's lens
+            l_hat = argmax(layer_log_probs(lm, prompt + [f_hat])[1][k][i + 1])
+            res["exact"][k].append(float(f_hat == t_f and l_hat == t_l))
+            res["rank_last"][k].append(rank([lp2[v] for v in range(V) if v != t_l], lp2[t_l]))
+            res["nll"][k].append(-s / 2)
+            scores = [ent_lp[e][k][i][e[0]] + ent_lp[e][k][i + 1][e[1]] for e in ents if e != tail]
+            res["entity_rank"][k].append(rank(scores, s))
+            if k == n_layer - 1:
+                table = [a + b for a in lp1 for b in lp2]  # all V x V pairs, the user's approximation
+                res["joint_rank"].append(1 + sum(x > s for x in table) + (sum(x == s for x in table) - 1) / 2)
+    return {k: torch.tensor(v, dtype=torch.float64) for k, v in res.items()}
+
+
+def assert_matches(items, ref, keys, layers):
+    for key in keys:
+        for k in layers:
+            got, want = items[key][k], ref[key][k]
+            assert torch.allclose(got, want, rtol=0, atol=1e-9 if key != "nll" else 1e-5), (key, k, got, want)
+
+
+# -- tests --------------------------------------------------------------------------------
+
+def test_matches_brute_force_with_logit_lens():
+    lm = tiny_lm()
+    entities = make_entities()
+    rows = make_queries(entities, n=12)
+    # one tail that is not an entity of the set: every entity counts as "another"
+    rows[-1, -2:] = torch.tensor([VOCAB["<f_0>"], VOCAB["<l_19>"]])
+    entities = entities[~((entities[:, 0] == VOCAB["<f_0>"]) & (entities[:, 1] == VOCAB["<l_19>"]))]
+    res = evaluate_split(lm, rows, entities, batch_size=5, candidate_batch=7, per_item=True)
+    ref = brute_force(lm, rows, entities)
+    assert_matches(res["items"], ref, ("exact", "rank_first", "rank_last", "entity_rank", "nll"), layers=(0, 1))
+    assert torch.allclose(res["items"]["joint_rank"], ref["joint_rank"], rtol=0, atol=1e-9)
+    assert math.isclose(res["entity_mrr"], float((1 / ref["entity_rank"][-1]).mean()), rel_tol=1e-12)
+    assert math.isclose(res["joint_mrr_approx"], float((1 / ref["joint_rank"]).mean()), rel_tol=1e-12)
+    assert math.isclose(res["ntp_loss"], float(ref["nll"][-1].mean()), rel_tol=1e-6)
+    assert res["n"] == 12
+    # a random model: nothing near rank 1 everywhere, and the metrics are not degenerate
+    assert 0 < res["entity_mrr"] < 1 and res["entity_rank_mean"] > 1
+
+
+def test_per_layer_last_entry_is_the_model_output():
+    lm = tiny_lm(seed=1, n_layer=3)
+    entities = make_entities()
+    res = evaluate_split(lm, make_queries(entities, n=8), entities)
+    assert [d["layer"] for d in res["per_layer"]] == [1, 2, 3]
+    last = res["per_layer"][-1]
+    for key in ("exact_match", "mrr_first", "mrr_last", "entity_mrr", "ntp_loss"):
+        assert last[key] == res[key], key
+    # and the lens of layer 1 is a different readout, not a copy
+    assert res["per_layer"][0]["mrr_first"] != res["mrr_first"]
+    no_lens = evaluate_split(lm, make_queries(entities, n=8), entities, logit_lens=False)
+    assert "per_layer" not in no_lens
+    assert no_lens["entity_mrr"] == res["entity_mrr"] and no_lens["joint_mrr_approx"] == res["joint_mrr_approx"]
+
+
+def test_pruning_keeps_ranks_exact():
+    """A model trained on the queries is confident: most first names are skipped, ranks unchanged."""
+    lm = tiny_lm(seed=2, n_embd=48)
+    entities = make_entities()
+    rows = make_queries(entities, n=12, seed=3)
+    lm.train()
+    opt = torch.optim.Adam(lm.parameters(), lr=1e-2)
+    labels = torch.full_like(rows, -100)
+    labels[:, -2:] = rows[:, -2:]
+    for _ in range(60):
+        opt.zero_grad()
+        lm(rows[:8], labels=labels[:8]).loss.backward()  # 8 items learned, 4 not
+        opt.step()
+    lm.eval()
+    n_first = len(torch.unique(entities[:, 0]))
+    res = evaluate_split(lm, rows, entities, logit_lens=False, per_item=True)
+    cands = res["items"]["candidates"]
+    assert (cands[:8] < n_first - 1).all() and cands[:8].mean() < n_first / 2, cands
+    ref = brute_force(lm, rows, entities)
+    assert_matches(res["items"], {k: v[-1:] for k, v in ref.items() if k != "joint_rank"},
+                   ("exact", "rank_first", "rank_last", "entity_rank"), layers=(0,))
+    assert res["items"]["entity_rank"][0, :8].mean() < ref["entity_rank"][-1, 8:].mean()
+
+
+def test_single_token_entities_match_brute_force():
+    lm = tiny_lm(seed=4)
+    entities = VOCAB.first_name_ids[:15, None]  # any 15 tokens serve as single-token entities
+    g = torch.Generator().manual_seed(0)
+    heads = entities[torch.randint(15, (10,), generator=g)]
+    tails = entities[torch.randint(15, (10,), generator=g)]
+    rows = make_rows(heads, tails)
+    assert rows.shape == (10, 4)
+    res = evaluate_split(lm, rows, entities, batch_size=4, per_item=True)
+    ref = brute_force(lm, rows, entities)
+    assert_matches(res["items"], ref, ("exact", "rank_first", "entity_rank", "nll"), layers=(0, 1))
+    assert res["mrr_last"] is None and res["joint_mrr_approx"] is None
+    assert res["per_layer"][-1]["entity_mrr"] == res["entity_mrr"]
+    with pytest.raises(ValueError, match="rows must be"):
+        evaluate_split(lm, make_queries(make_entities(), n=2), entities)
+
+
+def perfect_lm(answer):
+    """Blocks that do nothing (zeroed output projections), one-hot embeddings, no positions: the
+    hidden state at a position is ln(onehot(token)). The head maps <mask> -> answer[0] and
+    answer[0] -> answer[1] with margin ~65 nats: right on every item whose tail is `answer`."""
+    lm = GPT2LMHeadModel(GPT2Config(vocab_size=V, n_positions=16, n_embd=64, n_layer=2, n_head=2,
+                                    tie_word_embeddings=False, bos_token_id=None, eos_token_id=None)).eval()
+    with torch.no_grad():
+        for block in lm.transformer.h:
+            for proj in (block.attn.c_proj, block.mlp.c_proj):
+                proj.weight.zero_()
+                proj.bias.zero_()
+        lm.transformer.wpe.weight.zero_()
+        lm.transformer.wte.weight.copy_(torch.eye(64)[:V])
+        unit = lm.transformer.ln_f(torch.eye(64)[:V])  # what the head sees for each input token
+        head = torch.zeros(V, 64)
+        head[answer[0]] = unit[VOCAB.mask_id]
+        head[answer[1]] = unit[answer[0]]
+        lm.lm_head.weight.copy_(head)
+    return lm
+
+
+def test_perfect_items_score_one_and_wrong_items_zero():
+    entities = make_entities()
+    answer = entities[5]
+    lm = perfect_lm(answer.tolist())
+    heads = entities[:6]
+    right = make_rows(heads, answer.expand(6, 2))
+    res = evaluate_split(lm, right, entities)
+    for key in ("exact_match", "mrr_first", "mrr_last", "entity_mrr", "entity_hits1", "joint_mrr_approx"):
+        assert res[key] == 1.0, key
+    assert res["ntp_loss"] < 1e-6
+    assert res["entity_candidates_mean"] == 0  # nothing can reach a log-prob of 0: all pruned
+    wrong_tails = entities[entities[:, 0] != answer[0]][:6]
+    res = evaluate_split(lm, make_rows(heads, wrong_tails), entities)
+    assert res["exact_match"] == 0.0 and res["entity_hits1"] == 0.0
+    assert res["entity_mrr"] < 0.5 and res["ntp_loss"] > 30
+
+
+def test_constant_model_sits_at_chance_not_rank_one():
+    """All logits 0 (zero embeddings, tied head): every score ties. Ties count half, so the rank
+    is (count + 1) / 2, the expected rank of a random guess."""
+    lm = tiny_lm()
+    with torch.no_grad():
+        lm.transformer.wte.weight.zero_()
+    entities = make_entities()
+    rows = make_queries(entities, n=6)
+    res = evaluate_split(lm, rows, entities, per_item=True)
+    items = res["items"]
+    assert torch.all(items["entity_rank"] == (len(entities) + 1) / 2)
+    assert torch.all(items["rank_first"] == (V + 1) / 2) and torch.all(items["rank_last"] == (V + 1) / 2)
+    assert torch.all(items["joint_rank"] == (V * V + 1) / 2)
+    # greedy picks the first maximal token, 0 (<f_0>), also as the second token: never a last name
+    assert res["exact_match"] == 0.0
+
+
+def test_evaluate_on_generated_dataset_restores_mode_and_is_json(tiny_data):
+    from jepa_kit.data import load_dataset
+
+    ds = load_dataset(tiny_data)
+    torch.manual_seed(0)
+    lm = GPT2LMHeadModel(GPT2Config(vocab_size=len(ds.vocab), n_positions=16, n_embd=32, n_layer=2, n_head=2,
+                                    bos_token_id=None, eos_token_id=None))
+    lm.train()
+    res = evaluate(lm, ds, max_items=6, batch_size=4)
+    assert lm.training
+    assert set(res) == {"train", "atomic", "test"}
+    for split in res.values():
+        assert split["n"] == 6
+        for key in ("exact_match", "mrr_first", "mrr_last", "entity_mrr", "ntp_loss", "joint_mrr_approx"):
+            assert 0 <= split[key] and math.isfinite(split[key])
+        assert len(split["per_layer"]) == 2
+    json.dumps(res)
+    table = format_table(res)
+    lines = table.splitlines()
+    assert lines[0].split() == ["split", *("exact_match mrr_first mrr_last entity_mrr ntp_loss n".split())]
+    assert [l.split()[0] for l in lines[1:]] == ["train", "atomic", "test"]
+    assert lines[3].split()[-1] == "6"
+    assert f"{res['test']['entity_mrr']:.4f}" in lines[3]
+    # the entity set is the dataset's: ranks are bounded by its size
+    r = evaluate(lm, ds, splits=["test"], max_items=3, logit_lens=False, per_item=True)
+    assert (r["test"]["items"]["entity_rank"] <= len(ds.entities())).all()
+    with pytest.raises(ValueError, match="unknown split"):
+        evaluate(lm, ds, splits=["valid"])
+
+
+def test_entity_index_groups_by_first_name():
+    ents = torch.tensor([[3, 9], [1, 7], [3, 8], [1, 7], [2, 5]])
+    idx = build_entity_index(ents, vocab_size=10)
+    assert idx.first_ids.tolist() == [1, 2, 3]
+    assert idx.offsets.tolist() == [0, 1, 2, 4]
+    assert idx.last_ids.tolist() == [7, 5, 8, 9]
+    assert idx.slot[3] == 2 and idx.slot[0] == -1
+    with pytest.raises(ValueError, match="outside the model's vocabulary"):
+        build_entity_index(torch.tensor([[1, 12]]), vocab_size=10)
+
+
+def test_bench_eval_reports_speed():
+    r = bench_eval(n_queries=2, preset=dict(n_layer=1, n_embd=32, n_head=2), n_first=100, device="cpu")
+    assert r["n_entities"] == 1000 and r["n_first_names"] == 100
+    assert 0 < r["candidates_per_query"] <= 99 and r["queries_per_s"] > 0
+
+
+def jepa_model(ds, objective="jepa", attn="sdpa", seed=0):
+    from jepa_kit.model import GPT2WithJEPA, ObjectiveConfig
+
+    torch.manual_seed(seed)
+    return GPT2WithJEPA(ds.vocab, preset=dict(n_layer=2, n_embd=32, n_head=2),
+                        objective=ObjectiveConfig(objective=objective), attn_implementation=attn)
+
+
+def test_gpt2_with_jepa_diagnostics_and_model_consistency(tiny_data):
+    from jepa_kit.data import load_dataset
+
+    ds = load_dataset(tiny_data)
+    model = jepa_model(ds)
+    model.train()
+    res = evaluate(model, ds, max_items=16, logit_lens=False)
+    assert model.training
+    j = res["jepa"]
+    assert j["n"] == 16 and j["metric"] == "cosine"
+    held_out = ds.valid["train"]
+    model.eval()
+    with torch.no_grad():
+        out = model(held_out.ids[:16], held_out.types[:16])
+        ntp = [float(model(s.ids[:16], s.types[:16])["ntp_loss"]) for s in ds.valid.values()]
+    # the same numbers as the model's own objective, computed by another path
+    assert math.isclose(j["jepa_distance"], float(out["jepa_loss"]), rel_tol=1e-5)
+    for split, loss in zip(ds.valid, ntp):
+        assert math.isclose(res[split]["ntp_loss"], loss, rel_tol=1e-5), split
+    assert -1 <= j["pred_cos_between_items"] <= 1 and j["target_std"] > 0
+    assert "jepa (cosine, n=16)" in format_table(res)
+    # the eager attention path gives the same metrics
+    eager = jepa_model(ds, attn="eager")
+    eager.load_state_dict(model.state_dict())
+    a = evaluate_split(model, ds.valid["test"].ids[:8], ds.entities(), per_item=True)["items"]
+    b = evaluate_split(eager, ds.valid["test"].ids[:8], ds.entities(), per_item=True)["items"]
+    for key in ("entity_rank", "rank_first", "rank_last", "joint_rank"):
+        assert torch.allclose(a[key], b[key]), key
+
+
+def test_no_jepa_diagnostics_without_jepa_and_reverse_aug_is_labelled(tiny_data):
+    from jepa_kit.data import load_dataset
+
+    ds = load_dataset(tiny_data)
+    res = evaluate(jepa_model(ds, "ntp"), ds, splits=["test"], max_items=4, logit_lens=False)
+    assert "jepa" not in res and "label" not in res
+    res = evaluate(jepa_model(ds, "reverse_aug"), ds, splits=["test"], max_items=4, logit_lens=False)
+    assert "trains on test facts" in res["label"] and "trains on test facts" in format_table(res)
+
+
+def test_run_directory_is_loaded_with_load_run(tiny_data, tmp_path, monkeypatch):
+    """Dispatch only: a real run directory needs a training run (the lead's integration test)."""
+    import jepa_kit.train
+    from jepa_kit.data import load_dataset
+
+    ds = load_dataset(tiny_data)
+    model = jepa_model(ds, "ntp")
+    seen = []
+    monkeypatch.setattr(jepa_kit.train, "load_run", lambda run_dir: seen.append(run_dir) or (model, None))
+    res = evaluate(tmp_path, str(tiny_data), splits=["atomic"], max_items=3, logit_lens=False)
+    assert seen == [tmp_path] and res["atomic"]["n"] == 3

@@ -1,0 +1,369 @@
+"""Training: config, run directory, resume, preemption, guards, baselines."""
+import argparse
+import dataclasses
+import json
+import os
+import pickle
+import shutil
+import signal
+
+import pytest
+import torch
+
+from jepa_kit import checkpoint as ckpt
+from jepa_kit import train as T
+from jepa_kit.data import TYPE_CODES, DataError, load_dataset
+from jepa_kit.model import MODEL_PRESETS, GPT2WithJEPA, ObjectiveConfig
+from jepa_kit.reversal import reverse_view
+from jepa_kit.train import (ConfigError, LeakageError, Preempted, TrainConfig, TrainingDiverged, load_run,
+                            train)
+
+# A 1-layer, 32-wide model: every run here takes a second or two on two cores.
+SMALL = dict(n_layer=1, n_embd=32, n_head=2, batch_size=32, lr=3e-3, steps=12, log_every=2, eval_every=0,
+             eval_max_items=16, ckpt_every=100, progress="none")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny tensors: a second intra-op thread only adds synchronisation (10x slower when the cores are busy).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from jepa_kit.datagen import generate
+
+    return generate("tiny", tmp_path_factory.mktemp("train_data") / "data", seed=0, valid_per_split=24)
+
+
+def config(data, out, **kw):
+    return TrainConfig.from_preset("tiny", data=str(data), out=str(out), **{**SMALL, **kw})
+
+
+def rows(run_dir, kind="train"):
+    return [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if r["kind"] == kind]
+
+
+def weights(run_dir, checkpoint="last"):
+    return load_run(run_dir, checkpoint)[0].state_dict()
+
+
+# -- config --------------------------------------------------------------------------------
+
+def test_objective_defaults_come_from_objective_config():
+    cfg, obj = TrainConfig(), ObjectiveConfig()
+    for f in dataclasses.fields(ObjectiveConfig):
+        assert getattr(cfg, f.name) == getattr(obj, f.name), f.name
+    assert cfg.objective_config() == obj
+
+
+def test_seed_preset_is_the_seeds_setup():
+    cfg = TrainConfig.from_preset("seed")
+    assert MODEL_PRESETS[cfg.model] == dict(n_layer=4, n_embd=768, n_head=12)
+    assert cfg.model_preset() == dict(n_layer=4, n_embd=768, n_head=12)
+    assert (cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.epochs, cfg.steps) == (256, 1e-4, 0.01, 3, None)
+    assert (cfg.objective, cfg.k_pred, cfg.jepa_metric, cfg.lambda_jepa, cfg.gamma_ntp, cfg.loss_dropout,
+            cfg.stop_grad) == ("jepa", 1, "cosine", 1.0, 1.0, 0.0, False)
+    tiny = TrainConfig.from_preset("tiny", n_layer=1)
+    assert tiny.model == "tiny" and tiny.model_preset()["n_layer"] == 1
+
+
+def test_unknown_keys_are_rejected_with_the_valid_ones(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        TrainConfig.from_dict({"lr": 1e-3, "learning_rate": 1e-3})
+    msg = str(e.value)
+    assert "'learning_rate'" in msg and all(name in msg for name in TrainConfig.field_names())
+    with pytest.raises(ConfigError, match="lamda"):
+        TrainConfig().replace(lamda_jepa=0.5)
+    (tmp_path / "c.yaml").write_text("objective: ntp\nbatchsize: 4\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml.*'batchsize'.*valid keys are: data, out"):
+        TrainConfig.from_yaml(tmp_path / "c.yaml")
+    with pytest.raises(ConfigError, match="unknown training preset 'huge'"):
+        TrainConfig.from_preset("huge")
+
+
+def test_values_are_coerced_and_validated(tmp_path):
+    (tmp_path / "c.yaml").write_text("preset: tiny\nlr: 1e-4\nstop_grad: 'true'\nsteps: 1e3\neval_max_items: none\n")
+    cfg = TrainConfig.from_yaml(tmp_path / "c.yaml", k_pred="2")
+    assert (cfg.lr, cfg.stop_grad, cfg.steps, cfg.eval_max_items, cfg.k_pred, cfg.model) == \
+        (1e-4, True, 1000, None, 2, "tiny")
+    with pytest.raises(ConfigError, match="objective must be one of jepa, ntp, reverse_aug"):
+        TrainConfig(objective="jepa2")
+    with pytest.raises(ConfigError, match="k_pred must be in 0..4"):
+        TrainConfig(k_pred=5)
+    with pytest.raises(ConfigError, match="batch_size must be an int"):
+        TrainConfig(batch_size=2.5)
+    with pytest.raises(ConfigError, match="stop_grad"):
+        TrainConfig(stop_grad="maybe")
+    with pytest.raises(ConfigError, match="loss_dropout"):
+        TrainConfig(loss_dropout=1.0)
+
+
+def test_command_line_flags_override_yaml_override_preset(tmp_path):
+    (tmp_path / "c.yaml").write_text("lr: 0.002\nbatch_size: 64\nobjective: ntp\n")
+    parser = T.add_config_arguments(argparse.ArgumentParser())
+    ns = parser.parse_args(["--preset", "tiny", "--config", str(tmp_path / "c.yaml"), "--lr", "3e-3",
+                            "--stop_grad", "true", "--k-pred", "2", "--data", "D", "--out", "R"])
+    cfg = T.config_from_args(ns)
+    assert (cfg.model, cfg.batch_size, cfg.lr, cfg.objective, cfg.stop_grad, cfg.k_pred, cfg.data, cfg.out) == \
+        ("tiny", 64, 3e-3, "ntp", True, 2, "D", "R")
+    assert T.config_from_args(parser.parse_args([])) == TrainConfig()
+
+
+def test_learning_rate_schedule():
+    cfg = TrainConfig(lr=1.0, warmup_steps=4, schedule="cosine", min_lr=0.1)
+    lrs = [T.lr_at(cfg, s, 14) for s in range(14)]
+    assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert lrs[4] == pytest.approx(1.0) and lrs[-1] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(lrs[3:], lrs[4:]))
+    assert T.lr_at(cfg.replace(schedule="constant"), 10, 14) == 1.0
+
+
+# -- a run ---------------------------------------------------------------------------------
+
+def test_run_directory(data, tmp_path):
+    run = train(config(data, tmp_path / "run", eval_every=4, ckpt_every=4, keep_last=1))
+    cfg_json = json.loads((run / "config.json").read_text())
+    assert cfg_json["config"]["n_embd"] == 32 and cfg_json["data_fingerprint"] == load_dataset(data).fingerprint
+    assert cfg_json["model"]["n_layer"] == 1 and cfg_json["version"]
+    train_rows = rows(run)
+    assert [r["step"] for r in train_rows] == list(range(2, 13, 2))
+    assert {"loss", "ntp_loss", "jepa_loss", "lr", "items_per_s", "elapsed_s"} <= set(train_rows[0])
+    assert train_rows[-1]["ntp_loss"] < train_rows[0]["ntp_loss"]
+    evals = rows(run, "eval")
+    assert [r["step"] for r in evals] == [4, 8, 12] and "jepa" in evals[0]
+    assert set(evals[0]["splits"]) == {"train", "atomic", "test"}
+    results = json.loads((run / "results.json").read_text())
+    for split in ("train", "atomic", "test"):
+        assert {"exact_match", "mrr_first", "mrr_last", "entity_mrr", "ntp_loss", "n"} <= set(results[split])
+        assert results[split]["n"] == 24  # the final evaluation uses every item
+    assert results["trains_on_test_facts"] is False and results["run"]["steps"] == 12
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "finished" and status["step"] == status["total_steps"] == 12
+    best = json.loads((run / "best.json").read_text())
+    # keep_last=1 plus the best checkpoint
+    assert {s for s, _ in ckpt.list_checkpoints(run)} == {12, best["step"]}
+    model, cfg = load_run(run, "best")
+    assert isinstance(model, GPT2WithJEPA) and not model.training and cfg.n_embd == 32
+    assert load_run(run)[0].vocab.same_as(load_dataset(data).vocab)
+
+
+def test_resume_after_sigterm_equals_uninterrupted_run(data, tmp_path):
+    # loss dropout and an evaluation inside the interrupted stretch: both must not shift the RNG
+    kw = dict(loss_dropout=0.3, eval_every=4, warmup_steps=3, schedule="cosine")
+    straight = train(config(data, tmp_path / "straight", **kw))
+
+    def preempt_at_step_5(row):
+        if row["kind"] == "train" and row["step"] == 4:
+            os.kill(os.getpid(), signal.SIGTERM)  # handled like SLURM's: finish the step, checkpoint
+
+    cfg = config(data, tmp_path / "resumed", **kw)
+    with pytest.raises(Preempted) as e:
+        train(cfg, callback=preempt_at_step_5)
+    assert e.value.step == 5 and e.value.exit_code == T.PREEMPTED_EXIT_CODE
+    run = tmp_path / "resumed"
+    assert json.loads((run / "status.json").read_text())["state"] == "preempted"
+    assert ckpt.latest_checkpoint(run).name == "step_00000005"
+    assert not (run / "results.json").exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is restored
+
+    train(cfg)
+    a, b = rows(straight), rows(run)
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a, b):
+        for key in ("loss", "ntp_loss", "jepa_loss", "n_jepa", "lr"):
+            assert ra[key] == pytest.approx(rb[key], rel=1e-6, abs=1e-7), (ra["step"], key)
+    assert [r["step"] for r in rows(straight, "eval")] == [r["step"] for r in rows(run, "eval")]
+    wa, wb = weights(straight), weights(run)
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-6, atol=1e-7)
+    assert json.loads((run / "status.json").read_text())["state"] == "finished"
+
+
+def test_sigusr1_also_checkpoints(data, tmp_path):
+    def warn(row):
+        if row["step"] == 2:
+            os.kill(os.getpid(), signal.SIGUSR1)  # SLURM --signal=USR1@120: walltime is near
+
+    with pytest.raises(Preempted, match="SIGUSR1"):
+        train(config(data, tmp_path / "r", steps=6), callback=warn)
+    assert ckpt.latest_checkpoint(tmp_path / "r").name == "step_00000003"
+
+
+def test_killed_checkpoint_write_leaves_previous_loadable(data, tmp_path, monkeypatch):
+    cfg = config(data, tmp_path / "r", ckpt_every=4)
+    real = ckpt.save_file
+    calls = []
+
+    def dies_on_second_checkpoint(tensors, filename, *a, **k):
+        calls.append(filename)
+        if len(calls) == 3:  # optimizer + rng of the first checkpoint, then the second one dies
+            with open(filename, "wb") as f:
+                f.write(b"torn")
+            raise OSError("node killed while writing")
+        return real(tensors, filename, *a, **k)
+
+    monkeypatch.setattr(ckpt, "save_file", dies_on_second_checkpoint)
+    with pytest.raises(OSError):
+        train(cfg)
+    run = tmp_path / "r"
+    assert ckpt.latest_checkpoint(run).name == "step_00000004"
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "failed" and "node killed" in status["error"]
+    model, _ = load_run(run)
+    assert model is not None
+    monkeypatch.undo()
+    train(cfg)  # resumes from step 4 and finishes; the torn .tmp directory is gone
+    assert not list(ckpt.checkpoint_root(run).glob("*.tmp"))
+    assert json.loads((run / "results.json").read_text())["run"]["steps"] == 12
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(data, tmp_path, monkeypatch):
+    real_forward = GPT2WithJEPA.forward
+    calls = {"n": 0}
+
+    def forward(self, *a, **k):
+        out = real_forward(self, *a, **k)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 7:
+                out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(GPT2WithJEPA, "forward", forward)
+    with pytest.raises(TrainingDiverged) as e:
+        train(config(data, tmp_path / "r", ckpt_every=5, log_every=4))
+    run = tmp_path / "r"
+    assert e.value.step == 7 and "step 7" in str(e.value) and "step_00000005" in str(e.value)
+    assert [s for s, _ in ckpt.list_checkpoints(run)] == [5]  # step 8's state was never written
+    assert all(r["step"] < 7 for r in rows(run))
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "failed" and "NaN" in status["error"]
+    assert not (run / "results.json").exists()
+
+
+def test_checkpoints_load_without_pickle(data, tmp_path, monkeypatch):
+    cfg = config(data, tmp_path / "r", steps=4)
+    train(cfg)
+
+    def refuse(*a, **k):
+        raise AssertionError("pickle used")
+
+    for name in ("load", "loads", "Unpickler"):
+        monkeypatch.setattr(pickle, name, refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    model, _ = load_run(tmp_path / "r")
+    assert model is not None
+    train(cfg.replace(steps=6))  # resuming loads weights, optimizer and RNG state: still no pickle
+    assert rows(tmp_path / "r")[-1]["step"] == 6
+
+
+# -- resume guards -------------------------------------------------------------------------
+
+def test_resume_rejects_a_changed_config_but_allows_longer_training(data, tmp_path):
+    cfg = config(data, tmp_path / "r", steps=4)
+    train(cfg)
+    with pytest.raises(ConfigError, match=r"lr: run has 0\.003, config has 0\.001"):
+        train(cfg.replace(lr=1e-3))
+    with pytest.raises(ConfigError, match="objective"):
+        train(cfg.replace(objective="ntp"))
+    train(cfg.replace(steps=6, log_every=3))
+    assert [r["step"] for r in rows(tmp_path / "r")] == [2, 4, 6]
+
+
+def test_other_data_or_vocabulary_is_a_clear_error(data, tmp_path):
+    from jepa_kit.datagen import generate
+
+    with pytest.raises(DataError, match="not found"):
+        train(config(tmp_path / "nowhere", tmp_path / "x"))
+    assert not (tmp_path / "x").exists()
+    train(config(data, tmp_path / "r", steps=2))
+    other = generate("tiny", tmp_path / "other", seed=1, valid_per_split=24, relation_pairs=5)
+    with pytest.raises(ConfigError, match="other data"):
+        train(config(other, tmp_path / "r", steps=2))
+    with pytest.raises(ckpt.CheckpointError, match="vocabulary"):
+        load_run(tmp_path / "r", vocab=load_dataset(other).vocab)
+    (tmp_path / "notarun").mkdir()
+    (tmp_path / "notarun" / "thesis.tex").write_text("precious")
+    with pytest.raises(ConfigError, match="not a jepa_kit run"):
+        train(config(data, tmp_path / "notarun"))
+
+
+# -- leakage guard and baselines ------------------------------------------------------------
+
+def _copy(data, dst):
+    shutil.copytree(data, dst, ignore=shutil.ignore_patterns(".jepa_cache"))
+    return dst
+
+
+def test_leakage_guard_fires_on_a_test_item_in_train_json(data, tmp_path):
+    d = _copy(data, tmp_path / "leaky")
+    items = json.loads((d / "train.json").read_text())
+    test_item = json.loads((d / "valid.json").read_text())["test"][5]
+    items.insert(17, {**test_item, "type": "atomic"})
+    (d / "train.json").write_text(json.dumps(items))
+    for objective in ("jepa", "ntp", "reverse_aug"):  # train.json itself must be clean for every objective
+        with pytest.raises(LeakageError, match="item 17 .* equals valid.json 'test' item 5"):
+            train(config(d, tmp_path / objective, objective=objective))
+        assert not (tmp_path / objective).exists()
+
+
+def test_leakage_guard_fires_on_the_reverse_of_an_atomic_item(data):
+    ds = load_dataset(data)
+    ids, types = ds.train.ids, ds.train.types
+    atomic_at = int((types == TYPE_CODES["atomic"]).nonzero()[3])
+    leaked = torch.cat([ids, reverse_view(ids[atomic_at:atomic_at + 1], ds.vocab)])
+    leaked_types = torch.cat([types, types.new_tensor([TYPE_CODES["train"]])])
+    with pytest.raises(LeakageError, match=f"item {len(ids)} .* reverse view of atomic item {atomic_at}"):
+        T.check_leakage(leaked, leaked_types, ds)
+
+
+def test_reverse_aug_passes_only_through_its_exemption(data, tmp_path):
+    ds = load_dataset(data)
+    ids, types = T.training_rows(ds, "reverse_aug")
+    n_atomic = int((ds.train.types == TYPE_CODES["atomic"]).sum())
+    assert len(ids) == len(ds.train.ids) + n_atomic
+    assert bool((types[len(ds.train.ids):] == TYPE_CODES["atomic"]).all())  # no JEPA view for them
+    with pytest.raises(LeakageError):  # the augmented rows are exactly what the guard exists for
+        T.check_leakage(ids, types, ds)
+    run = train(config(data, tmp_path / "aug", objective="reverse_aug"))
+    results = json.loads((run / "results.json").read_text())
+    assert results["trains_on_test_facts"] is True and results["run"]["trains_on_test_facts"] is True
+    assert json.loads((run / "config.json").read_text())["trains_on_test_facts"] is True
+    assert json.loads((run / "status.json").read_text())["trains_on_test_facts"] is True
+    assert all(r["jepa_loss"] == 0 and r["n_jepa"] == 0 for r in rows(run))
+
+
+def test_ntp_baseline_builds_no_reverse_views(data, tmp_path):
+    run = train(config(data, tmp_path / "ntp", objective="ntp"))
+    assert all(r["jepa_loss"] == 0 and r["n_jepa"] == 0 for r in rows(run))
+    assert all(r["jepa_loss"] > 0 and r["n_jepa"] > 0 for r in rows(train(config(data, tmp_path / "jepa"))))
+
+
+def test_best_on_test_is_labelled_optimistic(data, tmp_path):
+    run = train(config(data, tmp_path / "r", steps=4, eval_every=2, best_split="test", best_metric="ntp_loss"))
+    results = json.loads((run / "results.json").read_text())
+    best = results["run"]["best"]
+    assert best["selected_on_test"] is True and "optimistic" in results["run"]["best_note"]
+    assert best["step"] in (2, 4)
+    evals = {r["step"]: r["splits"]["test"]["ntp_loss"] for r in rows(run, "eval")}
+    assert best["value"] == min(evals.values())  # loss: lower is better
+
+
+# -- progress output -----------------------------------------------------------------------
+
+def test_log_lines_not_a_bar_under_slurm(data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SLURM_JOB_ID", "123")
+    train(config(data, tmp_path / "r", steps=4, progress="auto"))
+    err = capsys.readouterr().err
+    assert "step 2/4" in err and "step 4/4" in err and "\r" not in err
+
+
+def test_epoch_order_depends_only_on_seed_and_epoch():
+    a = T.epoch_permutation(100, seed=0, epoch=3)
+    assert torch.equal(a, T.epoch_permutation(100, seed=0, epoch=3))
+    assert not torch.equal(a, T.epoch_permutation(100, seed=0, epoch=4))
+    assert torch.equal(a.sort().values, torch.arange(100))
