@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -85,7 +85,7 @@ class _Runner:
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=3e-4, weight_decay=0.1, fused=True)
         self.step_model = torch.compile(self.model, dynamic=True) if compile_ else self.model
         self.autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-        self.elapsed = 0.0
+        self.times: list[float] = []
         self.tokens = self.logit_positions = 0
         self.peak_step_mb = 0.0
 
@@ -111,7 +111,7 @@ class _Runner:
         dt = time.perf_counter() - t0
         if not timed:
             return
-        self.elapsed += dt
+        self.times.append(dt)
         self.tokens += out["n_tokens"]
         self.logit_positions += out["n_logit_positions"]
         if cuda:  # activations and gradients on top of what stays between steps
@@ -123,7 +123,9 @@ def _one_step_peak_rss(mode: str, preset: str, batch: int, k_pred: int, lambda_j
     vocab = paper_vocab()
     ids, types = random_batch(vocab, batch, torch.Generator().manual_seed(0))
     _Runner(mode, torch.device("cpu"), vocab, preset, k_pred, lambda_jepa, seed=0).step(ids, types, timed=False)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    # VmHWM, not ru_maxrss: the latter survives exec and would report the parent's peak
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024  # kB -> MB
 
 
 def cpu_peak_rss_mb(mode: str, preset: str, batch: int, k_pred: int, lambda_jepa: float) -> float | None:
@@ -145,7 +147,7 @@ def bench_training_steps(modes, device: str = "cpu", preset: str = "paper", batc
     """Time ``steps`` full training steps (after ``warmup`` untimed ones) of each mode; one row per mode.
 
     The modes take turns step by step on the same batches, so a load change on a shared
-    machine hits every mode alike instead of biasing their ratio.
+    machine hits every mode alike instead of biasing their ratio; rates use the median step time.
     """
     dev = torch.device(device)
     vocab = vocab or paper_vocab()
@@ -158,6 +160,7 @@ def bench_training_steps(modes, device: str = "cpu", preset: str = "paper", batc
 
     rows = []
     for r in runners:
+        step_s = statistics.median(r.times)  # robust to a stray slow step on a shared machine
         mfu = None
         if dev.type == "cuda":
             peak_mem = r.static_mb() + r.peak_step_mb
@@ -169,9 +172,9 @@ def bench_training_steps(modes, device: str = "cpu", preset: str = "paper", batc
             if peak_flops:
                 n_embd, n_params = r.model.gpt2.config.n_embd, non_embedding_params(r.model)
                 flops = 6 * n_params * r.tokens + 6 * n_embd * len(vocab) * r.logit_positions
-                mfu = flops / r.elapsed / peak_flops
-        rows.append({"mode": r.mode, "device": device, "batch": batch, "items_per_s": batch * steps / r.elapsed,
-                     "tokens_per_s": r.tokens / r.elapsed, "peak_mem_mb": peak_mem, "mfu": mfu})
+                mfu = flops / steps / step_s / peak_flops
+        rows.append({"mode": r.mode, "device": device, "batch": batch, "items_per_s": batch / step_s,
+                     "tokens_per_s": r.tokens / steps / step_s, "peak_mem_mb": peak_mem, "mfu": mfu})
     del runners
     gc.collect()
     if dev.type == "cuda":

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel
+from transformers import DynamicCache, GPT2LMHeadModel
 
 SPLITS = ("train", "atomic", "test")
 TABLE_COLUMNS = ("exact_match", "mrr_first", "mrr_last", "entity_mrr", "ntp_loss", "n")
@@ -304,7 +304,7 @@ def evaluate_split(model, ids: torch.Tensor, entities, *, logit_lens: bool = Tru
     if len(ids) and (ids.min() < 0 or ids.max() >= V):
         raise ValueError(f"token id {int(ids.max())} is outside the model's vocabulary (0..{V - 1})")
     if candidate_batch is None:
-        candidate_batch = 4096 if device.type == "cuda" else 512
+        candidate_batch = 8192 if device.type == "cuda" else 2048
 
     parts = [_chunk(lm, ids[i:i + batch_size], index, logit_lens, candidate_batch) for i in range(0, len(ids), batch_size)]
     if parts:
@@ -436,32 +436,22 @@ def format_table(results: dict) -> str:
 
 # -- speed --------------------------------------------------------------------------------
 
-_BENCH_MODELS = {"paper": dict(n_layer=4, n_embd=768, n_head=12)}
-
-
 def bench_eval(n_queries: int = 8, device=None, preset: str | dict = "paper", logit_lens: bool = False,
                n_first: int = 8000, multiplicity: int = 10, batch_size: int | None = None,
                candidate_batch: int | None = None, seed: int = 0) -> dict:
     """Time ``evaluate_split`` on a random model and a paper-size entity set (8,000 first names x 10
     = 80,000 entities, vocab 16,015). A random model prunes nothing, so this is the worst case
     (a model at chance on the reversal split); trained models on seen facts are much faster.
-    ``preset``: "paper" (4 x 768), a name of ``jepa_kit.model.MODEL_PRESETS``, or a dict of
+    ``preset``: a name of ``jepa_kit.model.MODEL_PRESETS`` ("paper": 4 x 768) or a dict of
     n_layer, n_embd, n_head."""
+    from jepa_kit.model import GPT2WithJEPA
     from jepa_kit.vocab import Vocab
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if isinstance(preset, dict):
-        sizes = preset
-    elif preset in _BENCH_MODELS:
-        sizes = _BENCH_MODELS[preset]
-    else:
-        from jepa_kit.model import MODEL_PRESETS
-        sizes = {k: MODEL_PRESETS[preset][k] for k in ("n_layer", "n_embd", "n_head")}
     vocab = Vocab.build(n_first, n_first, 6)
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    lm = GPT2LMHeadModel(GPT2Config(vocab_size=len(vocab), n_positions=16, bos_token_id=None,
-                                    eos_token_id=None, **sizes)).to(device).eval()
+    lm = GPT2WithJEPA(vocab, preset=preset).gpt2.to(device).eval()  # the kit's own architecture
     # entity i: first i // m, last (first + (n_first // m) * (i % m)) mod n_first: unique pairs, each name in m entities
     i = torch.arange(n_first * multiplicity)
     f = i // multiplicity

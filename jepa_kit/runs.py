@@ -704,20 +704,23 @@ def ablation_summary(table, metrics=("atomic.exact_match", "test.exact_match", "
                      factors=ABLATION_FACTORS):
     """mean ± std over seeds, grouped by objective and ablation factor.
 
-    Each run is placed by the factors on which it differs from TrainConfig's defaults: none ->
-    it is the default and appears once under every factor (at the default value, the reference
-    point); one -> under that factor and value; several -> factor "combined". Columns: objective,
-    factor, value, n, then ``<metric> mean`` / ``<metric> std`` for each metric.
+    Each run is placed by the factors on which it differs from TrainConfig's defaults: one ->
+    under that factor and value; several -> factor "combined"; none -> it is a default run,
+    listed under every factor some run varies (at the default value, the reference point), or,
+    when no run varies any, under factor "defaults" (then the table compares objectives).
+    Columns: objective, factor, value, n, then ``<metric> mean`` / ``<metric> std`` per metric.
     """
     import pandas as pd
     defaults = _train_config_cls()().to_dict()
     metrics = [m for m in metrics if m in table]
+    records = table.to_dict("records")
+    varied = [f for f in factors if any(f in r and r[f] != defaults[f] for r in records)]
     long = []
-    for rec in table.to_dict("records"):
+    for rec in records:
         differs = [f for f in factors if f in rec and rec[f] != defaults[f]]
         base = {"objective": objective_label(rec.get("objective")), **{m: rec.get(m) for m in metrics}}
         if not differs:
-            long += [{**base, "factor": f, "value": defaults[f]} for f in factors]
+            long += [{**base, "factor": f, "value": defaults[f]} for f in varied] or [{**base, "factor": "defaults", "value": "-"}]
         elif len(differs) == 1:
             long.append({**base, "factor": differs[0], "value": rec[differs[0]]})
         else:

@@ -145,7 +145,7 @@ class TrainConfig:
     device: str = _f("auto", "auto | cpu | cuda | cuda:N")
     precision: str = _f("auto", "auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16 | fp16 (with a grad scaler)")
     compile: bool = _f(False, "torch.compile the model")
-    progress: str = _f("auto", "auto | bar | log | none (auto: log lines under SLURM or without a terminal)")
+    progress: str = _f("auto", "auto | bar | log | none (auto: log lines under SLURM, papermill or without a terminal)")
 
     def __post_init__(self):
         hints = _field_types()
@@ -475,23 +475,34 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _in_notebook() -> bool:
+def _notebook_kernel() -> str | None:
+    """"live" in an interactive notebook, "headless" in one executed by papermill or nbconvert
+    (nbclient starts those kernels with an in-memory history), None outside a notebook."""
     try:
         from IPython import get_ipython
     except ImportError:
-        return False
+        return None
     shell = get_ipython()
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+    if shell is None or type(shell).__name__ != "ZMQInteractiveShell":
+        return None
+    hist = str(getattr(getattr(shell, "history_manager", None), "hist_file", ""))
+    return "headless" if hist == ":memory:" else "live"
 
 
 def _progress_mode(setting: str) -> str:
+    """auto: a bar in a terminal or a live notebook; log lines under SLURM, papermill or a pipe.
+    The environment variable JEPA_KIT_PROGRESS (bar | log | none) overrides auto."""
     if setting != "auto":
         return setting
+    forced = os.environ.get("JEPA_KIT_PROGRESS", "").strip().lower()
+    if forced in ("bar", "log", "none"):
+        return forced
     if os.environ.get("SLURM_JOB_ID"):
         return "log"  # batch logs: no bar redraws
-    if _in_notebook() or sys.stderr.isatty():
-        return "bar"
-    return "log"
+    kernel = _notebook_kernel()
+    if kernel is not None:
+        return "bar" if kernel == "live" else "log"
+    return "bar" if sys.stderr.isatty() else "log"
 
 
 class _Progress:

@@ -205,7 +205,9 @@ def equivalence_table(row_ids, vocab, ks=(0, 1, 2, 3, 4), attn_implementations=N
     for impl in attn_implementations or ATTN_IMPLEMENTATIONS:
         model = small_model(vocab, impl)
         rows += [{"attention": impl, "k": k, "max |dh|": packed_vs_separate(model, row_ids, k)} for k in ks]
-    return pd.DataFrame(rows).pivot(index="attention", columns="k", values="max |dh|")
+    table = pd.DataFrame(rows).pivot(index="attention", columns="k", values="max |dh|")
+    table.columns.name = "max |h_packed - h_separate| at k ="
+    return table
 
 
 class MaskExplorer:
@@ -391,8 +393,9 @@ def ablation_figure(summary, factor: str, metric: str = "exact_match") -> go.Fig
             fig.add_bar(x=x, y=sub[mean], error_y=dict(type="data", array=sub[std].fillna(0)),
                         name=name, marker_color=SPLIT_COLORS[split],
                         hovertext=[f"n = {n}" for n in sub["n"]])
-    fig.update_layout(barmode="group", title=f"{metric} by {factor} (mean ± std over seeds)",
-                      xaxis_title=f"objective / {factor}", height=380)
+    by = "objective" if factor == "defaults" else factor
+    fig.update_layout(barmode="group", title=f"{metric} by {by} (mean ± std over seeds)",
+                      xaxis_title="objective" if factor == "defaults" else f"objective / {factor}", height=380)
     fig.update_yaxes(range=[0, 1.02])
     return fig
 
@@ -429,6 +432,6 @@ def logit_lens_figure(layers: dict[str, dict[str, list[float]]], metric: str = "
             if vals:
                 fig.add_scatter(x=list(range(1, len(vals) + 1)), y=vals, mode="lines+markers", name=name,
                                 legendgroup=name, showlegend=j == 1, row=1, col=j)
-    fig.update_xaxes(title_text="layer (block output; the last is the model's own output)", dtick=1)
+    fig.update_xaxes(title_text="layer", dtick=1)
     fig.update_layout(title=f"logit lens: {metric} per layer", height=380)
     return fig

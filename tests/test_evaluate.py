@@ -14,6 +14,15 @@ VOCAB = Vocab.build(20, 20, 3)
 V = len(VOCAB)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Thousands of tiny forward passes: a second thread only adds sync cost (a lot on a busy machine).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def tiny_lm(seed=0, n_layer=2, n_embd=32):
     torch.manual_seed(seed)
     cfg = GPT2Config(vocab_size=V, n_positions=16, n_embd=n_embd, n_layer=n_layer, n_head=2,

@@ -16,11 +16,6 @@ from jepa_kit import runs
 ROOT = Path(__file__).resolve().parents[1]
 SBATCH_LINE = re.compile(r"^#SBATCH --[a-z][a-z-]*(=\S+)?$")
 
-# the smallest training that still goes through every notebook cell: 6 steps, 1 layer, 32 wide
-TINY_RUN = dict(n_layer=1, n_embd=32, n_head=2, steps=6, batch_size=32, log_every=2, eval_every=3,
-                eval_max_items=20, ckpt_every=3, progress="log")
-
-
 def write(path: Path, text: str) -> Path:
     path.write_text(textwrap.dedent(text))
     return path
@@ -83,8 +78,8 @@ def test_names_come_from_what_sets_runs_apart():
     assert runs.run_names([{"seed": 0}, {"seed": 1}]) == ["default_seed=0", "default_seed=1"]
     assert runs.run_names([{}]) == ["default"]
     # the most common value is the reference; only the odd one out is named, and its name is file- and shell-safe
-    assert runs.run_names([{"data": "c"}, {"data": "c", "seed": 1}, {"data": "a/b; rm -rf ~"}]) == [
-        "default", "seed=1", "data=a-b-rm-rf"]
+    assert runs.run_names([{"data": "c", "lr": 1}, {"data": "c", "lr": 2}, {"data": "a/b; rm -rf ~", "lr": 1}]) == [
+        "default", "lr=2", "data=a-b-rm--rf"]
 
 
 def test_unknown_field_and_bad_value_name_the_file(tmp_path):
@@ -149,7 +144,8 @@ def test_parameter_values_reach_the_shell_quoted(tmp_path, monkeypatch):
     bin_dir.mkdir()
     for name in ("papermill", "scontrol"):
         _stub(bin_dir, name)
-    os.symlink(sys.executable, bin_dir / "python")
+    (bin_dir / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')  # a symlink would lose the venv
+    (bin_dir / "python").chmod(0o755)
     log = tmp_path / "calls.jsonl"
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "STUB_LOG": str(log), "JEPA_KIT_SKIP_ENV": "1",
            "SLURM_JOB_ID": "77"}
@@ -285,30 +281,5 @@ def test_runs_module_does_not_import_torch():
     code = "import sys, jepa_kit.runs; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
-
-# -- the local sweep (papermill, real trainings) ---------------------------------------------------
-
-def test_local_sweep_runs_each_notebook_and_collects_one_table(tmp_path, tiny_data, capsys):
-    sweep = tmp_path / "local.yaml"
-    sweep.write_text(yaml.safe_dump({
-        "name": "local", "preset": "tiny", "base": {"data": str(tiny_data), **TINY_RUN},
-        # the first run fails inside the notebook (batch larger than the data); the others must still run
-        "runs": [{"objective": "ntp", "batch_size": 10**6}, {"objective": "ntp"}, {"objective": "reverse_aug"}],
-    }))
-    rc = runs.sweep_main([str(sweep), "--local", "--out", str(tmp_path / "out")])
-    out = capsys.readouterr().out
-    assert rc == 1, "a failed run makes the exit code non-zero"
-    assert re.search(r"\[1/3\] .*FAILED after .* cell \d+: ConfigError: batch_size 1000000 is larger", out), out
-    assert "[2/3] objective=ntp: finished" in out and "[3/3] objective=reverse_aug: finished" in out
-    folder = tmp_path / "out" / "local"
-    finished = sorted(p.name for p in folder.iterdir() if (p / "results.json").exists())
-    assert finished == ["objective=ntp", "objective=reverse_aug"]
-    assert (folder / "objective=ntp.ipynb").exists()
-    import pandas as pd
-    table = pd.read_csv(folder / "results.csv")
-    assert sorted(table["run"]) == finished
-    assert set(table["state"]) == {"finished"} and set(table["step"]) == {6}
-    for col in ("atomic.exact_match", "test.exact_match", "atomic.entity_mrr", "test.entity_mrr"):
-        assert table[col].between(0, 1).all()
-    note = dict(zip(table["run"], table["note"].fillna("")))
-    assert note == {"objective=ntp": "", "objective=reverse_aug": "trains on test facts"}
+# The local sweep (`jepa-kit sweep FILE --local`, real papermill runs) is tested in test_notebooks.py,
+# where its runs also feed the analysis notebook.

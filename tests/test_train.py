@@ -362,6 +362,20 @@ def test_log_lines_not_a_bar_under_slurm(data, tmp_path, monkeypatch, capsys):
     assert "step 2/4" in err and "step 4/4" in err and "\r" not in err
 
 
+def test_progress_mode_auto(monkeypatch):
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.delenv("JEPA_KIT_PROGRESS", raising=False)
+    monkeypatch.setattr(T, "_notebook_kernel", lambda: "headless")  # papermill / nbconvert
+    assert T._progress_mode("auto") == "log"
+    monkeypatch.setattr(T, "_notebook_kernel", lambda: "live")  # JupyterLab
+    assert T._progress_mode("auto") == "bar"
+    monkeypatch.setenv("SLURM_JOB_ID", "1")
+    assert T._progress_mode("auto") == "log"
+    monkeypatch.setenv("JEPA_KIT_PROGRESS", "none")
+    assert T._progress_mode("auto") == "none"
+    assert T._progress_mode("bar") == "bar"
+
+
 def test_epoch_order_depends_only_on_seed_and_epoch():
     a = T.epoch_permutation(100, seed=0, epoch=3)
     assert torch.equal(a, T.epoch_permutation(100, seed=0, epoch=3))

@@ -1,0 +1,160 @@
+"""Figures: the mask heatmap against an independent construction, the live explorer changing in
+place, the packed-vs-separate check catching a broken pass, and the run-comparison helpers."""
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from jepa_kit import runs, viz
+from jepa_kit.data import load_dataset
+
+F, PRED, R, FUTURE, OTHER = 2, 3, 4, 1, 0  # indices into viz.MASK_CATEGORIES
+
+
+@pytest.fixture(scope="module")
+def ds(osu_dir):
+    return load_dataset(osu_dir)
+
+
+def test_mask_view_matches_a_hand_built_mask(ds):
+    row = ds.valid["atomic"].ids[2]
+    k = 2
+    view = viz.mask_view(row, ds.vocab, k)
+    nf, L = 6 + k, 6 + k + 6
+    assert view.block_lengths == (nf, 6)
+    assert view.roles == ["F"] * 6 + ["PRED"] * k + ["R"] * 6
+    assert view.positions == list(range(nf)) + list(range(6))
+    names = ds.vocab.decode(row)
+    # F is the row then the PRED tokens; R is the reverse: tail, inverse relation, <mask>, head
+    assert view.tokens[:nf] == names + ["<PRED>"] * k
+    assert view.tokens[nf:nf + 2] == names[4:6] and view.tokens[nf + 3] == "<mask>" and view.tokens[-2:] == names[:2]
+    assert view.tokens[nf + 2] == ds.vocab.decode(ds.vocab.inverse[row[2:3]])[0]
+    for q in range(L):
+        for key in range(L):
+            same = (q < nf) == (key < nf)
+            if not same:
+                want = OTHER
+            elif key > q:
+                want = FUTURE
+            else:
+                want = R if q >= nf else PRED if q >= 6 else F
+            assert view.category[q][key] == want, (q, key)
+
+
+def test_labels_are_escaped_for_plotly(ds):
+    view = viz.mask_view(ds.valid["train"].ids[0], ds.vocab, 1)
+    assert all("<" not in label for label in view.labels)
+    assert view.labels[6] == "PRED 6: &lt;PRED&gt;"
+
+
+def test_static_figure_has_a_slider_step_per_k(ds):
+    fig = viz.mask_figure_static(ds.valid["train"].ids[0], ds.vocab, k=1).to_plotly_json()
+    steps = fig["layout"]["sliders"][0]["steps"]
+    assert [s["label"] for s in steps] == ["0", "1", "2", "3", "4"]
+    for k, step in enumerate(steps):
+        data, layout = step["args"]
+        assert len(data["z"][0]) == 12 + k
+        assert len(layout["xaxis.ticktext"]) == 12 + k
+        assert layout["xaxis.ticktext"][5 + k].endswith("&lt;PRED&gt;") == (k > 0)
+    assert len(fig["data"][0]["z"]) == 13  # the figure starts at the chosen k
+
+
+def test_live_explorer_changes_the_figure_in_place(ds):
+    ex = viz.MaskExplorer(ds, split="train", index=0, k=1)
+    fig = ex.figure
+    assert len(fig.data[0].z) == 13 and ex.last_diff < 1e-4
+    ex.k.value = 3  # what moving the slider does
+    assert ex.figure is fig, "the same FigureWidget, updated, not a new figure"
+    assert len(fig.data[0].z) == 15
+    assert len(fig.layout.xaxis.ticktext) == 15 and fig.layout.xaxis.ticktext[8] == "PRED 8: &lt;PRED&gt;"
+    assert "k = 3" in fig.layout.title.text
+    assert "max |&Delta;h|" in ex.check.value and ex.last_diff < 1e-4
+    before = fig.layout.title.text
+    ex.split.value, ex.index.value = "test", 5
+    assert fig.layout.title.text != before and "test item 5" in fig.layout.title.text
+    other = [i for i in ex.attn.options if i != ex.attn.value][0]
+    ex.attn.value = other
+    assert other in ex.check.value and ex.last_diff < 1e-4
+
+
+def test_equivalence_check_catches_a_pass_without_the_block_mask(ds, monkeypatch):
+    model = viz.small_model(ds.vocab, "sdpa")
+    row = ds.valid["train"].ids[0]
+    assert viz.packed_vs_separate(model, row, 1) < 1e-4
+
+    def leaky(ids, types):  # [F | R] as one plain causal sequence: R sees F, positions run on
+        out = type(model).packed_hidden_states(model, ids, types)
+        out["jepa_hidden"] = model.gpt2(input_ids=out["jepa_rows"], output_hidden_states=True).hidden_states[-1]
+        return out
+
+    monkeypatch.setattr(model, "packed_hidden_states", leaky)
+    assert viz.packed_vs_separate(model, row, 1) > 1e-2
+
+
+def test_loss_and_live_loss_figures():
+    rows = [{"kind": "train", "step": s, "loss": 3.0 - s / 10, "ntp_loss": 2.0, "jepa_loss": 1.0 - s / 10} for s in (1, 2, 3)]
+    rows.append({"kind": "eval", "step": 3, "splits": {"atomic": {"exact_match": 0.5, "entity_mrr": 0.6},
+                                                       "test": {"exact_match": 0.0, "entity_mrr": 0.01}}})
+    fig = viz.loss_figure(rows)
+    assert {t.name for t in fig.data} == {"NTP", "JEPA", "total"}
+    assert list(next(t for t in fig.data if t.name == "JEPA").y) == [0.9, 0.8, 0.7]
+    ev = viz.eval_figure(rows)
+    assert {t.name for t in ev.data} == {viz.SPLIT_LABELS["atomic"], viz.SPLIT_LABELS["test"]}
+    live = viz.LiveLoss()
+    for r in rows:
+        live.update(r)
+    assert list(live.figure.data[0].x) == [1, 2, 3] and list(live.figure.data[1].y) == [0.9, 0.8, 0.7]
+
+
+def _table():
+    recs = []
+    for seed, (em_default, em_k2) in enumerate(((0.1, 0.5), (0.3, 0.7))):
+        recs.append({"run": f"default_seed={seed}", "objective": "jepa", "k_pred": 1, "jepa_metric": "cosine",
+                     "lambda_jepa": 1.0, "loss_dropout": 0.0, "seed": seed, "test.exact_match": em_default,
+                     "atomic.exact_match": 1.0, "note": ""})
+        recs.append({**recs[-1], "run": f"k_pred=2_seed={seed}", "k_pred": 2, "test.exact_match": em_k2})
+    recs.append({**recs[0], "run": "objective=reverse_aug", "objective": "reverse_aug", "test.exact_match": 1.0,
+                 "note": runs.REVERSE_AUG_LABEL, "atomic.per_layer": [{"entity_mrr": 0.2}, {"entity_mrr": 0.9}],
+                 "test.per_layer": [{"entity_mrr": 0.1}, {"entity_mrr": 0.8}]})
+    return pd.DataFrame(recs)
+
+
+def test_ablation_summary_groups_by_factor_with_mean_and_std():
+    summary = runs.ablation_summary(_table(), metrics=("atomic.exact_match", "test.exact_match"))
+    k = summary[(summary["factor"] == "k_pred") & (summary["objective"] == "jepa")].set_index("value")
+    assert k.loc["2", "n"] == 2 and k.loc["2", "test.exact_match mean"] == pytest.approx(0.6)
+    assert k.loc["2", "test.exact_match std"] == pytest.approx(0.1414213, rel=1e-5)
+    assert k.loc["1", "test.exact_match mean"] == pytest.approx(0.2)  # the default runs: reference point
+    # the default runs are the reference of the varied factor only; reverse_aug is its own objective, labelled
+    assert set(summary["factor"]) == {"k_pred"}
+    assert "reverse_aug (trains on test facts)" in set(summary["objective"])
+    fig = viz.ablation_figure(summary, "k_pred")
+    assert "mean ± std" in fig.layout.title.text and len(fig.data) == 2
+    # runs that vary nothing: one group per objective
+    plain = runs.ablation_summary(_table()[lambda t: t["k_pred"] == 1], metrics=("test.exact_match",))
+    assert list(plain["factor"]) == ["defaults", "defaults"]
+    assert list(plain["n"]) == [2, 1]
+
+
+def test_reverse_aug_is_labelled_in_every_chart():
+    table = _table()
+    bars = viz.forward_reverse_figure(table)
+    assert "objective=reverse_aug (trains on test facts)" in bars.data[0].x
+    lens = viz.logit_lens_figure(runs.per_layer(table, "entity_mrr"))
+    assert [t.name for t in lens.data] == ["objective=reverse_aug (trains on test facts)"] * 2
+    assert list(lens.data[1].y) == [0.1, 0.8] and list(lens.data[1].x) == [1, 2]
+    curves = {"objective=reverse_aug": [{"kind": "eval", "step": 5, "splits": {"test": {"exact_match": 0.9}}}]}
+    lc = viz.learning_curves_figure(curves, table)
+    assert lc.data[0].name == "objective=reverse_aug (trains on test facts)"
+    frame = viz.results_frame({"test": {"exact_match": 1.0, "n": 3}, "trains_on_test_facts": True})
+    assert "trains on test facts" in frame.index.name
+
+
+def test_setup_plotly_renders_offline():
+    import plotly.io as pio
+
+    viz.setup_plotly()
+    assert pio.renderers.default == "plotly_mimetype+notebook"
+    bundle = pio.renderers["notebook"].to_mimebundle(viz.loss_figure([]).to_dict())
+    assert "cdn.plot.ly" not in json.dumps(bundle), "exported HTML must not need the network"
