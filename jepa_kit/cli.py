@@ -55,7 +55,15 @@ def _train(args) -> int:
     from jepa_kit import train as T
 
     config = T.config_from_args(args)
-    run_dir = T.train(config)
+    try:
+        run_dir = T.train(config)
+    except T.Preempted as e:
+        # checkpoint written; the distinct exit code tells a requeue script "resume me", not "failed"
+        print(f"preempted: {e}", file=sys.stderr)
+        return T.PREEMPTED_EXIT_CODE
+    except (T.ConfigError, T.TrainingDiverged, T.LeakageError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(f"run directory: {run_dir}")
     return 0
 

@@ -18,8 +18,9 @@ expected rank under random tie-breaking. A model whose outputs ignore the input 
 chance, not at rank 1. Greedy decoding takes the first maximal token (``argmax``).
 
 Logit lens (``per_layer``): the output of block i, i = 1..n_layer (the embedding output is not
-included), through the final layer norm and the LM head. The last entry is the model's own output
-and equals the top-level numbers.
+included), through the final layer norm and the LM head; each entry has ``layer``, ``exact_match``
+(both greedy steps under that layer's readout), ``mrr_first``, ``mrr_last``, ``entity_mrr`` and
+``ntp_loss``. The last entry is the model's own output and equals the top-level numbers.
 
 Entity ranks are exact but never score every (query, entity) pair with a Python loop. Entities are
 grouped by first name (CSR index tensors); one pass over ``[prompt, f]`` (the prompt's keys and
@@ -149,10 +150,9 @@ def _final_hidden(lm: GPT2LMHeadModel, out, positions, lens: bool) -> torch.Tens
     if lens:
         # hidden_states = (embeddings, block 1, ..., block n-1, ln_f(block n)): the last already
         # went through ln_f, and it is last_hidden_state.
-        mids = out.hidden_states[1:-1]
         if len(out.hidden_states) != lm.config.n_layer + 1:
             raise RuntimeError(f"expected {lm.config.n_layer + 1} hidden states from GPT-2, got {len(out.hidden_states)}")
-        hs = [lm.transformer.ln_f(h[:, positions]) for h in mids] + hs
+        hs = [lm.transformer.ln_f(h[:, positions]) for h in out.hidden_states[1:-1]] + hs
     return torch.stack(hs)
 
 
@@ -259,9 +259,9 @@ def _chunk(lm, ids: torch.Tensor, index: EntityIndex, lens: bool, candidate_batc
 def _summary(items: dict[str, torch.Tensor], k: int) -> dict:
     """Means over items of layer k's numbers (k = -1: the model's output)."""
     def mean(x):
-        return float(x.mean()) if len(x) else float("nan")
+        return float(x.mean())
 
-    d = {
+    return {
         "exact_match": mean(items["exact"][k]),
         "mrr_first": mean(1 / items["rank_first"][k]),
         "mrr_last": mean(1 / items["rank_last"][k]) if "rank_last" in items else None,
@@ -270,7 +270,6 @@ def _summary(items: dict[str, torch.Tensor], k: int) -> dict:
         "entity_hits1": mean((items["entity_rank"][k] == 1).double()),
         "ntp_loss": mean(items["nll"][k]),
     }
-    return d
 
 
 # -- public -------------------------------------------------------------------------------
@@ -301,25 +300,21 @@ def evaluate_split(model, ids: torch.Tensor, entities, *, logit_lens: bool = Tru
     P = index.patch_len
     if ids.dim() != 2 or ids.shape[1] != 2 * P + 2:
         raise ValueError(f"rows must be [N, {2 * P + 2}] for entities of {P} token(s), got shape {tuple(ids.shape)}")
-    if len(ids) and (ids.min() < 0 or ids.max() >= V):
-        raise ValueError(f"token id {int(ids.max())} is outside the model's vocabulary (0..{V - 1})")
+    if len(ids) == 0:
+        raise ValueError("no rows to evaluate")
+    bad = (ids < 0) | (ids >= V)
+    if bad.any():
+        row = int(bad.any(1).nonzero()[0])
+        raise ValueError(f"row {row} has token id {int(ids[bad][0])}, outside the model's vocabulary (0..{V - 1})")
     if candidate_batch is None:
         candidate_batch = 8192 if device.type == "cuda" else 2048
 
     parts = [_chunk(lm, ids[i:i + batch_size], index, logit_lens, candidate_batch) for i in range(0, len(ids), batch_size)]
-    if parts:
-        items = {key: torch.cat([p[key] for p in parts], dim=-1).cpu() for key in parts[0]}
-    else:
-        K = lm.config.n_layer if logit_lens else 1
-        keys = ("nll", "rank_first", "exact", "entity_rank") + (("rank_last",) if P == 2 else ())
-        items = {key: torch.zeros(K, 0, dtype=torch.float64) for key in keys}
-        items["candidates"] = torch.zeros(0, dtype=torch.float64)
-        if P == 2:
-            items["joint_rank"] = torch.zeros(0, dtype=torch.float64)
+    items = {key: torch.cat([p[key] for p in parts], dim=-1).cpu() for key in parts[0]}
 
     res = _summary(items, -1)
-    res["joint_mrr_approx"] = float((1 / items["joint_rank"]).mean()) if P == 2 and len(ids) else None
-    res["entity_candidates_mean"] = float(items["candidates"].mean()) if len(ids) else 0.0
+    res["joint_mrr_approx"] = float((1 / items["joint_rank"]).mean()) if P == 2 else None
+    res["entity_candidates_mean"] = float(items["candidates"].mean())  # first names given a pass, per query
     res["n"] = len(ids)
     if logit_lens:
         res["per_layer"] = []
@@ -419,12 +414,12 @@ def format_table(results: dict) -> str:
     splits = [k for k, v in results.items() if isinstance(v, dict) and "exact_match" in v]
     width = max([5] + [len(s) for s in splits])
     lines = [f"{'split':<{width}}" + "".join(f"{c:>13}" for c in TABLE_COLUMNS)]
+    def cell(v):
+        text = "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+        return f"{text:>13}"
+
     for s in splits:
-        cells = []
-        for c in TABLE_COLUMNS:
-            v = results[s].get(c)
-            cells.append(f"{'-' if v is None else v:>13}" if isinstance(v, int) or v is None else f"{v:>13.4f}")
-        lines.append(f"{s:<{width}}" + "".join(cells))
+        lines.append(f"{s:<{width}}" + "".join(cell(results[s].get(c)) for c in TABLE_COLUMNS))
     if "jepa" in results:
         j = results["jepa"]
         lines.append(f"jepa ({j['metric']}, n={j['n']}): distance {j['jepa_distance']:.4f}, "

@@ -109,19 +109,41 @@ def check_attn_implementation(name: str) -> str:
 
 
 @dataclass(frozen=True)
-class _Group:
-    """Rows of one layout in the packed pass: ``ids`` [B, Lg] made of ``blocks`` (block lengths);
-    ``read`` are the positions whose final hidden states are needed."""
+class _Layout:
+    """How a packed batch is laid out: rows ``width`` tokens wide, each row of one kind. A kind
+    is its block lengths (padding after the last block) and the positions whose final hidden
+    states are read."""
 
-    ids: torch.Tensor
-    blocks: tuple[int, ...]
-    read: tuple[int, ...]
+    width: int
+    blocks: tuple[tuple[int, ...], ...]  # per kind
+    reads: tuple[tuple[int, ...], ...]  # per kind
+    n_ntp: tuple[int, ...]  # per kind: how many of the first reads are NTP positions
+
+    @property
+    def n_read(self) -> int:
+        return max(len(r) for r in self.reads)
 
 
 @lru_cache(maxsize=None)
-def _mask_rows(blocks, read, dtype, device) -> torch.Tensor:
-    # [len(read), Lg]: the query rows of the block-causal mask that the pruned last block needs
-    return block_causal_mask(blocks, dtype=dtype, device=device)[list(read)].contiguous()
+def _layout_tables(layout: _Layout, dtype: torch.dtype, device: torch.device):
+    """Per kind: additive masks [K, W, W], position ids [K, W], read positions [K, R] (a kind
+    with fewer reads repeats its first; the extra outputs are ignored) and the mask rows at
+    the read positions [K, R, W]. Built once per layout, dtype and device."""
+    W, R = layout.width, layout.n_read
+    masks = torch.stack([block_causal_mask(b, W, dtype, device) for b in layout.blocks])
+    pos = torch.stack([block_position_ids(b, W, device) for b in layout.blocks])
+    read = torch.tensor([r + (r[0],) * (R - len(r)) for r in layout.reads], device=device)
+    mask_rows = masks[torch.arange(len(read), device=device)[:, None], read]
+    return masks, pos, read, mask_rows
+
+
+@dataclass
+class _Packed:
+    """A packed batch: ``tokens`` [N, W]; ``kind`` [N] indexes ``layout``'s kinds."""
+
+    tokens: torch.Tensor
+    kind: torch.Tensor
+    layout: _Layout
 
 
 class GPT2WithJEPA(nn.Module):
@@ -161,8 +183,8 @@ class GPT2WithJEPA(nn.Module):
             bos_token_id=None, eos_token_id=None, pad_token_id=vocab.pad_id, tie_word_embeddings=True,
         )
         config._attn_implementation = self.attn_implementation
-        config.loss_type = "ForCausalLM"  # HF's NTP loss in two_pass mode (silences its default-loss notice)
         self.gpt2 = GPT2LMHeadModel(config)
+        self.gpt2.loss_type = "ForCausalLM"  # HF's NTP loss in two_pass mode (silences its default-loss notice)
         if config.reorder_and_upcast_attn or config.add_cross_attention:
             raise ValueError("reorder_and_upcast_attn / cross-attention are not supported by the packed pass")
         # relation id -> inverse relation id (-1 elsewhere); derived from vocab, so not saved
@@ -253,30 +275,61 @@ class GPT2WithJEPA(nn.Module):
         preds = ids_j.new_full((len(ids_j), k), self.pred_id)
         return torch.cat([ids_j, preds, reverse_view(ids_j, self.inverse, check=check)], dim=1)
 
+    def _pack(self, ids: torch.Tensor, jepa_idx: torch.Tensor, other_idx: torch.Tensor, k: int) -> tuple[_Packed, int]:
+        """Lay the batch out in rows of one width W: a JEPA item is a row ``[F | R]``
+        (W = 2L + k); every other item is F without its last token (L - 1 tokens, nothing reads
+        the last one), ``m = W // (L - 1)`` of them side by side per row as separate blocks,
+        padding after them. Without JEPA items, W = 2 (L - 1). Returns the batch and m.
+
+        Row order: JEPA items (in ``jepa_idx`` order), then the others (in ``other_idx`` order)."""
+        L = ids.shape[1]
+        p = patch_len_of(L)
+        n_j, n_o = len(jepa_idx), len(other_idx)
+        lf = L - 1
+        W = 2 * L + k if n_j else 2 * lf
+        m = W // lf
+        n_full, rest = divmod(n_o, m)
+        ntp = tuple(range(p + 1, 2 * p + 1))  # logits here predict the tail tokens
+        blocks, reads, n_ntp, counts, rows = [], [], [], [], []
+        if n_j:
+            blocks.append((L + k, L))
+            reads.append(ntp + (L + k - 1, 2 * L + k - 1))  # NTP, last of F, last of R
+            n_ntp.append(p)
+            counts.append(n_j)
+            rows.append(self._jepa_rows(ids[jepa_idx], k))
+        f = ids[other_idx, :lf]
+        for n_rows, per_row, items in ((n_full, m, f[: n_full * m]), (1 if rest else 0, rest, f[n_full * m:])):
+            if not n_rows:
+                continue
+            blocks.append((lf,) * per_row)
+            reads.append(tuple(i * lf + r for i in range(per_row) for r in ntp))
+            n_ntp.append(per_row * p)
+            counts.append(n_rows)
+            packed = items.reshape(n_rows, per_row * lf)
+            rows.append(F.pad(packed, (0, W - per_row * lf), value=self.vocab.pad_id))
+        layout = _Layout(W, tuple(blocks), tuple(reads), tuple(n_ntp))
+        kind = torch.repeat_interleave(torch.arange(len(counts), device=ids.device),
+                                       torch.tensor(counts, device=ids.device))
+        return _Packed(torch.cat(rows), kind, layout), m
+
     def _packed(self, ids, jepa_idx, p, k) -> dict:
         B, L = ids.shape
-        ntp_read = tuple(range(p + 1, 2 * p + 1))  # logits here predict the tail tokens
         other = torch.ones(B, dtype=torch.bool, device=ids.device)
         other[jepa_idx] = False
         other_idx = other.nonzero()[:, 0]
-        groups, labels = [], []
-        if len(jepa_idx):
-            ids_j = ids[jepa_idx]
-            groups.append(_Group(self._jepa_rows(ids_j, k), (L + k, L), ntp_read + (L + k - 1, 2 * L + k - 1)))
-            labels.append(ids_j[:, -p:])
-        if len(other_idx):
-            ids_o = ids[other_idx]
-            groups.append(_Group(ids_o[:, : L - 1], (L - 1,), ntp_read))  # the last token is never read
-            labels.append(ids_o[:, -p:])
-        hidden = self._packed_blocks(groups)  # per group [B_g, len(read), d]
-        h_ntp = torch.cat([h[:, :p] for h in hidden]).reshape(-1, hidden[0].shape[-1])  # [B * p, d]
+        packed, _ = self._pack(ids, jepa_idx, other_idx, k)
+        hidden = self._packed_blocks(packed)  # [N, R, d] at the read positions
+        R = hidden.shape[1]
+        n_ntp = torch.tensor(packed.layout.n_ntp, device=ids.device)[packed.kind]
+        h_ntp = hidden[torch.arange(R, device=ids.device) < n_ntp[:, None]]  # [B * p, d], row by row
+        labels = torch.cat([ids[jepa_idx, -p:].reshape(-1), ids[other_idx, -p:].reshape(-1)])
         logits = F.linear(h_ntp, self.gpt2.lm_head.weight)  # [B * p, V], only where labels are
-        ntp = F.cross_entropy(logits.float(), torch.cat(labels).reshape(-1))
+        ntp = F.cross_entropy(logits.float(), labels)
         pred = target = None
         if len(jepa_idx):
-            pred, target = hidden[0][:, p], hidden[0][:, p + 1]
+            pred, target = hidden[: len(jepa_idx), p], hidden[: len(jepa_idx), p + 1]
         return {"ntp_loss": ntp, "pred": pred, "target": target,
-                "n_tokens": sum(g.ids.numel() for g in groups), "n_logit_positions": B * p}
+                "n_tokens": packed.tokens.numel(), "n_logit_positions": B * p}
 
     def _two_pass(self, ids, jepa_idx, p, k) -> dict:
         B, L = ids.shape
@@ -300,7 +353,7 @@ class GPT2WithJEPA(nn.Module):
 
     # -- the packed transformer -----------------------------------------------------------
     def _attend(self, attn: nn.Module, q, k, v, mask) -> torch.Tensor:
-        """q [B, H, Lq, hd], k/v [B, H, Lk, hd], additive mask [Lq, Lk] -> [B, Lq, H * hd]."""
+        """q [B, H, Lq, hd], k/v [B, H, Lk, hd], additive mask [B, 1, Lq, Lk] -> [B, Lq, H * hd]."""
         if not mask.is_floating_point():
             raise TypeError("boolean attention masks are refused: use an additive float mask (jepa_kit.masks)")
         B, H, Lq, hd = q.shape
@@ -312,56 +365,42 @@ class GPT2WithJEPA(nn.Module):
         o, _ = eager_attention_forward(attn, q, k, v, mask, dropout=drop, scaling=attn.scaling)  # [B, Lq, H, hd]
         return o.reshape(B, Lq, H * hd)
 
-    def _packed_blocks(self, groups: list[_Group], all_positions: bool = False) -> list[torch.Tensor]:
-        """Run the transformer over every group's rows in one pass; tokens of all groups share
-        each linear layer call ([T, d] token-major, no padding), attention runs per group.
+    def _packed_blocks(self, packed: _Packed, all_positions: bool = False) -> torch.Tensor:
+        """The transformer over a packed batch, reusing the Hugging Face modules' weights.
 
-        Returns per group the final hidden states (after ``ln_f``): [B_g, len(read), d], or
-        [B_g, Lg, d] with ``all_positions`` (tests; the last block is then not pruned)."""
+        Returns final hidden states (after ``ln_f``) at each row's read positions [N, R, d];
+        with ``all_positions`` at every position [N, W, d] (the last block then is not pruned)."""
         tr = self.gpt2.transformer
+        N, W = packed.tokens.shape
         d = tr.embed_dim
         H = tr.h[0].attn.num_heads
         hd = d // H
-        device = groups[0].ids.device
-        shapes = [tuple(g.ids.shape) for g in groups]
-        sizes = [b * l for b, l in shapes]
-        tok = torch.cat([g.ids.reshape(-1) for g in groups])  # [T]
-        pos = torch.cat([block_position_ids(g.blocks, device=device).expand(b, l).reshape(-1)
-                         for g, (b, l) in zip(groups, shapes)])
-        x = tr.drop(tr.wte(tok) + tr.wpe(pos))  # [T, d]
+        device = packed.tokens.device
+        kind = packed.kind
+        masks, pos, read, mask_rows = _layout_tables(packed.layout, self.gpt2.dtype, device)
+        x = tr.drop(tr.wte(packed.tokens) + tr.wpe(pos[kind]))  # [N, W, d]
+        mask = None
 
         for i, block in enumerate(tr.h):
             attn = block.attn
             h = block.ln_1(x)
             if i < len(tr.h) - 1 or all_positions:
-                qkv = attn.c_attn(h)  # [T, 3d]
-                parts = []
-                for g, (b, l), qkv_g in zip(groups, shapes, qkv.split(sizes)):
-                    q, k, v = qkv_g.view(b, l, 3, H, hd).permute(2, 0, 3, 1, 4)  # each [b, H, l, hd]
-                    mask = block_causal_mask(g.blocks, dtype=q.dtype, device=device)
-                    parts.append(self._attend(attn, q, k, v, mask).reshape(b * l, d))
-                x = x + attn.resid_dropout(attn.c_proj(torch.cat(parts)))
+                q, k, v = attn.c_attn(h).view(N, W, 3, H, hd).permute(2, 0, 3, 1, 4)  # each [N, H, W, hd]
+                if mask is None:  # in the dtype attention runs in (bf16 under autocast)
+                    mask = _layout_tables(packed.layout, q.dtype, device)[0][kind][:, None]  # [N, 1, W, W]
+                x = x + attn.resid_dropout(attn.c_proj(self._attend(attn, q, k, v, mask)))
                 x = x + block.mlp(block.ln_2(x))
                 continue
-            # Last block: keys/values at every position, everything else only where read.
-            W, bias = attn.c_attn.weight, attn.c_attn.bias  # Conv1D: [d, 3d], columns q | k | v
-            kv = torch.addmm(bias[d:], h, W[:, d:])  # [T, 2d]
-            parts, resid = [], []
-            for g, (b, l), h_g, kv_g, x_g in zip(groups, shapes, h.split(sizes), kv.split(sizes), x.split(sizes)):
-                r = list(g.read)
-                q = torch.addmm(bias[:d], h_g.view(b, l, d)[:, r].reshape(-1, d), W[:, :d])
-                q = q.view(b, len(r), H, hd).transpose(1, 2)  # [b, H, R, hd]
-                k, v = kv_g.view(b, l, 2, H, hd).permute(2, 0, 3, 1, 4)
-                mask = _mask_rows(g.blocks, g.read, q.dtype, device)
-                parts.append(self._attend(attn, q, k, v, mask).reshape(-1, d))
-                resid.append(x_g.view(b, l, d)[:, r].reshape(-1, d))
-            x = torch.cat(resid) + attn.resid_dropout(attn.c_proj(torch.cat(parts)))
+            # Last block: keys and values at every position, all the rest only where read.
+            w, b = attn.c_attn.weight, attn.c_attn.bias  # Conv1D: [d, 3d], columns q | k | v
+            rows, at = torch.arange(N, device=device)[:, None], read[kind]  # at: [N, R]
+            R = at.shape[1]
+            k, v = torch.addmm(b[d:], h.reshape(N * W, d), w[:, d:]).view(N, W, 2, H, hd).permute(2, 0, 3, 1, 4)
+            q = torch.addmm(b[:d], h[rows, at].reshape(N * R, d), w[:, :d]).view(N, R, H, hd).transpose(1, 2)
+            rmask = _layout_tables(packed.layout, q.dtype, device)[3][kind][:, None]  # [N, 1, R, W]
+            x = x[rows, at] + attn.resid_dropout(attn.c_proj(self._attend(attn, q, k, v, rmask)))
             x = x + block.mlp(block.ln_2(x))
-            shapes = [(b, len(g.read)) for g, (b, _) in zip(groups, shapes)]
-            sizes = [b * r for b, r in shapes]
-
-        x = tr.ln_f(x)
-        return [x_g.view(b, l, d) for x_g, (b, l) in zip(x.split(sizes), shapes)]
+        return tr.ln_f(x)
 
     # -- helpers for evaluation and tests -------------------------------------------------
     def jepa_embeddings(self, ids: torch.Tensor, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -370,29 +409,31 @@ class GPT2WithJEPA(nn.Module):
         during training: it builds their reverse views."""
         L = ids.shape[1]
         k = self.objective.k_pred if k is None else k
-        group = _Group(self._jepa_rows(ids, k), (L + k, L), (L + k - 1, 2 * L + k - 1))
-        h = self._packed_blocks([group])[0]
+        layout = _Layout(2 * L + k, ((L + k, L),), ((L + k - 1, 2 * L + k - 1),), (0,))
+        kind = torch.zeros(len(ids), dtype=torch.long, device=ids.device)
+        h = self._packed_blocks(_Packed(self._jepa_rows(ids, k), kind, layout))
         return h[:, 0], h[:, 1]
 
     def packed_hidden_states(self, ids: torch.Tensor, types: torch.Tensor) -> dict:
-        """Final hidden states (after ln_f) at every position of the packed pass, no loss dropout.
+        """The packed pass with every position computed (no pruning, no loss dropout), unpacked
+        per item; for tests and for drawing. Returns
 
-        Returns ``jepa_index`` / ``jepa_rows`` [n_j, 2L + k] / ``jepa_hidden`` [n_j, 2L + k, d]
-        for the train items, and ``other_index`` / ``other_rows`` [n_o, L - 1] / ``other_hidden``
-        for the rest. For tests and for drawing."""
+        ``tokens`` [N, W], ``positions`` [N, W] (what the transformer was fed),
+        ``jepa_index`` [n_j], ``jepa_f`` [n_j, L + k, d], ``jepa_r`` [n_j, L, d] (train items),
+        ``other_index`` [n_o], ``other_f`` [n_o, L - 1, d] (all other items),
+        hidden states after ``ln_f``."""
         L, k = ids.shape[1], self.objective.k_pred
-        p = patch_len_of(L)
         is_j = (types == TRAIN) if self.objective.uses_jepa else torch.zeros_like(types, dtype=torch.bool)
-        out, groups, names = {}, [], []
-        for name, sel in (("jepa", is_j), ("other", ~is_j)):
-            idx = sel.nonzero()[:, 0]
-            out[f"{name}_index"] = idx
-            if len(idx):
-                rows = self._jepa_rows(ids[idx], k) if name == "jepa" else ids[idx, : L - 1]
-                blocks = (L + k, L) if name == "jepa" else (L - 1,)
-                groups.append(_Group(rows, blocks, tuple(range(p + 1, 2 * p + 1))))
-                names.append(name)
-                out[f"{name}_rows"] = rows
-        for name, h in zip(names, self._packed_blocks(groups, all_positions=True) if groups else []):
-            out[f"{name}_hidden"] = h
-        return out
+        jepa_idx, other_idx = is_j.nonzero()[:, 0], (~is_j).nonzero()[:, 0]
+        packed, m = self._pack(ids, jepa_idx, other_idx, k)
+        h = self._packed_blocks(packed, all_positions=True)  # [N, W, d]
+        n_j, n_o, d = len(jepa_idx), len(other_idx), h.shape[-1]
+        lf = L - 1
+        n_full, rest = divmod(n_o, m)
+        others = [h[n_j: n_j + n_full, : m * lf].reshape(n_full * m, lf, d)]
+        if rest:
+            others.append(h[-1, : rest * lf].reshape(rest, lf, d))
+        pos = _layout_tables(packed.layout, self.gpt2.dtype, ids.device)[1][packed.kind]
+        return {"tokens": packed.tokens, "positions": pos,
+                "jepa_index": jepa_idx, "jepa_f": h[:n_j, : L + k], "jepa_r": h[:n_j, L + k:],
+                "other_index": other_idx, "other_f": torch.cat(others)}

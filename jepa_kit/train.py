@@ -256,7 +256,7 @@ class TrainConfig:
 TRAIN_PRESETS: dict[str, dict] = {
     "seed": {},
     # CPU-sized: the ntp baseline should memorise the tiny data in a few minutes on two cores.
-    "tiny": dict(model="tiny", batch_size=128, lr=1e-3, warmup_steps=100, steps=3000,
+    "tiny": dict(model="tiny", batch_size=128, lr=1e-3, warmup_steps=100, steps=2000,
                  log_every=50, eval_every=500, eval_max_items=200, ckpt_every=500),
 }
 
@@ -843,7 +843,7 @@ def _train(cfg: TrainConfig, run_dir: Path, dist: _Dist, device: torch.device, c
         ckpt.prune_checkpoints(run_dir, cfg.keep_last, keep={best["step"]} if best else set())
         return last_saved
 
-    def evaluate_now(at_step: int, max_items: int | None) -> tuple[dict | None, bool]:
+    def evaluate_now(at_step: int, max_items: int | None, final: bool = False) -> tuple[dict | None, bool]:
         """Rank 0 evaluates without touching the training RNG. Returns (results, new best?)."""
         nonlocal best
         check_finite()
@@ -854,11 +854,11 @@ def _train(cfg: TrainConfig, run_dir: Path, dist: _Dist, device: torch.device, c
         rng = torch.get_rng_state()
         try:
             # periodic evaluations skip the logit lens (per-layer metrics); the final one has it
-            res = evaluate(model, dataset, splits=VALID_SPLITS, max_items=max_items, logit_lens=max_items is None)
+            res = evaluate(model, dataset, splits=VALID_SPLITS, max_items=max_items, logit_lens=final)
         finally:
             model.train()
             torch.set_rng_state(rng)
-        append_row({"kind": "eval", "step": at_step, "max_items": max_items,
+        append_row({"kind": "eval", "step": at_step, "max_items": max_items, "final": final,
                     "splits": {s: res[s] for s in VALID_SPLITS if s in res}, "jepa": res.get("jepa")})
         progress.line(f"eval step {at_step}: " + "  ".join(
             f"{s} exact {res[s]['exact_match']:.3f}" for s in VALID_SPLITS if s in res))
@@ -955,7 +955,7 @@ def _train(cfg: TrainConfig, run_dir: Path, dist: _Dist, device: torch.device, c
             # -- the end: final checkpoint, full evaluation, results ------------------------------
             final_dir = save(step)
             wall = elapsed_before + time.time() - t0
-            res, new_best = evaluate_now(step, None)
+            res, new_best = evaluate_now(step, None, final=True)
             if dist.main:
                 if new_best:
                     ckpt.update_meta(final_dir, lambda m: m["trainer"].update(best=best))

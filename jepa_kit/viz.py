@@ -177,12 +177,14 @@ def packed_vs_separate(model, row_ids, k: int) -> float:
     import torch
     from jepa_kit.data import TYPE_CODES
     model.objective = dataclasses.replace(model.objective, k_pred=k)
-    row = torch.as_tensor(row_ids, dtype=torch.long).reshape(1, -1)
-    L = row.shape[1]
+    f, r = packed_row(row_ids, model.vocab, k)
     with torch.no_grad():
+        row = torch.as_tensor(row_ids, dtype=torch.long).reshape(1, -1)
         out = model.packed_hidden_states(row, torch.full((1,), TYPE_CODES["train"], dtype=torch.int8))
-        packed, rows = out["jepa_hidden"][0], out["jepa_rows"][0]
-        f, r = rows[: L + k], rows[L + k:]
+        fed = out["tokens"][0, : len(f) + len(r)]
+        if not torch.equal(fed, torch.cat([f, r])):  # the kit must pack exactly what the figure draws
+            raise AssertionError(f"packed row {fed.tolist()} differs from [F | R] = {torch.cat([f, r]).tolist()}")
+        packed = torch.cat([out["jepa_f"][0], out["jepa_r"][0]])
         h_f = model.gpt2(input_ids=f[None], output_hidden_states=True).hidden_states[-1][0]
         h_r = model.gpt2(input_ids=r[None], output_hidden_states=True).hidden_states[-1][0]
     return float((packed - torch.cat([h_f, h_r])).abs().max())

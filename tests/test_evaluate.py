@@ -358,3 +358,14 @@ def test_run_directory_is_loaded_with_load_run(tiny_data, tmp_path, monkeypatch)
     monkeypatch.setattr(jepa_kit.train, "load_run", lambda run_dir: seen.append(run_dir) or (model, None))
     res = evaluate(tmp_path, str(tiny_data), splits=["atomic"], max_items=3, logit_lens=False)
     assert seen == [tmp_path] and res["atomic"]["n"] == 3
+
+
+def test_clear_errors_for_bad_rows():
+    lm = tiny_lm()
+    entities = make_entities()
+    rows = make_queries(entities, n=3)
+    rows[1, 2] = V + 4
+    with pytest.raises(ValueError, match=f"row 1 has token id {V + 4}, outside the model's vocabulary"):
+        evaluate_split(lm, rows, entities)
+    with pytest.raises(ValueError, match="no rows"):
+        evaluate_split(lm, rows[:0], entities)

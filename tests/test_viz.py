@@ -85,7 +85,10 @@ def test_equivalence_check_catches_a_pass_without_the_block_mask(ds, monkeypatch
 
     def leaky(ids, types):  # [F | R] as one plain causal sequence: R sees F, positions run on
         out = type(model).packed_hidden_states(model, ids, types)
-        out["jepa_hidden"] = model.gpt2(input_ids=out["jepa_rows"], output_hidden_states=True).hidden_states[-1]
+        n_f = out["jepa_f"].shape[1]
+        h = model.gpt2(input_ids=out["tokens"][:, : n_f + out["jepa_r"].shape[1]],
+                       output_hidden_states=True).hidden_states[-1]
+        out["jepa_f"], out["jepa_r"] = h[:, :n_f], h[:, n_f:]
         return out
 
     monkeypatch.setattr(model, "packed_hidden_states", leaky)
