@@ -71,7 +71,9 @@ def test_train_notebook_parameters_are_exactly_trainconfig_fields():
     # the values are the tiny preset's, so the notebook trains in minutes on a CPU as committed
     tiny = TrainConfig.from_preset("tiny").to_dict()
     drift = {k: (v, tiny[k]) for k, v in assigned.items() if k not in ("data", "out") and v != tiny[k]}
-    assert not drift, f"parameters differ from TrainConfig.from_preset('tiny'): {drift}"
+    fix = "\n".join(f"{k} = {tiny[k]!r}" for k in drift)
+    assert not drift, f"02_train.ipynb's parameters differ from TrainConfig.from_preset('tiny') (notebook, preset): " \
+                      f"{drift}; set these lines in its parameters cell:\n{fix}"
     assert assigned["data"] == "../data/tiny"
 
 

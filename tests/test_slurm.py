@@ -177,12 +177,18 @@ def test_usr1_reaches_the_training_kernel_then_the_job_requeues(stubs, tmp_path)
 
 def test_sweep_array_template_runs_its_example_task(stubs, tmp_path):
     env, calls = stubs
+    # REPO: a folder with slurm/lib.sh, so that the example task's relative paths land in tmp_path
+    repo = tmp_path / "repo"
+    (repo / "slurm").mkdir(parents=True)
+    (repo / "slurm" / "lib.sh").write_text((SLURM / "lib.sh").read_text())
+    env = {**env, "REPO": str(repo)}
     done = run_script("sweep_array.sbatch", env, SLURM_ARRAY_TASK_ID="0", JEPA_KIT_SKIP_ENV="1",
                       STUB_RUN_DIR=str(tmp_path / "run"))
     assert done.returncode == 0, done.stderr
     (pm,) = calls("papermill")
     assert pm[1] == "notebooks/02_train.ipynb" and pm[pm.index("-k") + 1] == "jepa_kit"
     assert yaml.safe_load(pm[pm.index("-y") + 1])["data"] == "../data/tiny"
+    assert (repo / "papermill_runs" / "output" / "example").is_dir()
     missing = run_script("sweep_array.sbatch", env, SLURM_ARRAY_TASK_ID="5", JEPA_KIT_SKIP_ENV="1")
     assert missing.returncode == 2 and "no task 5" in missing.stderr
     no_array = run_script("sweep_array.sbatch", {k: v for k, v in env.items()}, JEPA_KIT_SKIP_ENV="1")

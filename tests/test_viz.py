@@ -4,7 +4,6 @@ import json
 
 import pandas as pd
 import pytest
-import torch
 
 from jepa_kit import runs, viz
 from jepa_kit.data import load_dataset
