@@ -103,6 +103,12 @@ def _runs(args) -> int:
     return runs.runs_main(args.rest) or 0
 
 
+def _study(args) -> int:
+    from jepa_kit import study
+
+    return study.main(args.rest) or 0
+
+
 def _demo(args) -> int:
     from jepa_kit import demo
 
@@ -146,7 +152,8 @@ def build_parser(train_fields: bool = True) -> argparse.ArgumentParser:
 
     for name, func, text in (("bench", _bench, "training-step and evaluation speed table"),
                              ("sweep", _sweep, "papermill runs of the training notebook from a sweep YAML"),
-                             ("runs", _runs, "state of every run in a folder")):
+                             ("runs", _runs, "state of every run in a folder"),
+                             ("study", _study, "the ablation table (CSV, markdown, README) from a folder of runs")):
         s = sub.add_parser(name, help=text, add_help=False)
         s.add_argument("rest", nargs=argparse.REMAINDER)
         s.set_defaults(func=func)

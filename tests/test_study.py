@@ -1,0 +1,42 @@
+"""The study table: grouping, the plain-language findings, and the README kept equal to the committed CSV."""
+import pytest
+
+from conftest import ROOT
+from jepa_kit import study
+
+
+def rec(objective, seed, test_em, atomic_em=1.0, mrr=0.01, cos=None, **factors):
+    defaults = study._defaults()
+    config = {"objective": objective, "seed": seed, **defaults, **factors}
+    return {"setting": study.setting_of(config, defaults), "atomic.exact_match": atomic_em,
+            "test.exact_match": test_em, "test.entity_mrr": mrr, "jepa.pred_cos_between_items": cos}
+
+
+def test_settings_and_means():
+    rows = [rec("ntp", s, 0.0) for s in range(3)] + [rec("jepa", s, 0.01 * s, cos=0.99) for s in range(3)] \
+        + [rec("jepa", s, 0.0, k_pred=4) for s in range(3)] + [rec("reverse_aug", 0, 0.98)]
+    summary = study.summary_rows(rows)
+    assert [r["setting"] for r in summary] == ["ntp (baseline)", "jepa default", "jepa k_pred=4",
+                                               "reverse_aug (trains on test facts)"]
+    default = summary[1]
+    assert default["n"] == 3 and default["test.exact_match"] == pytest.approx((0.01, 0.01))
+    text = study.render(rows)
+    assert "| jepa default | 3 | 1.000 ± 0.000 | 0.010 ± 0.010 |" in text
+    assert "No JEPA setting beats the baseline" in text and "collapse" in text
+
+
+def test_a_real_improvement_is_reported():
+    rows = [rec("ntp", s, 0.0) for s in range(3)] + [rec("jepa", s, 0.30 + 0.01 * s, lambda_jepa=4.0) for s in range(3)]
+    text = study.render(rows)
+    assert "beat the baseline on reversal beyond seed noise: jepa lambda_jepa=4" in text
+    assert "No JEPA setting" not in text
+
+
+def test_readme_results_match_committed_csv():
+    csv = ROOT / "papermill_runs" / "results" / "study.csv"
+    assert csv.exists(), "the committed study table is missing: run `jepa-kit study ... --readme README.md`"
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index(study.README_BEGIN):readme.index(study.README_END) + len(study.README_END)]
+    expected = study.readme_block(csv, "papermill_runs/results/study.csv", study.readme_source(readme))
+    assert block == expected, "README results differ from papermill_runs/results/study.csv: rerun `jepa-kit study`"
+    assert (ROOT / "papermill_runs" / "results" / "study.md").read_text().strip() == study.render(study.read_csv(csv))
