@@ -17,16 +17,15 @@ untrusted source cannot run code (the guarantee ``torch.load(weights_only=True)`
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
+
+from jepa_kit.files import _fsync_dir, atomic_path, atomic_write_json, read_json
 
 CHECKPOINT_DIR = "checkpoints"
 FORMAT_VERSION = 1
@@ -35,57 +34,6 @@ _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, incomplete or made for something else."""
-
-
-# -- atomic files -------------------------------------------------------------------------
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return  # not every filesystem lets a directory be opened; the rename is still atomic
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def atomic_path(path: str | Path):
-    """Yield a temp path in the same directory; on success fsync it and os.replace it onto ``path``.
-
-    On any error the temp file is removed and ``path`` keeps its old content.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-
-
-def atomic_write_json(path: str | Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
-
-
-def read_json(path: str | Path):
-    return json.loads(Path(path).read_text())
 
 
 # -- finding checkpoints ------------------------------------------------------------------

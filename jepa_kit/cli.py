@@ -34,7 +34,7 @@ def _data_check(args) -> int:
         print(f"  vocabulary      {summary['vocab_size']} tokens ({summary['relation_pairs']} relation pairs"
               f"{', <PRED> appended' if summary['pred_appended'] else ''})")
         print(f"  train.json      {c['train.json']['train']} train + {c['train.json']['atomic']} atomic items")
-        print(f"  valid.json      " + ", ".join(f"{k} {v}" for k, v in c["valid.json"].items()))
+        print("  valid.json      " + ", ".join(f"{k} {v}" for k, v in c["valid.json"].items()))
         print(f"  entities        {summary['entities']} (patch length {summary['patch_len']})")
         for label, s in summary["name_sharing"].items():
             print(f"  {label:<5} names     {s['tokens']} tokens, each shared by {s['entities_per_token_min']}"

@@ -13,13 +13,13 @@ import hashlib
 import json
 import os
 import stat
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from jepa_kit.files import atomic_write_bytes
 from jepa_kit.vocab import Vocab, VocabError
 
 TYPE_CODES = {"train": 0, "atomic": 1, "test": 2}
@@ -228,26 +228,6 @@ def _cache_dir(root: Path) -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "jepa_kit"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file so that readers see the old version or the new one, never half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _load_cache(path: Path) -> dict[str, np.ndarray] | None:
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -305,6 +285,34 @@ def row_set(ids: torch.Tensor) -> set[tuple[int, ...]]:
     return set(map(tuple, ids.tolist()))
 
 
+def _row_keys(ids: torch.Tensor) -> torch.Tensor:
+    """One int64 per row (a wrapping polynomial hash: equal rows, equal keys; collisions re-checked)."""
+    keys = torch.zeros(len(ids), dtype=torch.long)
+    for c in range(ids.shape[1]):
+        keys = keys * 1_000_003 + ids[:, c].long()
+    return keys
+
+
+def rows_in(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Which rows of ``a`` [N, L] equal some row of ``b`` [M, L]: bool [N]. Exact, vectorised hashing first."""
+    found = torch.zeros(len(a), dtype=torch.bool)
+    if len(a) == 0 or len(b) == 0:
+        return found
+    a, b = a.cpu(), b.cpu()
+    ka, kb = _row_keys(a), _row_keys(b)
+    candidates = torch.isin(ka, kb).nonzero().flatten()
+    if len(candidates):
+        exact = row_set(b[torch.isin(kb, ka[candidates])])
+        for i, row in zip(candidates.tolist(), a[candidates].tolist()):
+            found[i] = tuple(row) in exact
+    return found
+
+
+def first_match(row: torch.Tensor, b: torch.Tensor) -> int:
+    """Index of the first row of ``b`` equal to ``row`` (which must be there)."""
+    return int((b.cpu() == row.cpu()).all(dim=1).nonzero()[0])
+
+
 def summarize(ds: Dataset) -> dict:
     """Counts, name sharing and the leakage check, as shown by `jepa-kit data check`."""
     from jepa_kit.reversal import reverse_view
@@ -324,25 +332,17 @@ def summarize(ds: Dataset) -> dict:
 
     # Leakage: no test sequence in train.json; no test fact among `train` items in either direction;
     # and no reverse of any atomic item in train.json.
-    train_rows = row_set(ds.train.ids)
-    both_dir = ds.train.of_type("train").ids
-    fact_rows = row_set(both_dir)
     test = ds.valid["test"].ids
-    problems = []
-    for i, row in enumerate(test.tolist()):
-        if tuple(row) in train_rows:
-            problems.append(f"valid.json test item {i} appears in train.json")
-    for i, row in enumerate(reverse_view(test, vocab).tolist()):
-        if tuple(row) in fact_rows:
-            problems.append(f"valid.json test item {i} is a fact seen in both directions in train.json")
-    atomic = ds.train.of_type("atomic").ids
-    rev_atomic = reverse_view(atomic, vocab).tolist()
-    leaked = [i for i, row in enumerate(rev_atomic) if tuple(row) in train_rows]
+    problems = [f"valid.json test item {i} appears in train.json"
+                for i in rows_in(test, ds.train.ids).nonzero().flatten().tolist()]
+    problems += [f"valid.json test item {i} is a fact seen in both directions in train.json"
+                 for i in rows_in(reverse_view(test, vocab), ds.train.of_type("train").ids).nonzero().flatten().tolist()]
+    rev_atomic = reverse_view(ds.train.of_type("atomic").ids, vocab)
+    leaked = rows_in(rev_atomic, ds.train.ids).nonzero().flatten().tolist()
     if leaked:
         problems.append(f"{len(leaked)} atomic items have their reverse in train.json (first: atomic item {leaked[0]})")
     # Not a leak, but worth a word: on an excerpt of a dataset this is expected.
-    rev_atomic_set = set(map(tuple, rev_atomic))
-    not_held_out = sum(1 for row in test.tolist() if tuple(row) not in rev_atomic_set)
+    not_held_out = int((~rows_in(test, rev_atomic)).sum())
     warnings = []
     if not_held_out:
         warnings.append(f"{not_held_out} of {len(test)} valid.json test items are not the reverse of an atomic item in train.json")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jepa_kit.data import atomic_write_bytes
+from jepa_kit.files import atomic_write_bytes
 from jepa_kit.vocab import MASK, PAD, PRED
 
 

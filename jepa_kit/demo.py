@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from jepa_kit.files import atomic_write_text
+
 OBJECTIVES = ("ntp", "jepa", "reverse_aug")
 LABELS = {"ntp": "ntp (baseline)", "jepa": "jepa", "reverse_aug": "reverse_aug (trains on test facts)"}
 FORWARD_FLOOR = 0.95  # below this the baseline has not memorised its facts and reversal numbers mean nothing
@@ -109,8 +111,8 @@ def main(args) -> int:
     rows = demo_table(table)
     text = format_demo_table(rows)
     lines = verdict(rows, len(ds.entities()))
-    (out / "results.md").write_text(text + "\n\n" + "\n".join(lines) + "\n")
-    table.to_csv(out / "results.csv", index=False)
+    atomic_write_text(out / "results.md", text + "\n\n" + "\n".join(lines) + "\n")
+    atomic_write_text(out / "results.csv", table.to_csv(index=False))
     print()
     print(text)
     print()

@@ -41,6 +41,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jepa_kit.files import atomic_write_text
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAIN_NOTEBOOK = REPO_ROOT / "notebooks" / "02_train.ipynb"
 ANALYSIS_NOTEBOOK = REPO_ROOT / "notebooks" / "03_reverse_accuracy.ipynb"
@@ -444,7 +446,7 @@ def render_report(runs_dir: str | Path, out_html: str | Path, notebook: str | Pa
     pm.execute_notebook(str(notebook), str(executed), parameters={"runs_dir": str(Path(runs_dir).resolve()), **parameters},
                         kernel_name=kernel_name or default_kernel(), cwd=str(notebook.parent), progress_bar=False)
     html, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
-    out_html.write_text(html, encoding="utf-8")
+    atomic_write_text(out_html, html)
     return out_html
 
 
@@ -539,8 +541,8 @@ def write_slurm_sweep(sweep: Sweep, out_dir: str | Path = DEFAULT_OUTPUT, **sett
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "slurm").mkdir(exist_ok=True)
     path = folder / "sweep_array.sbatch"
-    path.write_text(script)
-    (folder / "sweep_plan.json").write_text(json.dumps(
+    atomic_write_text(path, script)
+    atomic_write_text(folder / "sweep_plan.json", json.dumps(
         [{"task": i, "name": r.name, "run_dir": str(r.run_dir), "notebook": str(r.notebook_out), "params": r.params}
          for i, r in enumerate(planned)], indent=1))
     return path, script
@@ -838,7 +840,7 @@ def sweep_main(args: argparse.Namespace | list[str] | None = None) -> int:
             folder = Path(args.out) / sweep.name
             table = collect(folder)
             table_path = folder / "results.csv"
-            table.to_csv(table_path, index=False)
+            atomic_write_text(table_path, table.to_csv(index=False))
             print(f"collected {len(table)} runs -> {table_path}")
             return 0 if all(o.ok for o in outcomes) else 1
         settings = dict(account=args.account, partition=args.partition, time=args.time,

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from jepa_kit import runs
+from jepa_kit.files import atomic_write_text
 
 FACTORS = runs.ABLATION_FACTORS  # k_pred, jepa_metric, lambda_jepa, loss_dropout
 README_BEGIN, README_END = "<!-- results:begin -->", "<!-- results:end -->"
@@ -197,12 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "study.csv"
-    pd.DataFrame(rows).to_csv(csv_path, index=False)
-    (out / "study.md").write_text(render(read_csv(csv_path)) + "\n")
+    atomic_write_text(csv_path, pd.DataFrame(rows).to_csv(index=False))
+    atomic_write_text(out / "study.md", render(read_csv(csv_path)) + "\n")
     print(render(read_csv(csv_path)))
     if args.readme:
         readme = Path(args.readme)
         link = csv_path.resolve().relative_to(readme.resolve().parent).as_posix()
-        readme.write_text(replace_block(readme.read_text(), readme_block(csv_path, link, args.source)))
+        atomic_write_text(readme, replace_block(readme.read_text(), readme_block(csv_path, link, args.source)))
         print(f"updated {readme}")
     return 0

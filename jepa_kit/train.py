@@ -47,7 +47,8 @@ import torch
 
 from jepa_kit import __version__
 from jepa_kit import checkpoint as ckpt
-from jepa_kit.data import TYPE_CODES, VALID_SPLITS, DataError, Dataset, load_dataset
+from jepa_kit.data import TYPE_CODES, VALID_SPLITS, DataError, Dataset, first_match, load_dataset, rows_in
+from jepa_kit.files import atomic_write_json, atomic_write_text, read_json
 from jepa_kit.losses import METRICS as JEPA_METRICS
 from jepa_kit.model import ATTN_IMPLEMENTATIONS, MAX_K_PRED, MODEL_PRESETS, MODES, OBJECTIVES, GPT2WithJEPA, ObjectiveConfig
 from jepa_kit.reversal import reverse_view
@@ -370,44 +371,25 @@ def config_from_args(ns: argparse.Namespace) -> TrainConfig:
 
 # -- training data and the leakage guard ----------------------------------------------------
 
-def _row_keys(ids: torch.Tensor) -> torch.Tensor:
-    """One int64 per row (wrapping polynomial hash; equal rows -> equal keys, collisions re-checked)."""
-    keys = torch.zeros(len(ids), dtype=torch.long)
-    for c in range(ids.shape[1]):
-        keys = keys * 1_000_003 + ids[:, c].long()
-    return keys
-
-
-def _first_common_row(a: torch.Tensor, b: torch.Tensor) -> tuple[int, int] | None:
-    """The first row of ``a`` (by index) that equals some row of ``b``: (index in a, index in b)."""
-    if len(a) == 0 or len(b) == 0:
-        return None
-    ka, kb = _row_keys(a.cpu()), _row_keys(b.cpu())
-    for i in torch.isin(ka, kb).nonzero().flatten().tolist():
-        for j in (kb == ka[i]).nonzero().flatten().tolist():
-            if torch.equal(a[i].cpu(), b[j].cpu()):
-                return i, j
-    return None
-
-
 def check_leakage(ids: torch.Tensor, types: torch.Tensor, dataset: Dataset, where: str = "train.json") -> None:
     """Raise LeakageError if a training row equals a valid.json test item, or equals the reverse
     view of an atomic training item (which is what a test item is)."""
     vocab = dataset.vocab
     test = dataset.valid["test"].ids
-    hit = _first_common_row(ids, test)
-    if hit:
-        i, j = hit
-        raise LeakageError(f"{where}: item {i} {' '.join(vocab.decode(ids[i]))} equals valid.json 'test' item {j}: "
-                           "a held-out reverse fact would be trained on")
+    hits = rows_in(ids, test).nonzero().flatten()
+    if len(hits):
+        i = int(hits[0])
+        raise LeakageError(f"{where}: item {i} {' '.join(vocab.decode(ids[i]))} equals valid.json 'test' item "
+                           f"{first_match(ids[i], test)}: a held-out reverse fact would be trained on")
     atomic_index = (types == TYPE_CODES["atomic"]).nonzero().flatten()
     if len(atomic_index):
-        hit = _first_common_row(ids, reverse_view(ids[atomic_index], vocab))
-        if hit:
-            i, j = hit
+        reversed_atomic = reverse_view(ids[atomic_index], vocab)
+        hits = rows_in(ids, reversed_atomic).nonzero().flatten()
+        if len(hits):
+            i = int(hits[0])
+            j = int(atomic_index[first_match(ids[i], reversed_atomic)])
             raise LeakageError(f"{where}: item {i} {' '.join(vocab.decode(ids[i]))} is the reverse view of atomic "
-                               f"item {int(atomic_index[j])}: the held-out direction of an atomic fact "
-                               "would be trained on")
+                               f"item {j}: the held-out direction of an atomic fact would be trained on")
 
 
 def training_rows(dataset: Dataset, objective: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -621,7 +603,7 @@ def _check_resume(run_dir: Path, cfg: TrainConfig, dataset: Dataset) -> dict | N
             raise ConfigError(f"{run_dir} exists and is not a jepa_kit run directory (no config.json); "
                               "choose another out")
         return None
-    stored = ckpt.read_json(cfg_path)
+    stored = read_json(cfg_path)
     try:
         old = TrainConfig.from_dict(stored["config"])
     except (KeyError, ConfigError) as e:
@@ -654,7 +636,7 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
             continue  # a line cut by a crash
         if row.get("step", 0) <= last_step:
             keep.append(line)
-    ckpt.atomic_write_text(path, "".join(f"{line}\n" for line in keep))
+    atomic_write_text(path, "".join(f"{line}\n" for line in keep))
 
 
 # -- the loop -------------------------------------------------------------------------------
@@ -760,7 +742,7 @@ def _train(cfg: TrainConfig, run_dir: Path, dist: _Dist, device: torch.device, c
                 (run_dir / name).unlink(missing_ok=True)
         else:
             _truncate_metrics(metrics_path, step)
-        ckpt.atomic_write_json(run_dir / "config.json", _clean({
+        atomic_write_json(run_dir / "config.json", _clean({
             "config": cfg.to_dict(),
             "data_fingerprint": dataset.fingerprint,
             "model": model.config_dict(),
@@ -775,7 +757,7 @@ def _train(cfg: TrainConfig, run_dir: Path, dist: _Dist, device: torch.device, c
             "created": (stored or {}).get("created", started),
             "resumed_at_step": step if latest is not None else None,
         }))
-        ckpt.atomic_write_text(run_dir / "vocab.json", dataset.vocab.to_json())
+        atomic_write_text(run_dir / "vocab.json", dataset.vocab.to_json())
     dist.barrier()
 
     # -- device-resident data, the forward function --------------------------------------------
@@ -797,7 +779,7 @@ def _train(cfg: TrainConfig, run_dir: Path, dist: _Dist, device: torch.device, c
     def write_status(**kw) -> None:
         if dist.main:
             status.update(kw, updated=_now())
-            ckpt.atomic_write_json(status_path, _clean(status))
+            atomic_write_json(status_path, _clean(status))
 
     def append_row(row: dict) -> None:
         if dist.main:
@@ -822,7 +804,7 @@ def _train(cfg: TrainConfig, run_dir: Path, dist: _Dist, device: torch.device, c
 
     def write_best() -> None:
         if best is not None:
-            ckpt.atomic_write_json(run_dir / "best.json", {
+            atomic_write_json(run_dir / "best.json", {
                 **best, "checkpoint": str(ckpt.step_dir(run_dir, best["step"]).relative_to(run_dir)),
                 "note": "selected on the test split: optimistic" if best["selected_on_test"] else None})
 
@@ -969,7 +951,7 @@ def _train(cfg: TrainConfig, run_dir: Path, dist: _Dist, device: torch.device, c
                 if best and best["selected_on_test"]:
                     run["best_note"] = "best checkpoint selected on the test split: its numbers are optimistic"
                 results = {**res, "trains_on_test_facts": trains_on_test, "run": run}
-                ckpt.atomic_write_json(results_path, _clean(results))
+                atomic_write_json(results_path, _clean(results))
             write_status(state="finished", step=step, elapsed_s=wall)
             progress.line(f"finished: {run_dir}")
     except (Preempted, TrainingDiverged):
@@ -1027,7 +1009,7 @@ def _checkpoint_dir(run_dir: Path, checkpoint) -> Path:
         best_file = run_dir / "best.json"
         if not best_file.is_file():
             raise ckpt.CheckpointError(f"{run_dir}: no best checkpoint (no evaluation has run yet)")
-        d = ckpt.step_dir(run_dir, ckpt.read_json(best_file)["step"])
+        d = ckpt.step_dir(run_dir, read_json(best_file)["step"])
     else:
         d = Path(checkpoint)
         if not d.is_absolute() and not d.exists():

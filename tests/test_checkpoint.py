@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from jepa_kit import checkpoint as ckpt
+from jepa_kit import files
 
 
 def _model_and_optimizer(steps=3):
@@ -23,9 +24,9 @@ def _model_and_optimizer(steps=3):
 
 def test_atomic_write_failure_keeps_old_content(tmp_path):
     path = tmp_path / "f.json"
-    ckpt.atomic_write_json(path, {"v": 1})
+    files.atomic_write_json(path, {"v": 1})
     with pytest.raises(RuntimeError):
-        with ckpt.atomic_path(path) as tmp:
+        with files.atomic_path(path) as tmp:
             tmp.write_text('{"v": 2, "trunc')  # half written, then the writer dies
             raise RuntimeError("killed")
     assert json.loads(path.read_text()) == {"v": 1}

@@ -1,7 +1,6 @@
 from collections import Counter
 
 import pytest
-import torch
 
 from jepa_kit.data import TYPE_CODES, load_dataset, row_set
 from jepa_kit.datagen import PRESETS, generate, resolve

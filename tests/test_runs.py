@@ -62,12 +62,14 @@ def test_ablations_file_is_one_factor_at_a_time_with_three_seeds(tmp_path):
 
 
 def test_every_papermill_runs_file_expands_for_both_presets(tmp_path):
-    objectives = {"baseline": "ntp", "jepa": "jepa", "reverse_aug": "reverse_aug"}
-    for name, objective in objectives.items():
+    # the baselines run the three seeds the ablation study compares against
+    objectives = {"baseline": ("ntp", [0, 1, 2]), "jepa": ("jepa", [0]), "reverse_aug": ("reverse_aug", [0, 1, 2])}
+    for name, (objective, seeds) in objectives.items():
         for preset in ("tiny", "paper"):
             sweep = runs.load_sweep(ROOT / "papermill_runs" / f"{name}.yaml", preset=preset)
-            (run,) = runs.plan(sweep.runs, tmp_path, sweep.preset, sweep.name)
-            assert run.params["objective"] == objective
+            planned = runs.plan(sweep.runs, tmp_path, sweep.preset, sweep.name)
+            assert [r.params["objective"] for r in planned] == [objective] * len(seeds)
+            assert [r.params["seed"] for r in planned] == seeds
     tiny = runs.load_sweep(ROOT / "papermill_runs" / "jepa.yaml")
     assert tiny.preset == "tiny"
 
