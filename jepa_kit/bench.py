@@ -5,9 +5,10 @@ Each row times FULL training steps (forward, backward, AdamW step) of the ``pape
 items, the rest atomic, k = 1 <PRED>, λ = 1. Every mode sees the same batches and starts
 from the same weights.
 
-Modes are named ``{packed|two_pass}_{fp32|bf16}[_compile]``: bf16 is autocast, compile is
-``torch.compile`` of the model. Defaults: ``two_pass_fp32``, ``packed_fp32`` on CPU; on CUDA
-also ``packed_bf16`` and ``packed_bf16_compile``.
+Modes are named ``{packed|two_pass}_{fp32|bf16}`` or ``packed_{fp32|bf16}_compile``: bf16 is
+autocast, compile is ``torch.compile`` of the packed transformer (``compile_blocks``).
+Defaults: ``two_pass_fp32``, ``packed_fp32`` on CPU; on CUDA also ``packed_bf16`` and
+``packed_bf16_compile``.
 
 Row fields: ``mode``, ``device``, ``batch``, ``items_per_s``, ``tokens_per_s`` (tokens
 entering the transformer per second: the two-pass mode feeds the forward rows twice),
@@ -15,7 +16,8 @@ entering the transformer per second: the two-pass mode feeds the forward rows tw
 allocated memory during one of its steps; CPU: peak resident memory of a fresh process
 running one step of the mode, Python and libraries included), ``mfu`` (CUDA only: model FLOPs
 6 × non-embedding params × tokens + 6 × n_embd × vocab × logit positions, per second,
-over the device's dense bf16 peak; null when the device is not in the table).
+over the device's dense bf16 peak; logit positions are where logits are computed, every
+position in the two-pass mode; null on CPU and on devices not in the table).
 
     jepa-kit bench [--device cpu|cuda] [--preset paper] [--batch 256 1024] [--steps N] [--warmup N] [--json]
 """
@@ -63,9 +65,10 @@ def parse_mode(mode: str) -> tuple[str, str, bool]:
     for structure in ("two_pass", "packed"):
         if mode.startswith(structure + "_"):
             rest = mode[len(structure) + 1:].split("_")
-            if rest[0] in ("fp32", "bf16") and rest[1:] in ([], ["compile"]):
+            if rest[0] in ("fp32", "bf16") and rest[1:] in ([], ["compile"] if structure == "packed" else []):
                 return structure, rest[0], bool(rest[1:])
-    raise ValueError(f"benchmark mode {mode!r} not understood; expected {{packed|two_pass}}_{{fp32|bf16}}[_compile]")
+    raise ValueError(f"benchmark mode {mode!r} not understood; expected {{packed|two_pass}}_{{fp32|bf16}} "
+                     f"or packed_{{fp32|bf16}}_compile")
 
 
 def non_embedding_params(model: GPT2WithJEPA) -> int:
@@ -83,7 +86,8 @@ class _Runner:
         self.model = GPT2WithJEPA(vocab, preset=preset, objective=ObjectiveConfig(
             k_pred=k_pred, lambda_jepa=lambda_jepa, mode=structure)).to(dev).train()
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=3e-4, weight_decay=0.1, fused=True)
-        self.step_model = torch.compile(self.model, dynamic=True) if compile_ else self.model
+        if compile_:
+            self.model.compile_blocks()
         self.autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
         self.times: list[float] = []
         self.tokens = self.logit_positions = 0
@@ -103,7 +107,7 @@ class _Runner:
             start_mb = torch.cuda.memory_allocated(self.dev) / 2**20
         t0 = time.perf_counter()
         with self.autocast:
-            out = self.step_model(ids, types)
+            out = self.model(ids, types)
         out["loss"].backward()
         self.opt.step()
         if cuda:
@@ -162,11 +166,10 @@ def bench_training_steps(modes, device: str = "cpu", preset: str = "paper", batc
     for r in runners:
         step_s = statistics.median(r.times)  # robust to a stray slow step on a shared machine
         mfu = None
-        if dev.type == "cuda":
-            peak_mem = r.static_mb() + r.peak_step_mb
-        else:
+        if dev.type != "cuda":
             peak_mem = cpu_peak_rss_mb(r.mode, preset, batch, k_pred, lambda_jepa)
-        if dev.type == "cuda":
+        else:
+            peak_mem = r.static_mb() + r.peak_step_mb
             name = torch.cuda.get_device_name(dev)
             peak_flops = next((v for key, v in BF16_PEAK_FLOPS.items() if key in name), None)
             if peak_flops:

@@ -115,6 +115,9 @@ def _demo(args) -> int:
     return demo.main(args) or 0
 
 
+_PASSTHROUGH = {"bench": _bench, "sweep": _sweep, "runs": _runs, "study": _study}
+
+
 def build_parser(train_fields: bool = True) -> argparse.ArgumentParser:
     """``train_fields=False`` skips importing torch (for quick commands like `jepa-kit runs`)."""
     p = argparse.ArgumentParser(prog="jepa-kit", description="LLM-JEPA vs the reversal curse, on synthetic facts.")
@@ -166,7 +169,10 @@ def build_parser(train_fields: bool = True) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in _PASSTHROUGH:
+        # these parse their own arguments (argparse.REMAINDER would stop at a leading --flag)
+        return _PASSTHROUGH[argv[0]](argparse.Namespace(rest=argv[1:]))
     args = build_parser(train_fields=bool(argv) and argv[0] == "train").parse_args(argv)
     return args.func(args)
 

@@ -18,12 +18,13 @@ Two modes compute the same losses and gradients (tests/test_model.py proves it):
 * ``packed`` (default, fast): one pass. Each JEPA item is a row ``[F | R]`` under a
   block-causal mask with positions restarting at 0 in R, so F and R are each encoded
   exactly as if run alone. Every other item (atomic, test, JEPA items skipped by loss
-  dropout, or all items when the objective has no JEPA term) is a row holding F only,
-  without its last token (nothing reads it), in a separate attention call of the same
-  pass: no padding. NTP logits are computed only at the positions whose next token is
-  labelled, and the last block computes queries, MLP and ``ln_f`` only at positions
-  whose outputs are read (NTP positions, last <PRED>, last of R). The block loop is
-  written here but uses the Hugging Face modules' own weights and sub-modules.
+  dropout, or all items when the objective has no JEPA term) carries F only, without
+  its last token (nothing reads it), and two or more of them share a row as separate
+  blocks; every row has the JEPA row's width, so one attention call serves the batch.
+  NTP logits are computed only at the positions whose next token is labelled, and the
+  last block computes queries, MLP and ``ln_f`` only at positions whose outputs are
+  read (NTP positions, last <PRED>, last of R). The block loop is written here but runs
+  the Hugging Face modules and weights; the tests compare it with plain HF passes.
 * ``two_pass``: the seed's structure, kept as the reference and for the benchmark: a
   plain Hugging Face NTP pass over the batch (full-vocabulary logits at every position),
   then a separate Hugging Face pass over the ``[F | R]`` rows of the JEPA items.
@@ -203,7 +204,8 @@ class GPT2WithJEPA(nn.Module):
         if d.get("vocab_size", len(vocab)) != len(vocab):
             raise ValueError(f"model was built for a vocabulary of {d['vocab_size']} tokens, this one has {len(vocab)}")
         arch = {k: d[k] for k in ("n_layer", "n_embd", "n_head", *_ARCH_DEFAULTS) if k in d}
-        objective = ObjectiveConfig(**{f.name: d["objective"][f.name] for f in fields(ObjectiveConfig) if f.name in d.get("objective", {})})
+        saved = d.get("objective", {})
+        objective = ObjectiveConfig(**{f.name: saved[f.name] for f in fields(ObjectiveConfig) if f.name in saved})
         model = cls(vocab, preset=arch, objective=objective,
                     attn_implementation=d.get("attn_implementation", "sdpa"), n_positions=d.get("n_positions", 32))
         model.preset_name = d.get("preset")
@@ -265,8 +267,9 @@ class GPT2WithJEPA(nn.Module):
         loss = obj.gamma_ntp * ntp + (obj.lambda_jepa * jepa if obj.uses_jepa else 0.0)
         result = {"loss": loss, "ntp_loss": ntp, "jepa_loss": jepa, "n_items": len(ids), "n_jepa": len(jepa_idx),
                   "n_ntp_tokens": len(ids) * p, **out}
-        if return_jepa_outputs:
-            result["pred"], result["target"] = pred, target
+        if return_jepa_outputs:  # [n_jepa, d]; empty, not None, when no item had a reverse view
+            empty = ntp.new_zeros((0, self.gpt2.config.n_embd))
+            result["pred"], result["target"] = (pred, target) if pred is not None else (empty, empty)
         return result
 
     def _jepa_rows(self, ids_j: torch.Tensor, k: int) -> torch.Tensor:
@@ -342,7 +345,7 @@ class GPT2WithJEPA(nn.Module):
         if len(jepa_idx):
             rows = self._jepa_rows(ids[jepa_idx], k)
             n, Lr = rows.shape
-            mask = block_causal_mask((L + k, L), dtype=self.gpt2.dtype, device=ids.device)
+            mask = block_causal_mask((L + k, L), dtype=self._attn_dtype(ids.device), device=ids.device)
             pos = block_position_ids((L + k, L), device=ids.device)
             h = self.gpt2.transformer(
                 input_ids=rows, attention_mask=mask[None, None].expand(n, 1, Lr, Lr),
@@ -366,40 +369,54 @@ class GPT2WithJEPA(nn.Module):
         o, _ = eager_attention_forward(attn, q, k, v, mask, dropout=drop, scaling=attn.scaling)  # [B, Lq, H, hd]
         return o.reshape(B, Lq, H * hd)
 
-    def _packed_blocks(self, packed: _Packed, all_positions: bool = False) -> torch.Tensor:
-        """The transformer over a packed batch, reusing the Hugging Face modules' weights.
+    def _attn_dtype(self, device: torch.device) -> torch.dtype:
+        """The dtype attention runs in: the autocast dtype when autocast is on, else the weights'."""
+        if torch.is_autocast_enabled(device.type):
+            return torch.get_autocast_dtype(device.type)
+        return self.gpt2.dtype
 
-        Returns final hidden states (after ``ln_f``) at each row's read positions [N, R, d];
-        with ``all_positions`` at every position [N, W, d] (the last block then is not pruned)."""
+    def compile_blocks(self, **kwargs) -> None:
+        """Run the packed transformer through ``torch.compile`` (dynamic shapes: the number of
+        rows changes from batch to batch). The losses around it stay eager."""
+        self._compiled_blocks = torch.compile(self._blocks, dynamic=True, **kwargs)
+
+    def _packed_blocks(self, packed: _Packed, all_positions: bool = False) -> torch.Tensor:
+        """The transformer over a packed batch; see ``_blocks``."""
+        device = packed.tokens.device
+        masks, pos, read, mask_rows = _layout_tables(packed.layout, self._attn_dtype(device), device)
+        kind = packed.kind
+        blocks = getattr(self, "_compiled_blocks", None) or self._blocks
+        return blocks(packed.tokens, pos[kind], masks[kind][:, None], read[kind], mask_rows[kind][:, None], all_positions)
+
+    def _blocks(self, tokens, pos, mask, read, read_mask, all_positions: bool = False) -> torch.Tensor:
+        """The transformer over packed rows, reusing the Hugging Face modules and their weights.
+
+        tokens, pos [N, W]; mask [N, 1, W, W] additive; read [N, R] positions whose outputs are
+        needed; read_mask [N, 1, R, W] the mask rows at those positions.
+        Returns final hidden states (after ``ln_f``) at the read positions [N, R, d]; with
+        ``all_positions`` at every position [N, W, d] (the last block then is not pruned)."""
         tr = self.gpt2.transformer
-        N, W = packed.tokens.shape
+        N, W = tokens.shape
         d = tr.embed_dim
         H = tr.h[0].attn.num_heads
         hd = d // H
-        device = packed.tokens.device
-        kind = packed.kind
-        masks, pos, read, mask_rows = _layout_tables(packed.layout, self.gpt2.dtype, device)
-        x = tr.drop(tr.wte(packed.tokens) + tr.wpe(pos[kind]))  # [N, W, d]
-        mask = None
+        x = tr.drop(tr.wte(tokens) + tr.wpe(pos))  # [N, W, d]
 
         for i, block in enumerate(tr.h):
             attn = block.attn
             h = block.ln_1(x)
             if i < len(tr.h) - 1 or all_positions:
                 q, k, v = attn.c_attn(h).view(N, W, 3, H, hd).permute(2, 0, 3, 1, 4)  # each [N, H, W, hd]
-                if mask is None:  # in the dtype attention runs in (bf16 under autocast)
-                    mask = _layout_tables(packed.layout, q.dtype, device)[0][kind][:, None]  # [N, 1, W, W]
                 x = x + attn.resid_dropout(attn.c_proj(self._attend(attn, q, k, v, mask)))
                 x = x + block.mlp(block.ln_2(x))
                 continue
             # Last block: keys and values at every position, all the rest only where read.
             w, b = attn.c_attn.weight, attn.c_attn.bias  # Conv1D: [d, 3d], columns q | k | v
-            rows, at = torch.arange(N, device=device)[:, None], read[kind]  # at: [N, R]
-            R = at.shape[1]
+            rows = torch.arange(N, device=tokens.device)[:, None]
+            R = read.shape[1]
             k, v = torch.addmm(b[d:], h.reshape(N * W, d), w[:, d:]).view(N, W, 2, H, hd).permute(2, 0, 3, 1, 4)
-            q = torch.addmm(b[:d], h[rows, at].reshape(N * R, d), w[:, :d]).view(N, R, H, hd).transpose(1, 2)
-            rmask = _layout_tables(packed.layout, q.dtype, device)[3][kind][:, None]  # [N, 1, R, W]
-            x = x[rows, at] + attn.resid_dropout(attn.c_proj(self._attend(attn, q, k, v, rmask)))
+            q = torch.addmm(b[:d], h[rows, read].reshape(N * R, d), w[:, :d]).view(N, R, H, hd).transpose(1, 2)
+            x = x[rows, read] + attn.resid_dropout(attn.c_proj(self._attend(attn, q, k, v, read_mask)))
             x = x + block.mlp(block.ln_2(x))
         return tr.ln_f(x)
 
@@ -434,7 +451,7 @@ class GPT2WithJEPA(nn.Module):
         others = [h[n_j: n_j + n_full, : m * lf].reshape(n_full * m, lf, d)]
         if rest:
             others.append(h[-1, : rest * lf].reshape(rest, lf, d))
-        pos = _layout_tables(packed.layout, self.gpt2.dtype, ids.device)[1][packed.kind]
+        pos = _layout_tables(packed.layout, torch.float32, ids.device)[1][packed.kind]
         return {"tokens": packed.tokens, "positions": pos,
                 "jepa_index": jepa_idx, "jepa_f": h[:n_j, : L + k], "jepa_r": h[:n_j, L + k:],
                 "other_index": other_idx, "other_f": torch.cat(others)}
