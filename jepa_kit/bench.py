@@ -198,12 +198,21 @@ def run(device: str = "cpu", preset: str = "paper", batches=(256,), steps: int =
 def format_table(rows: list[dict]) -> str:
     lines = [f"{'mode':<22} {'device':<6} {'batch':>6} {'items/s':>10} {'tokens/s':>10} {'peak MB':>9} {'MFU':>6}  vs two_pass_fp32"]
     base = {r["batch"]: r["items_per_s"] for r in rows if r["mode"] == "two_pass_fp32"}
+    evals = [r for r in rows if r["mode"] == "eval_entity_mrr"]
     for r in rows:
+        if r in evals:
+            continue
         mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "-"
         mem = f"{r['peak_mem_mb']:.0f}" if r["peak_mem_mb"] is not None else "-"
         ratio = f"{r['items_per_s'] / base[r['batch']]:.2f}x" if r["batch"] in base else "-"
         lines.append(f"{r['mode']:<22} {r['device']:<6} {r['batch']:>6} {r['items_per_s']:>10.1f} "
                      f"{r['tokens_per_s']:>10.0f} {mem:>9} {mfu:>6}  {ratio}")
+    for r in evals:
+        lines.append(f"\nentity-MRR evaluation on {r['device']}, {r['n_entities']:,} entities, random model (nothing pruned): "
+                     f"{r['batch']:,} queries in {r['seconds']:.1f} s = {r['items_per_s']:.3g} queries/s "
+                     f"({r['candidates_per_query']:.0f} candidate first names per query); "
+                     f"9,000 queries: {r['projected_s_9000_queries']:.0f} s"
+                     + ("" if r["batch"] >= 9000 else " (projected)"))
     return "\n".join(lines)
 
 
@@ -211,7 +220,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="jepa-kit bench", description="Training-step speed: packed single pass vs the seed's two passes.")
     p.add_argument("--device", default="cpu", help="cpu | cuda (or cuda:N)")
     p.add_argument("--preset", default="paper", help="model preset (paper | tiny)")
-    p.add_argument("--batch", type=int, nargs="+", default=[256], help="batch sizes, e.g. --batch 256 1024")
+    p.add_argument("--batch", type=int, nargs="+", default=None,
+                   help="batch sizes (default: 256 1024 on CUDA; 256 on CPU, where 1024 takes ~8 minutes)")
+    p.add_argument("--eval-queries", type=int, default=None,
+                   help="entity-MRR evaluation speed over the paper's 80,000 entities on this many queries "
+                        "(default: 9000 on CUDA, 2 on CPU, projected to 9,000; 0 = skip)")
     p.add_argument("--steps", type=int, default=None, help="timed steps per row (default 3 on CPU, 20 on CUDA)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 1 on CPU, 5 on CUDA)")
     p.add_argument("--modes", nargs="+", default=None, help="e.g. two_pass_fp32 packed_fp32 packed_bf16 packed_bf16_compile")
@@ -228,9 +241,31 @@ def main(argv=None) -> int:
         p.error("--device cuda: no CUDA device available")
     steps = args.steps if args.steps is not None else (20 if cuda else 3)
     warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
-    rows = run(args.device, args.preset, args.batch, steps, warmup, args.modes, args.k_pred, args.lambda_jepa)
+    batches = args.batch or ([256, 1024] if cuda else [256])
+    rows = run(args.device, args.preset, batches, steps, warmup, args.modes, args.k_pred, args.lambda_jepa)
+    n_eval = args.eval_queries if args.eval_queries is not None else (9000 if cuda else 2)
+    if n_eval:
+        rows.append(eval_row(args.device, args.preset, n_eval))
     print(json.dumps(rows, indent=2) if args.json else format_table(rows))
     return 0
+
+
+def eval_row(device: str, preset: str, n_queries: int) -> dict:
+    """Entity-MRR evaluation speed (jepa_kit.evaluate.bench_eval) as a row of the same shape.
+
+    ``items_per_s`` is queries per second; a random model prunes no candidate, so this is the
+    worst case (a model at chance, as on the reversal split)."""
+    from jepa_kit.evaluate import bench_eval
+
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    r = bench_eval(n_queries=n_queries, device=device, preset=preset)
+    peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
+    return {"mode": "eval_entity_mrr", "device": device, "batch": n_queries, "items_per_s": r["queries_per_s"],
+            "tokens_per_s": None, "peak_mem_mb": peak, "mfu": None, "n_entities": r["n_entities"],
+            "candidates_per_query": r["candidates_per_query"], "seconds": r["seconds"],
+            "projected_s_9000_queries": r["projected_s_9000_queries"]}
 
 
 if __name__ == "__main__":
