@@ -4,6 +4,13 @@ from pathlib import Path
 
 import pytest
 
+# Tiny models run faster on one thread, and the machines are shared: one thread per test
+# process (and per kernel or worker process it starts, which inherit the variable).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 ROOT = Path(__file__).resolve().parents[1]
 # CI lays shared/ beside the clone; a developer checkout has it at the same place.
 FIXTURES = Path(os.environ.get("JEPA_KIT_FIXTURES", ROOT.parent / "shared" / "fixtures"))
