@@ -65,3 +65,16 @@ def atomic_write_json(path: str | Path, obj) -> None:
 
 def read_json(path: str | Path):
     return json.loads(Path(path).read_text())
+
+
+def read_yaml(path: str | Path, error: type[Exception] = ValueError):
+    """A YAML file read with the safe loader (no object construction); problems raise ``error`` naming the file."""
+    import yaml
+
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise error(f"{path}: file not found") from None
+    except yaml.YAMLError as e:
+        raise error(f"{path}: not valid YAML ({e})") from None

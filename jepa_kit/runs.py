@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jepa_kit.files import atomic_write_text
+from jepa_kit.files import atomic_write_text, read_yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAIN_NOTEBOOK = REPO_ROOT / "notebooks" / "02_train.ipynb"
@@ -175,14 +175,8 @@ def expand(spec: dict, preset: str | None = None, where: str = "sweep") -> list[
 
 def load_sweep(path: str | Path, preset: str | None = None) -> Sweep:
     """Read a sweep file (safe YAML loader). ``preset`` overrides the file's ``preset:``."""
-    import yaml
     path = Path(path)
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise SweepError(f"{path}: file not found") from None
-    except yaml.YAMLError as e:
-        raise SweepError(f"{path}: not valid YAML ({e})") from None
+    spec = read_yaml(path, SweepError)
     if not isinstance(spec, dict):
         raise SweepError(f"{path}: expected a mapping with base/runs/vary/grid, got {type(spec).__name__}")
     chosen = preset or spec.get("preset")
@@ -897,12 +891,8 @@ def single_run_params(path: str | Path, out: str | Path, preset: str | None = No
     ``path``: a sweep file (its run number ``index``) or a flat YAML of TrainConfig fields
     (optionally with ``preset:``), as ``jepa-kit train --config`` reads.
     """
-    import yaml
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise SweepError(f"{path}: file not found") from None
+    raw = read_yaml(path, SweepError) or {}
     if isinstance(raw, dict) and set(raw) & {"base", "runs", "vary", "grid", "presets"}:
         sweep = load_sweep(path, preset=preset)
         if not 0 <= index < len(sweep.runs):

@@ -48,7 +48,7 @@ import torch
 from jepa_kit import __version__
 from jepa_kit import checkpoint as ckpt
 from jepa_kit.data import TYPE_CODES, VALID_SPLITS, DataError, Dataset, first_match, load_dataset, rows_in
-from jepa_kit.files import atomic_write_json, atomic_write_text, read_json
+from jepa_kit.files import atomic_write_json, atomic_write_text, read_json, read_yaml
 from jepa_kit.losses import METRICS as JEPA_METRICS
 from jepa_kit.model import ATTN_IMPLEMENTATIONS, MAX_K_PRED, MODEL_PRESETS, MODES, OBJECTIVES, GPT2WithJEPA, ObjectiveConfig
 from jepa_kit.reversal import reverse_view
@@ -216,15 +216,8 @@ class TrainConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> "TrainConfig":
         """Read a YAML mapping of field: value (``yaml.safe_load``); a ``preset:`` key is allowed."""
-        import yaml
-
         path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: file not found") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+        raw = read_yaml(path, ConfigError)
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):

@@ -1,4 +1,5 @@
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -40,3 +41,21 @@ def tiny_data(tmp_path_factory) -> Path:
     from jepa_kit.datagen import generate
 
     return generate("tiny", tmp_path_factory.mktemp("tiny") / "data", seed=0)
+
+
+SBATCH_LINE = re.compile(r"^#SBATCH --[a-z][a-z-]*(=\S+)?$")
+
+
+def sbatch_options(script: str, where: str = "script") -> dict[str, str]:
+    """#SBATCH options of a batch script, checking that each parses and precedes the first
+    command (sbatch stops reading there)."""
+    options, seen_command = {}, False
+    for line in script.splitlines()[1:]:
+        if line.startswith("#SBATCH"):
+            assert not seen_command, f"{where}: #SBATCH after the first command is ignored: {line}"
+            assert SBATCH_LINE.match(line), f"{where}: unparsable #SBATCH line {line!r}"
+            key, _, value = line[len("#SBATCH "):].partition("=")
+            options[key] = value
+        elif line.strip() and not line.startswith("#"):
+            seen_command = True
+    return options

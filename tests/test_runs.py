@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import sbatch_options
 from jepa_kit import runs
 
 ROOT = Path(__file__).resolve().parents[1]
-SBATCH_LINE = re.compile(r"^#SBATCH --[a-z][a-z-]*(=\S+)?$")
 
 def write(path: Path, text: str) -> Path:
     path.write_text(textwrap.dedent(text))
@@ -169,28 +169,13 @@ def test_parameter_values_reach_the_shell_quoted(tmp_path, monkeypatch):
     assert out_of_range.returncode == 2 and "no task 99" in out_of_range.stderr
 
 
-def _check_sbatch_header(script: str) -> dict[str, str]:
-    """Every #SBATCH line precedes the first command (sbatch stops reading there) and parses."""
-    options = {}
-    seen_command = False
-    for line in script.splitlines()[1:]:
-        if line.startswith("#SBATCH"):
-            assert not seen_command, f"#SBATCH after the first command is ignored by sbatch: {line}"
-            assert SBATCH_LINE.match(line), f"unparsable: {line!r}"
-            key, _, value = line[len("#SBATCH "):].partition("=")
-            options[key] = value
-        elif line.strip() and not line.startswith("#"):
-            seen_command = True
-    return options
-
-
 def test_dry_run_prints_a_valid_array_script(capsys, tmp_path):
     rc = runs.sweep_main([str(ROOT / "papermill_runs" / "ablations.yaml"), "--preset", "paper", "--slurm", "--dry-run",
                           "--out", str(tmp_path), "--account", "PAS1234", "--time", "02:00:00"])
     script = capsys.readouterr().out
     assert rc == 0
     assert script.startswith("#!/bin/bash\n")
-    options = _check_sbatch_header(script)
+    options = sbatch_options(script)
     assert options["--array"] == "0-35%12"
     assert options["--account"] == "PAS1234" and options["--time"] == "02:00:00"
     assert options["--signal"] == "B:USR1@300" and "--requeue" in options

@@ -13,24 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import sbatch_options
+
 ROOT = Path(__file__).resolve().parents[1]
 SLURM = ROOT / "slurm"
 SBATCH_FILES = ["train_notebook.sbatch", "sweep_array.sbatch", "train_ddp.sbatch"]
-SBATCH_LINE = re.compile(r"^#SBATCH --[a-z][a-z-]*(=\S+)?$")
-
-
-def sbatch_options(path: Path) -> dict[str, str]:
-    """#SBATCH options, checking that each parses and precedes the first command (sbatch stops there)."""
-    options, seen_command = {}, False
-    for line in path.read_text().splitlines()[1:]:
-        if line.startswith("#SBATCH"):
-            assert not seen_command, f"{path.name}: #SBATCH after the first command is ignored: {line}"
-            assert SBATCH_LINE.match(line), f"{path.name}: unparsable #SBATCH line {line!r}"
-            key, _, value = line[len("#SBATCH "):].partition("=")
-            options[key] = value
-        elif line.strip() and not line.startswith("#"):
-            seen_command = True
-    return options
 
 
 @pytest.mark.parametrize("name", SBATCH_FILES + ["setup_osc_env.sh", "lib.sh"])
@@ -40,7 +27,7 @@ def test_bash_syntax(name):
 
 @pytest.mark.parametrize("name", SBATCH_FILES)
 def test_sbatch_header(name):
-    options = sbatch_options(SLURM / name)
+    options = sbatch_options((SLURM / name).read_text(), name)
     assert options["--signal"] == "B:USR1@300", "a checkpoint signal before the walltime, to the batch shell"
     assert "--requeue" in options and options["--open-mode"] == "append"
     for key in ("--account", "--partition", "--time", "--gpus-per-node", "--output", "--job-name"):
