@@ -48,13 +48,15 @@ def run_rows(folder: str | Path) -> list[dict]:
     """One record per finished run under ``folder``: config, setting and the final numbers."""
     defaults = _defaults()
     rows = []
+    n_entities: dict[str, int] = {}  # per data directory: for the chance level of entity MRR
     for d in runs.find_runs(folder):
         config, results = runs.run_config(d), runs.read_results(d)
         if not results:
             continue  # not finished: not part of the table
         row = {"run": str(Path(d).relative_to(folder)), "setting": setting_of(config, defaults),
                "objective": config.get("objective"), "seed": config.get("seed"),
-               **{f: config.get(f) for f in FACTORS}, "steps": (results.get("run") or {}).get("steps")}
+               **{f: config.get(f) for f in FACTORS}, "steps": (results.get("run") or {}).get("steps"),
+               "n_entities": _entity_count(config.get("data"), n_entities)}
         for split, metrics in runs.split_results(results).items():
             for m in ("exact_match", "entity_mrr", "mrr_first", "mrr_last"):
                 row[f"{split}.{m}"] = metrics.get(m)
@@ -62,6 +64,16 @@ def run_rows(folder: str | Path) -> list[dict]:
             row[f"jepa.{k}"] = (results.get("jepa") or {}).get(k)
         rows.append(row)
     return rows
+
+
+def _entity_count(data_dir: str | None, memo: dict) -> int | None:
+    if data_dir and data_dir not in memo:
+        from jepa_kit.data import DataError, load_dataset
+        try:
+            memo[data_dir] = len(load_dataset(data_dir).entities())
+        except DataError:
+            memo[data_dir] = None
+    return memo.get(data_dir)
 
 
 def _order(setting: str) -> tuple:
@@ -77,7 +89,8 @@ def summary_rows(rows: list[dict]) -> list[dict]:
     out = []
     for setting in sorted(groups, key=_order):
         g = groups[setting]
-        rec = {"setting": setting, "n": len(g)}
+        ents = {r.get("n_entities") for r in g if r.get("n_entities")}
+        rec = {"setting": setting, "n": len(g), "n_entities": ents.pop() if len(ents) == 1 else None}
         for col, _ in COLUMNS:
             vals = [float(r[col]) for r in g if r.get(col) is not None and not _isnan(r[col])]
             rec[col] = (_mean(vals), _std(vals)) if vals else None
@@ -119,8 +132,12 @@ def findings(summary: list[dict]) -> list[str]:
     b_em, b_sd = base["test.exact_match"]
     b_mrr, b_mrr_sd = base["test.entity_mrr"]
     fwd = base["atomic.exact_match"][0]
+    chance = ""
+    if base.get("n_entities"):
+        n = int(base["n_entities"])
+        chance = f" (chance: {sum(1 / r for r in range(1, n + 1)) / n:.3f} over {n} entities)"
     out.append(f"Baseline (ntp): forward exact match {fwd:.3f}, reverse exact match {b_em:.3f} ± {b_sd:.3f}, "
-               f"reverse entity MRR {b_mrr:.3f} ± {b_mrr_sd:.3f}.")
+               f"reverse entity MRR {b_mrr:.3f} ± {b_mrr_sd:.3f}{chance}.")
     jepa = [r for r in summary if r["setting"].startswith("jepa") and r["test.exact_match"] is not None]
     # "beats" = mean reverse exact match above the baseline's by more than both settings' seed std combined
     winners = [r for r in jepa
