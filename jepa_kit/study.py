@@ -197,18 +197,39 @@ def replace_block(text: str, block: str) -> str:
     return text[:start] + block + text[end:]
 
 
+RUN_FILES = ("config.json", "results.json", "metrics.jsonl", "status.json", "best.json")
+
+
+def copy_runs(folder: str | Path, dest: str | Path) -> Path:
+    """Copy every finished run's small files (no checkpoints) from ``folder`` to ``dest``: a record
+    of the study small enough to commit, that notebook 03 and this module read like any runs."""
+    folder, dest = Path(folder), Path(dest)
+    for d in runs.find_runs(folder):
+        if not (d / "results.json").exists():
+            continue
+        target = dest / d.relative_to(folder)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES:
+            if (d / name).exists():
+                atomic_write_text(target / name, (d / name).read_text())
+    return dest
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="jepa-kit study", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", help="folder of run directories (searched recursively)")
     ap.add_argument("--out", default="papermill_runs/results", help="where study.csv and study.md go")
     ap.add_argument("--readme", default=None, help="README to update between the results markers")
+    ap.add_argument("--copy-runs", default=None, metavar="DIR",
+                    help="first copy the runs' config/metrics/results (no checkpoints) to DIR and build the table from there")
     ap.add_argument("--source", default="jepa-kit sweep papermill_runs/{baseline,reverse_aug,ablations}.yaml --local",
                     help="the command that produced the runs, quoted in the README")
     args = ap.parse_args(argv)
     import pandas as pd
 
-    rows = run_rows(args.folder)
+    folder = copy_runs(args.folder, args.copy_runs) if args.copy_runs else Path(args.folder)
+    rows = run_rows(folder)
     if not rows:
         print(f"error: no finished runs under {args.folder}", file=sys.stderr)
         return 1

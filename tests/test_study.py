@@ -40,3 +40,16 @@ def test_readme_results_match_committed_csv():
     expected = study.readme_block(csv, "papermill_runs/results/study.csv", study.readme_source(readme))
     assert block == expected, "README results differ from papermill_runs/results/study.csv: rerun `jepa-kit study`"
     assert (ROOT / "papermill_runs" / "results" / "study.md").read_text().strip() == study.render(study.read_csv(csv))
+
+
+def test_committed_csv_is_computed_from_the_committed_runs():
+    """papermill_runs/results/study_runs holds each run's config, metrics and results (no checkpoints)."""
+    folder = ROOT / "papermill_runs" / "results" / "study_runs"
+    rows = {r["run"]: r for r in study.run_rows(folder)}
+    committed = study.read_csv(ROOT / "papermill_runs" / "results" / "study.csv")
+    assert len(committed) == len(rows) >= 42
+    for r in committed:
+        fresh = rows[r["run"]]
+        assert fresh["setting"] == r["setting"]
+        for col in ("atomic.exact_match", "test.exact_match", "test.entity_mrr"):
+            assert fresh[col] == pytest.approx(r[col]), (r["run"], col)
