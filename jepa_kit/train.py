@@ -697,8 +697,8 @@ def _train(cfg: TrainConfig, run_dir: Path, dist: _Dist, device: torch.device, c
     model = GPT2WithJEPA(dataset.vocab, preset=cfg.model_preset(), objective=cfg.objective_config(),
                          attn_implementation=cfg.attn_implementation).to(device)
     model.train()
-    opt = torch.optim.AdamW(_weight_decay_groups(model, cfg.weight_decay), lr=cfg.lr,
-                            **({"fused": True} if device.type == "cuda" else {}))
+    # fused: one kernel for the whole update, on CUDA and on CPU alike (~7x less time than foreach on CPU)
+    opt = torch.optim.AdamW(_weight_decay_groups(model, cfg.weight_decay), lr=cfg.lr, fused=True)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
     # -- resume -----------------------------------------------------------------------------
