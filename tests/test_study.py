@@ -53,3 +53,11 @@ def test_committed_csv_is_computed_from_the_committed_runs():
         assert fresh["setting"] == r["setting"]
         for col in ("atomic.exact_match", "test.exact_match", "test.entity_mrr"):
             assert fresh[col] == pytest.approx(r[col]), (r["run"], col)
+
+
+def test_readme_demo_table_is_the_committed_demo_output():
+    """The README shows the table a measured `make demo` wrote (papermill_runs/results/demo_results.md)."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index("<!-- demo:begin -->"):readme.index("<!-- demo:end -->")]
+    shown = block.split("```\n", 2)[1]
+    assert shown == (ROOT / "papermill_runs" / "results" / "demo_results.md").read_text()
