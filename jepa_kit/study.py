@@ -45,23 +45,21 @@ def setting_of(config: dict, defaults: dict) -> str:
 
 
 def run_rows(folder: str | Path) -> list[dict]:
-    """One record per finished run under ``folder``: config, setting and the final numbers."""
+    """One record per finished run under ``folder`` (from ``runs.collect``): setting, config and final numbers."""
     defaults = _defaults()
-    rows = []
     n_entities: dict[str, int] = {}  # per data directory: for the chance level of entity MRR
-    for d in runs.find_runs(folder):
-        config, results = runs.run_config(d), runs.read_results(d)
-        if not results:
-            continue  # not finished: not part of the table
-        row = {"run": str(Path(d).relative_to(folder)), "setting": setting_of(config, defaults),
-               "objective": config.get("objective"), "seed": config.get("seed"),
-               **{f: config.get(f) for f in FACTORS}, "steps": (results.get("run") or {}).get("steps"),
-               "n_entities": _entity_count(config.get("data"), n_entities)}
-        for split, metrics in runs.split_results(results).items():
+    rows = []
+    for rec in runs.collect(folder).to_dict("records"):
+        if rec.get("state") != "finished":
+            continue  # not part of the table
+        row = {"run": rec["run"], "setting": setting_of(rec, defaults), "objective": rec.get("objective"),
+               "seed": rec.get("seed"), **{f: rec.get(f) for f in FACTORS}, "steps": rec.get("step"),
+               "n_entities": _entity_count(rec.get("data"), n_entities)}
+        for split in runs.SPLITS:
             for m in ("exact_match", "entity_mrr", "mrr_first", "mrr_last"):
-                row[f"{split}.{m}"] = metrics.get(m)
+                row[f"{split}.{m}"] = rec.get(f"{split}.{m}")
         for k in ("pred_cos_between_items", "target_std", "jepa_distance"):
-            row[f"jepa.{k}"] = (results.get("jepa") or {}).get(k)
+            row[f"jepa.{k}"] = rec.get(f"jepa.{k}")
         rows.append(row)
     return rows
 
