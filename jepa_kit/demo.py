@@ -20,11 +20,6 @@ LABELS = {"ntp": "ntp (baseline)", "jepa": "jepa", "reverse_aug": "reverse_aug (
 FORWARD_FLOOR = 0.95  # below this the baseline has not memorised its facts and reversal numbers mean nothing
 
 
-def chance_entity_mrr(n_entities: int) -> float:
-    """Expected MRR of a uniformly random ranking of n entities: H_n / n."""
-    return sum(1.0 / r for r in range(1, n_entities + 1)) / n_entities
-
-
 def demo_table(table) -> list[dict]:
     """One row per objective from runs.collect(): the numbers the demo prints and saves."""
     rows = []
@@ -57,6 +52,8 @@ def format_demo_table(rows: list[dict]) -> str:
 
 def verdict(rows: list[dict], n_entities: int) -> list[str]:
     """Plain sentences about what the table shows (one seed per objective: no significance claimed)."""
+    from jepa_kit.evaluate import chance_entity_mrr
+
     by = {r["objective"].split(" ")[0]: r for r in rows}
     out = []
     base, jepa = by.get("ntp"), by.get("jepa")

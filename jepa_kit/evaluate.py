@@ -409,6 +409,11 @@ def evaluate(model_or_run_dir, dataset, splits=SPLITS, batch_size: int = 256, lo
     return results
 
 
+def chance_entity_mrr(n_entities: int) -> float:
+    """Expected entity MRR of a uniformly random ranking of n entities: H_n / n."""
+    return sum(1.0 / r for r in range(1, n_entities + 1)) / n_entities
+
+
 def format_table(results: dict) -> str:
     """A fixed-width table: one row per split, columns ``TABLE_COLUMNS``."""
     splits = [k for k, v in results.items() if isinstance(v, dict) and "exact_match" in v]

@@ -132,8 +132,9 @@ def findings(summary: list[dict]) -> list[str]:
     fwd = base["atomic.exact_match"][0]
     chance = ""
     if base.get("n_entities"):
+        from jepa_kit.evaluate import chance_entity_mrr
         n = int(base["n_entities"])
-        chance = f" (chance: {sum(1 / r for r in range(1, n + 1)) / n:.3f} over {n} entities)"
+        chance = f" (chance: {chance_entity_mrr(n):.3f} over {n} entities)"
     out.append(f"Baseline (ntp): forward exact match {fwd:.3f}, reverse exact match {b_em:.3f} ± {b_sd:.3f}, "
                f"reverse entity MRR {b_mrr:.3f} ± {b_mrr_sd:.3f}{chance}.")
     jepa = [r for r in summary if r["setting"].startswith("jepa") and r["test.exact_match"] is not None]
