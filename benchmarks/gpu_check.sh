@@ -1,55 +1,166 @@
 #!/usr/bin/env bash
-# The device check of issue 6, as one prepared script: paper data, the bench table, a short
-# paper-scale training slice. On a machine without CUDA it runs a CPU-sized version (tiny data
-# for the slice, 2 evaluation queries for the projection) so that it is known to work.
+# The one prepared GPU check (issue 12), about 8 GPU-minutes on one H100:
+#   1. the training-step bench at batch 1,024 (the trainer's own step function; seed structure,
+#      packed, fixed-shape and compiled fixed-shape modes) and a probe of the old packed_bf16 anomaly;
+#   2. entity-MRR evaluation speed: 9,000 queries of a random model (bf16) and an fp32 projection;
+#   3. paper-scale ntp, then jepa (the seed's settings), trained with `--preset gpu`, reporting the
+#      first evaluated step with atomic exact match >= 0.8 (time-to-memorise), items/s, peak memory
+#      and the time of the exact final evaluation of all 9,000 valid queries;
+#   4. rank differences of the fast evaluation paths against exact fp32 on the trained ntp model.
+# Every section prints its summary as soon as it ends and keeps its JSON under OUT_DIR; a failing
+# section does not stop the others. Without CUDA it runs a CPU-sized version (tiny data, a few
+# steps), so that it is known to work before a GPU is spent on it.
 #
-#   bash benchmarks/gpu_check.sh [OUT_DIR]        # prints tables; JSON under OUT_DIR
+#   bash benchmarks/gpu_check.sh [OUT_DIR]       # summaries (JSON) in OUT_DIR; data and runs in WORK
+#   (WORK defaults to OUT_DIR/work; TRAIN_STEPS, TRAIN_TIMEOUT bound the two training runs)
 #
 # Needs python3 with torch, transformers, safetensors, numpy, pandas, pyyaml, tqdm (the GPU
 # images here have them); the kit itself is used from this checkout via PYTHONPATH.
-set -euo pipefail
+set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-${OUT:-/tmp/jepa_gpu_check}}
+WORK=${WORK:-$OUT/work}
 PY=${PY:-python3}
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-mkdir -p "$OUT"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 JEPA_KIT_PROGRESS=log
+mkdir -p "$OUT" "$WORK"
+T0=$(date +%s)
+section() { echo; echo "== $1  (t = $(( $(date +%s) - T0 )) s)"; }
+
 if "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
-  DEVICE=cuda
-  "$PY" -c 'import torch; print("device:", torch.cuda.get_device_name(0), "| torch", torch.__version__)'
-  SLICE_DATA=paper; SLICE="--preset seed --batch_size 1024 --steps ${SLICE_STEPS:-6000} --log_every 500 --eval_every 0"
-  BENCH_EXTRA=""
+  DEVICE=cuda DATA=paper
+  "$PY" -c 'import torch, transformers; print("device:", torch.cuda.get_device_name(0), "| torch", torch.__version__, "| transformers", transformers.__version__)'
+  BENCH="--batch 1024 --steps 30 --rounds 2 --warmup 5 --modes two_pass_fp32 packed_bf16 static_bf16 static_bf16_compile static_bf16_cudagraphs ntp_bf16"
+  EVAL_N=9000 EVAL_FP32_N=200 PROBE_BATCH=1024 CMP_N=500
+  TRAIN="--preset gpu --steps ${TRAIN_STEPS:-10000} --eval_every 1000 --eval_max_items 200 --eval_budget 0"
 else
-  DEVICE=cpu
+  DEVICE=cpu DATA=tiny
   echo "device: cpu (no CUDA): CPU-sized check"
-  SLICE_DATA=tiny; SLICE="--preset tiny --steps 200 --eval_every 0"
-  BENCH_EXTRA="--eval-queries 2"
+  BENCH="--preset tiny --batch 32 --steps 2 --rounds 1 --warmup 1 --no-memory --modes two_pass_fp32 packed_fp32 static_fp32"
+  EVAL_N=2 EVAL_FP32_N=1 PROBE_BATCH=32 CMP_N=20
+  TRAIN="--preset tiny --steps 40 --eval_every 20 --eval_max_items 20 --log_every 20"
 fi
+echo "$DEVICE" > "$WORK/device.txt"
 
-t0=$(date +%s)
-"$PY" -m jepa_kit data generate --preset paper --out "$OUT/data/paper"
-[ "$SLICE_DATA" = paper ] || "$PY" -m jepa_kit data generate --preset "$SLICE_DATA" --out "$OUT/data/$SLICE_DATA"
-echo "data generated in $(( $(date +%s) - t0 )) s"
+section "data"
+"$PY" -m jepa_kit data generate --preset "$DATA" --out "$WORK/data/$DATA" || exit 1
 
-"$PY" -m jepa_kit bench --device "$DEVICE" --json $BENCH_EXTRA > "$OUT/bench.json"
-"$PY" - "$OUT/bench.json" <<'PY'
-import json, sys
-from jepa_kit.bench import format_table
-print(format_table(json.load(open(sys.argv[1]))))
+section "1. training-step bench ($DEVICE)"
+"$PY" -m jepa_kit bench --device "$DEVICE" $BENCH --eval-queries 0 --json > "$OUT/bench.json" \
+  && "$PY" -c 'import json, sys; from jepa_kit.bench import format_table; print(format_table(json.load(open(sys.argv[1]))))' "$OUT/bench.json"
+
+section "1b. the packed_bf16 anomaly: a step on a batch of a never-seen shape vs a seen one"
+"$PY" - "$DEVICE" "$PROBE_BATCH" "$OUT/anomaly.json" <<'PY'
+import json, statistics, sys, time
+import torch
+from jepa_kit.bench import _Runner, paper_vocab, random_batch
+dev, batch = torch.device(sys.argv[1]), int(sys.argv[2])
+vocab = paper_vocab()
+mode = "packed_bf16" if dev.type == "cuda" else "packed_fp32"
+r = _Runner(mode, dev, vocab, "paper" if dev.type == "cuda" else "tiny", 1, 1.0, 0)
+g = torch.Generator().manual_seed(1)
+fresh = [tuple(t.to(dev) for t in random_batch(vocab, batch, g)) for _ in range(8)]
+def timed(ids, types):
+    r.sync(); t0 = time.perf_counter(); r.step(ids, types); r.sync(); return time.perf_counter() - t0
+timed(*fresh[0]); timed(*fresh[0])
+new = [timed(*b) for b in fresh[1:]]            # each batch: a row count and layout not seen before
+seen = [timed(*b) for b in fresh[1:] for _ in range(2)]  # the same batches again
+res = {"mode": mode, "batch": batch, "new_shape_ms": 1e3 * statistics.median(new), "seen_shape_ms": 1e3 * statistics.median(seen)}
+print(f"{mode} batch {batch}: step on a new shape {res['new_shape_ms']:.1f} ms (= {batch / res['new_shape_ms'] * 1e3:,.0f} items/s), "
+      f"on a seen shape {res['seen_shape_ms']:.1f} ms (= {batch / res['seen_shape_ms'] * 1e3:,.0f} items/s)")
+# Host synchronisations inside a fixed-shape training step (there should be none)
+import warnings
+static = _Runner("static_bf16" if dev.type == "cuda" else "static_fp32", dev, vocab, "paper" if dev.type == "cuda" else "tiny", 1, 1.0, 0)
+for _ in range(2):
+    static.step(*fresh[0])
+static.sync()
+if dev.type == "cuda":
+    torch.cuda.set_sync_debug_mode("warn")
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    for b in fresh[1:4]:
+        static.step(*b)
+if dev.type == "cuda":
+    torch.cuda.set_sync_debug_mode("default")
+syncs = [str(w.message)[:160] for w in caught if "synchroniz" in str(w.message)]
+res["static_step_syncs"] = len(syncs)
+res["static_step_sync_messages"] = syncs[:5]
+print(f"host synchronisations in 3 fixed-shape training steps: {len(syncs)}" + (f" (first: {syncs[0]})" if syncs else ""))
+json.dump(res, open(sys.argv[3], "w"))
 PY
 
-rm -rf "$OUT/runs/slice"
-t0=$(date +%s)
-"$PY" -m jepa_kit train --data "$OUT/data/$SLICE_DATA" --out "$OUT/runs/slice" --device "$DEVICE" --progress log $SLICE
-echo "training slice: $(( $(date +%s) - t0 )) s wall (includes the final evaluation of every valid split)"
-"$PY" - "$OUT/runs/slice" <<'PY'
+section "2. entity-MRR evaluation speed, random model (nothing pruned)"
+"$PY" - "$DEVICE" "$EVAL_N" "$EVAL_FP32_N" "$OUT/eval_speed.json" <<'PY'
+import json, sys
+from jepa_kit.bench import eval_row, format_table
+dev, n, n32 = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rows = [eval_row(dev, "paper", n, "bf16" if dev == "cuda" else "fp32"), eval_row(dev, "paper", n32, "fp32")]
+json.dump(rows, open(sys.argv[4], "w"), indent=1)
+print(format_table(rows).strip())
+PY
+
+train_run() {  # objective, extra flags
+  local name=$1; shift
+  section "3. paper-scale training: $name"
+  rm -rf "$WORK/runs/$name"
+  local t=$(date +%s)
+  timeout --signal=TERM "${TRAIN_TIMEOUT:-170}" "$PY" -m jepa_kit train --data "$WORK/data/$DATA" --out "$WORK/runs/$name" --device "$DEVICE" $TRAIN "$@" 2> "$WORK/train_$name.log"
+  local rc=$?
+  tail -n 4 "$WORK/train_$name.log"
+  echo "rc $rc, command wall $(( $(date +%s) - t )) s"
+  "$PY" - "$WORK/runs/$name" "$OUT/summary_$name.json" <<'PY'
 import json, sys
 from pathlib import Path
 run = Path(sys.argv[1])
 rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if l.strip()]
-train = [r for r in rows if r.get("kind") == "train"]
-print(f"items/s over the last logged window: {train[-1]['items_per_s']:,.0f} (step {train[-1]['step']})")
-res = json.loads((run / "results.json").read_text())
-for split in ("train", "atomic", "test"):
-    m = res[split]
-    print(f"{split:<7} exact {m['exact_match']:.3f}  entity MRR {m['entity_mrr']:.3f}  n {m['n']}")
+train = [r for r in rows if r["kind"] == "train"]
+evals = [r for r in rows if r["kind"] == "eval" and not r.get("final")]
+cfg = json.loads((run / "config.json").read_text())["config"]
+rates = [r["items_per_s"] for r in train[1:]] or [train[-1]["items_per_s"]]  # the first window holds the compile
+rate = sorted(rates)[len(rates) // 2]
+hit = next((e for e in evals if e["splits"]["atomic"]["exact_match"] >= 0.8), None)
+done = (run / "results.json").is_file()  # no results: the run was stopped at TRAIN_TIMEOUT (checkpointed)
+res = json.loads((run / "results.json").read_text()) if done else {"run": {
+    "steps": train[-1]["step"], "wall_time_s": train[-1]["elapsed_s"], "final_eval_s": float("nan")}}
+s = {"objective": cfg["objective"], "steps": res["run"]["steps"], "median_items_per_s": rate, "finished": done,
+     "peak_mem_mb": max((r.get("peak_mem_mb") or 0) for r in train),
+     "train_wall_s": res["run"]["wall_time_s"], "final_eval_s": res["run"]["final_eval_s"],
+     "em08_step": hit["step"] if hit else None,
+     "em08_train_s": hit["step"] * cfg["batch_size"] / rate if hit else None,
+     "em08_wall_s": next((r["elapsed_s"] for r in train if hit and r["step"] >= hit["step"]), None),
+     "final": {sp: {k: res[sp][k] for k in ("exact_match", "entity_mrr", "n")} for sp in ("train", "atomic", "test") if sp in res},
+     "last_periodic": evals[-1]["splits"] if evals else None,
+     "jepa": res.get("jepa")}
+json.dump(s, open(sys.argv[2], "w"), indent=1)
+print(f"{s['objective']}: {s['steps']} steps, median {rate:,.0f} items/s, peak {s['peak_mem_mb']:.0f} MB, "
+      f"training {s['train_wall_s']:.0f} s wall, final evaluation (all valid queries, exact) {s['final_eval_s']:.1f} s")
+print("atomic exact match >= 0.8: " + (f"first seen at step {s['em08_step']} = {s['em08_train_s']:.0f} s of training "
+      f"({s['em08_wall_s']:.0f} s wall with compile and evaluations)" if hit else "not reached"))
+for sp, m in s["final"].items():
+    print(f"  {sp:<7} exact {m['exact_match']:.3f}  entity MRR {m['entity_mrr']:.4f}  n {m['n']}")
+if s["jepa"]:
+    print(f"  jepa: distance {s['jepa']['jepa_distance']:.4f}, cos between items {s['jepa']['pred_cos_between_items']:.3f}")
 PY
+}
+train_run ntp --objective ntp
+
+section "4. fast evaluation paths against exact fp32, trained ntp model"
+"$PY" - "$WORK/runs/ntp" "$WORK/data/$DATA" "$CMP_N" "$DEVICE" "$OUT/precisions.json" <<'PY'
+import json, sys
+import torch
+from jepa_kit.data import load_dataset
+from jepa_kit.evaluate import compare_precisions
+from jepa_kit.train import load_run
+model, _ = load_run(sys.argv[1], device=sys.argv[4])
+ds, n = load_dataset(sys.argv[2]), int(sys.argv[3])
+out = {}
+for split in ("atomic", "test"):
+    ids = ds.valid[split].ids[:n].to(sys.argv[4])
+    out[split] = compare_precisions(model, ids, ds.entities(), logit_lens=False)
+    print(split, json.dumps(out[split], indent=None, default=str)[:900])
+json.dump(out, open(sys.argv[5], "w"), indent=1, default=str)
+PY
+
+train_run jepa --objective jepa
+
+tar czf "$OUT/runs.tgz" -C "$WORK" --exclude=checkpoints runs train_ntp.log train_jepa.log 2>/dev/null
+section "done in $(( $(date +%s) - T0 )) s; JSON under $OUT"

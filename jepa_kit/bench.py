@@ -1,25 +1,38 @@
-"""Training-step benchmark: the packed single pass against the seed's two-pass structure.
+"""Training-step and evaluation benchmark: what ``train`` does, timed as ``train`` runs it.
 
-Each row times FULL training steps (forward, backward, AdamW step) of the ``paper`` model
-(or another preset) on random valid batches: 300/390 of the items are JEPA (``train``)
-items, the rest atomic, k = 1 <PRED>, λ = 1. Every mode sees the same batches and starts
-from the same weights.
+Each training row runs ``jepa_kit.train.train_step`` (forward under autocast, backward, gradient
+clipping at 1.0, fused AdamW) of the ``paper`` model (or another preset) on a device-resident
+set of random valid rows, sliced by a random permutation as the trainer slices its data: 300/390
+of the rows are JEPA (``train``) items, the rest atomic; k = 1 <PRED>, λ = 1, cosine.
 
-Modes are named ``{packed|two_pass}_{fp32|bf16}`` or ``packed_{fp32|bf16}_compile``: bf16 is
-autocast, compile is ``torch.compile`` of the packed transformer (``compile_blocks``).
-Defaults: ``two_pass_fp32``, ``packed_fp32`` on CPU; on CUDA also ``packed_bf16`` and
-``packed_bf16_compile``.
+Modes are ``{structure}_{fp32|bf16}[_compile|_cudagraphs]`` with structure ``two_pass`` (the
+seed's structure, the reference), ``packed`` (one pass, rows packed to the batch: shapes
+change every step), ``static`` (one pass, fixed shapes: no host sync) or ``ntp`` (the plain
+next-token objective in the fixed-shape layout); ``compile`` is ``torch.compile`` of the
+model's forward as ``train --compile true`` does it, ``cudagraphs`` the same in mode
+``reduce-overhead``. Defaults: ``two_pass_fp32``, ``packed_fp32``, ``static_fp32`` on CPU; on
+CUDA ``two_pass_fp32``, ``packed_bf16``, ``static_bf16``, ``static_bf16_compile``,
+``ntp_bf16_compile``.
 
-Row fields: ``mode``, ``device``, ``batch``, ``items_per_s``, ``tokens_per_s`` (tokens
-entering the transformer per second: the two-pass mode feeds the forward rows twice),
-``peak_mem_mb`` (CUDA: the mode's weights and optimizer state plus the largest growth of
-allocated memory during one of its steps; CPU: peak resident memory of a fresh process
-running one step of the mode, Python and libraries included), ``mfu`` (CUDA only: model FLOPs
-6 × non-embedding params × tokens + 6 × n_embd × vocab × logit positions, per second,
-over the device's dense bf16 peak; logit positions are where logits are computed, every
-position in the two-pass mode; null on CPU and on devices not in the table).
+Two timings per row:
 
-    jepa-kit bench [--device cpu|cuda] [--preset paper] [--batch 256 1024] [--steps N] [--warmup N] [--json]
+* ``items_per_s``: ``steps`` steps back to back between two synchronisations (the device
+  queues work while the host prepares the next step, as in training); the median over
+  ``rounds`` rounds, the modes taking turns round by round so that a load change on a shared
+  machine hits every mode alike.
+* ``step_ms``: the median latency of single steps, each synchronised before and after.
+
+Other fields: ``tokens_per_s`` (tokens entering the transformer: the two-pass mode feeds the
+forward rows twice, the static one pads atomic rows), ``peak_mem_mb`` (CUDA: the mode's weights
+and optimizer state plus the largest growth of allocated memory during its timed steps; CPU: peak
+resident memory of a fresh process running one step, Python and
+libraries included), ``mfu`` (CUDA only: 6 x non-embedding params x tokens + 6 x n_embd x vocab
+x logit positions per second over the card's dense bf16 peak).
+
+The ``eval_entity_mrr`` row times ``jepa_kit.evaluate.bench_eval``: a random model over the
+paper's 80,000 entities, where nothing can be pruned (the worst case).
+
+    jepa-kit bench [--device cpu|cuda] [--preset paper] [--batch 256 1024] [--steps N] [--json]
 """
 from __future__ import annotations
 
@@ -38,8 +51,10 @@ from jepa_kit.vocab import Vocab
 
 TRAIN_FRACTION = 300 / 390  # train.json: 300,000 train + 90,000 atomic items
 BF16_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, per GPU
-CPU_MODES = ("two_pass_fp32", "packed_fp32")
-CUDA_MODES = CPU_MODES + ("packed_bf16", "packed_bf16_compile")
+STRUCTURES = ("two_pass", "packed", "static", "ntp")
+CPU_MODES = ("two_pass_fp32", "packed_fp32", "static_fp32")
+CUDA_MODES = ("two_pass_fp32", "packed_bf16", "static_bf16", "static_bf16_compile", "ntp_bf16_compile")
+POOL_BATCHES = 16  # the device-resident random data holds this many batches
 
 
 def paper_vocab() -> Vocab:
@@ -60,15 +75,18 @@ def random_batch(vocab: Vocab, batch: int, generator: torch.Generator) -> tuple[
     return ids, types
 
 
-def parse_mode(mode: str) -> tuple[str, str, bool]:
-    """``packed_bf16_compile`` -> ("packed", "bf16", True)."""
-    for structure in ("two_pass", "packed"):
+def parse_mode(mode: str) -> tuple[str, str, str | None]:
+    """``static_bf16_compile`` -> ("static", "bf16", "default"); compile is None, "default" or
+    "reduce-overhead" (``_cudagraphs``)."""
+    for structure in STRUCTURES:
         if mode.startswith(structure + "_"):
             rest = mode[len(structure) + 1:].split("_")
-            if rest[0] in ("fp32", "bf16") and rest[1:] in ([], ["compile"] if structure == "packed" else []):
-                return structure, rest[0], bool(rest[1:])
-    raise ValueError(f"benchmark mode {mode!r} not understood; expected {{packed|two_pass}}_{{fp32|bf16}} "
-                     f"or packed_{{fp32|bf16}}_compile")
+            if rest[0] in ("fp32", "bf16") and len(rest) <= 2:
+                extra = rest[1] if len(rest) == 2 else None
+                if extra in (None, "compile", "cudagraphs") and not (extra and structure in ("two_pass", "packed")):
+                    return structure, rest[0], {None: None, "compile": "default", "cudagraphs": "reduce-overhead"}[extra]
+    raise ValueError(f"benchmark mode {mode!r} not understood; expected {{{'|'.join(STRUCTURES)}}}_{{fp32|bf16}}, "
+                     f"with _compile or _cudagraphs for static and ntp")
 
 
 def non_embedding_params(model: GPT2WithJEPA) -> int:
@@ -77,56 +95,52 @@ def non_embedding_params(model: GPT2WithJEPA) -> int:
 
 
 class _Runner:
-    """One mode's model, optimizer and accumulated timings."""
+    """One mode: the model, its optimizer and the trainer's step function."""
 
     def __init__(self, mode: str, dev: torch.device, vocab: Vocab, preset: str, k_pred: int, lambda_jepa: float, seed: int):
-        structure, precision, compile_ = parse_mode(mode)
+        from jepa_kit.train import _weight_decay_groups
+
+        structure, precision, compile_mode = parse_mode(mode)
         self.mode, self.dev = mode, dev
         torch.manual_seed(seed)  # every mode starts from the same weights
-        self.model = GPT2WithJEPA(vocab, preset=preset, objective=ObjectiveConfig(
-            k_pred=k_pred, lambda_jepa=lambda_jepa, mode=structure)).to(dev).train()
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=3e-4, weight_decay=0.1, fused=True)
-        if compile_:
-            self.model.compile_blocks()
-        self.autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-        self.times: list[float] = []
-        self.tokens = self.logit_positions = 0
-        self.peak_step_mb = 0.0
+        objective = ObjectiveConfig(k_pred=k_pred, lambda_jepa=lambda_jepa,
+                                    objective="ntp" if structure == "ntp" else "jepa",
+                                    mode="static" if structure == "ntp" else structure)
+        self.model = GPT2WithJEPA(vocab, preset=preset, objective=objective).to(dev).train()
+        self.opt = torch.optim.AdamW(_weight_decay_groups(self.model, 0.01), lr=1e-4, fused=True)
+        self.scaler = torch.amp.GradScaler(dev.type, enabled=False)
+        self.fwd = self.model
+        if compile_mode:
+            self.fwd = torch.compile(self.model, mode=None if compile_mode == "default" else compile_mode)
+        self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
+        self.rates: list[float] = []
+        self.latencies: list[float] = []
+        self.tokens = self.logit_positions = 0  # per step
+        self.peak_step_mb = 0.0  # CUDA: largest growth of allocated memory during a timed round
 
     def static_mb(self) -> float:
         """Weights and optimizer state held between steps."""
         tensors = list(self.model.parameters()) + [t for s in self.opt.state.values() for t in s.values() if torch.is_tensor(t)]
         return sum(t.numel() * t.element_size() for t in tensors) / 2**20
 
-    def step(self, ids, types, timed: bool):
-        cuda = self.dev.type == "cuda"
-        self.opt.zero_grad(set_to_none=True)
-        if cuda:
+    def step(self, ids, types):
+        from jepa_kit.train import train_step
+
+        (_, n_tokens, n_logits), _ = train_step(
+            self.fwd, self.model, self.opt, self.scaler, ids, types, autocast_dtype=self.autocast_dtype,
+            grad_clip=1.0, global_loss=lambda out: (out["loss"], out["n_tokens"], out["n_logit_positions"]))
+        self.tokens, self.logit_positions = n_tokens, n_logits
+
+    def sync(self):
+        if self.dev.type == "cuda":
             torch.cuda.synchronize(self.dev)
-            torch.cuda.reset_peak_memory_stats(self.dev)
-            start_mb = torch.cuda.memory_allocated(self.dev) / 2**20
-        t0 = time.perf_counter()
-        with self.autocast:
-            out = self.model(ids, types)
-        out["loss"].backward()
-        self.opt.step()
-        if cuda:
-            torch.cuda.synchronize(self.dev)
-        dt = time.perf_counter() - t0
-        if not timed:
-            return
-        self.times.append(dt)
-        self.tokens += out["n_tokens"]
-        self.logit_positions += out["n_logit_positions"]
-        if cuda:  # activations and gradients on top of what stays between steps
-            self.peak_step_mb = max(self.peak_step_mb, torch.cuda.max_memory_allocated(self.dev) / 2**20 - start_mb)
 
 
 def _one_step_peak_rss(mode: str, preset: str, batch: int, k_pred: int, lambda_jepa: float) -> float:
     """Peak RSS (MB) of this process after building one mode and running one training step."""
     vocab = paper_vocab()
     ids, types = random_batch(vocab, batch, torch.Generator().manual_seed(0))
-    _Runner(mode, torch.device("cpu"), vocab, preset, k_pred, lambda_jepa, seed=0).step(ids, types, timed=False)
+    _Runner(mode, torch.device("cpu"), vocab, preset, k_pred, lambda_jepa, seed=0).step(ids, types)
     # VmHWM, not ru_maxrss: the latter survives exec and would report the parent's peak
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024  # kB -> MB
@@ -146,28 +160,69 @@ def cpu_peak_rss_mb(mode: str, preset: str, batch: int, k_pred: int, lambda_jepa
 
 
 def bench_training_steps(modes, device: str = "cpu", preset: str = "paper", batch: int = 256, steps: int = 3,
-                         warmup: int = 1, k_pred: int = 1, lambda_jepa: float = 1.0, seed: int = 0,
-                         vocab: Vocab | None = None) -> list[dict]:
-    """Time ``steps`` full training steps (after ``warmup`` untimed ones) of each mode; one row per mode.
+                         warmup: int = 1, rounds: int = 3, latency_steps: int = 3, k_pred: int = 1,
+                         lambda_jepa: float = 1.0, seed: int = 0, vocab: Vocab | None = None,
+                         memory: bool = True) -> list[dict]:
+    """Time each mode's training step; one row per mode (see the module docstring).
 
-    The modes take turns step by step on the same batches, so a load change on a shared
-    machine hits every mode alike instead of biasing their ratio; rates use the median step time.
-    """
+    ``warmup`` untimed steps first (compilation happens there); then ``rounds`` rounds of
+    ``steps`` back-to-back steps per mode; then ``latency_steps`` synchronised single steps.
+    A mode that fails (e.g. a compiler error) gives a row with ``error`` instead of numbers."""
     dev = torch.device(device)
     vocab = vocab or paper_vocab()
     g = torch.Generator().manual_seed(seed)
-    batches = [tuple(t.to(dev) for t in random_batch(vocab, batch, g)) for _ in range(warmup + steps)]
-    runners = [_Runner(m, dev, vocab, preset, k_pred, lambda_jepa, seed) for m in modes]
-    for i, (ids, types) in enumerate(batches):
+    pool_ids, pool_types = (t.to(dev) for t in random_batch(vocab, batch * POOL_BATCHES, g))
+    order = torch.randperm(len(pool_ids), generator=g).to(dev)
+
+    def batch_at(i):  # the trainer's way: a slice of a permutation, indexed on the device
+        idx = order[(i % POOL_BATCHES) * batch:(i % POOL_BATCHES + 1) * batch]
+        return pool_ids[idx], pool_types[idx]
+
+    runners, errors = [], {}
+    for m in modes:
+        try:
+            r = _Runner(m, dev, vocab, preset, k_pred, lambda_jepa, seed)
+            for i in range(warmup):
+                r.step(*batch_at(i))
+            r.sync()
+            runners.append(r)
+        except Exception as e:  # one broken mode must not hide the others
+            errors[m] = f"{type(e).__name__}: {e}"[:500]
+            print(f"bench: mode {m} failed: {errors[m]}", file=sys.stderr)
+    for _ in range(rounds):
         for r in runners:
-            r.step(ids, types, timed=i >= warmup)
+            r.sync()
+            if dev.type == "cuda":  # the other modes' weights are allocated too: count growth only
+                base_mb = torch.cuda.memory_allocated(dev) / 2**20
+                torch.cuda.reset_peak_memory_stats(dev)
+            t0 = time.perf_counter()
+            for i in range(steps):
+                r.step(*batch_at(i))
+            r.sync()
+            r.rates.append(steps * batch / (time.perf_counter() - t0))
+            if dev.type == "cuda":
+                r.peak_step_mb = max(r.peak_step_mb, torch.cuda.max_memory_allocated(dev) / 2**20 - base_mb)
+    for r in runners:
+        for i in range(latency_steps):
+            ids, types = batch_at(i)
+            r.sync()
+            t0 = time.perf_counter()
+            r.step(ids, types)
+            r.sync()
+            r.latencies.append(time.perf_counter() - t0)
 
     rows = []
-    for r in runners:
-        step_s = statistics.median(r.times)  # robust to a stray slow step on a shared machine
+    for m in modes:
+        if m in errors:
+            rows.append({"mode": m, "device": device, "batch": batch, "items_per_s": None, "tokens_per_s": None,
+                         "step_ms": None, "peak_mem_mb": None, "mfu": None, "error": errors[m]})
+            continue
+        r = next(r for r in runners if r.mode == m)
+        rate = statistics.median(r.rates)
+        steps_per_s = rate / batch
         mfu = None
         if dev.type != "cuda":
-            peak_mem = cpu_peak_rss_mb(r.mode, preset, batch, k_pred, lambda_jepa)
+            peak_mem = cpu_peak_rss_mb(r.mode, preset, batch, k_pred, lambda_jepa) if memory else None
         else:
             peak_mem = r.static_mb() + r.peak_step_mb
             name = torch.cuda.get_device_name(dev)
@@ -175,9 +230,10 @@ def bench_training_steps(modes, device: str = "cpu", preset: str = "paper", batc
             if peak_flops:
                 n_embd, n_params = r.model.gpt2.config.n_embd, non_embedding_params(r.model)
                 flops = 6 * n_params * r.tokens + 6 * n_embd * len(vocab) * r.logit_positions
-                mfu = flops / steps / step_s / peak_flops
-        rows.append({"mode": r.mode, "device": device, "batch": batch, "items_per_s": batch / step_s,
-                     "tokens_per_s": r.tokens / steps / step_s, "peak_mem_mb": peak_mem, "mfu": mfu})
+                mfu = flops * steps_per_s / peak_flops
+        rows.append({"mode": m, "device": device, "batch": batch, "items_per_s": rate,
+                     "tokens_per_s": r.tokens * steps_per_s, "step_ms": 1e3 * statistics.median(r.latencies),
+                     "peak_mem_mb": peak_mem, "mfu": mfu})
     del runners
     gc.collect()
     if dev.type == "cuda":
@@ -186,48 +242,63 @@ def bench_training_steps(modes, device: str = "cpu", preset: str = "paper", batc
 
 
 def run(device: str = "cpu", preset: str = "paper", batches=(256,), steps: int = 3, warmup: int = 1,
-        modes=None, k_pred: int = 1, lambda_jepa: float = 1.0) -> list[dict]:
+        modes=None, k_pred: int = 1, lambda_jepa: float = 1.0, rounds: int = 3, latency_steps: int = 3,
+        memory: bool = True) -> list[dict]:
     modes = modes or (CUDA_MODES if device.startswith("cuda") else CPU_MODES)
     for m in modes:
         parse_mode(m)
     vocab = paper_vocab()
     return [row for b in batches
-            for row in bench_training_steps(modes, device, preset, b, steps, warmup, k_pred, lambda_jepa, vocab=vocab)]
+            for row in bench_training_steps(modes, device, preset, b, steps, warmup, rounds, latency_steps,
+                                            k_pred, lambda_jepa, vocab=vocab, memory=memory)]
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = [f"{'mode':<22} {'device':<6} {'batch':>6} {'items/s':>10} {'tokens/s':>10} {'peak MB':>9} {'MFU':>6}  vs two_pass_fp32"]
-    base = {r["batch"]: r["items_per_s"] for r in rows if r["mode"] == "two_pass_fp32"}
-    evals = [r for r in rows if r["mode"] == "eval_entity_mrr"]
+    lines = [f"{'mode':<24} {'device':<6} {'batch':>6} {'items/s':>10} {'tokens/s':>11} {'step ms':>8} "
+             f"{'peak MB':>8} {'MFU':>6}  vs two_pass_fp32"]
+    base = {r["batch"]: r["items_per_s"] for r in rows if r["mode"] == "two_pass_fp32" and r.get("items_per_s")}
+    evals = [r for r in rows if r["mode"].startswith("eval_entity_mrr")]
     for r in rows:
         if r in evals:
             continue
-        mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "-"
-        mem = f"{r['peak_mem_mb']:.0f}" if r["peak_mem_mb"] is not None else "-"
+        if r.get("error"):
+            lines.append(f"{r['mode']:<24} {r['device']:<6} {r['batch']:>6}  failed: {r['error'][:120]}")
+            continue
+
+        def num(key, fmt):
+            return format(r[key], fmt) if r.get(key) is not None else "-"
+
         ratio = f"{r['items_per_s'] / base[r['batch']]:.2f}x" if r["batch"] in base else "-"
-        lines.append(f"{r['mode']:<22} {r['device']:<6} {r['batch']:>6} {r['items_per_s']:>10.1f} "
-                     f"{r['tokens_per_s']:>10.0f} {mem:>9} {mfu:>6}  {ratio}")
+        lines.append(f"{r['mode']:<24} {r['device']:<6} {r['batch']:>6} {num('items_per_s', '10.1f'):>10} "
+                     f"{num('tokens_per_s', '11.0f'):>11} {num('step_ms', '8.1f'):>8} {num('peak_mem_mb', '8.0f'):>8} "
+                     f"{(format(r['mfu'], '.1%') if r.get('mfu') is not None else '-'):>6}  {ratio}")
     for r in evals:
-        lines.append(f"\nentity-MRR evaluation on {r['device']}, {r['n_entities']:,} entities, random model (nothing pruned): "
-                     f"{r['batch']:,} queries in {r['seconds']:.1f} s = {r['items_per_s']:.3g} queries/s "
-                     f"({r['candidates_per_query']:.0f} candidate first names per query); "
-                     f"9,000 queries: {r['projected_s_9000_queries']:.0f} s"
-                     + ("" if r["batch"] >= 9000 else " (projected)"))
+        lines.append(f"\nentity-MRR evaluation ({r.get('precision', 'fp32')}) on {r['device']}, {r['n_entities']:,} "
+                     f"entities, random model (nothing pruned): {r['batch']:,} queries in {r['seconds']:.1f} s = "
+                     f"{r['items_per_s']:.3g} queries/s ({r['candidates_per_query']:.0f} candidate first names per "
+                     f"query); 9,000 queries: {r['projected_s_9000_queries']:.0f} s"
+                     + ("" if r["batch"] >= 9000 else " (projected)")
+                     + (f"; peak {r['peak_mem_mb']:.0f} MB" if r.get("peak_mem_mb") else ""))
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="jepa-kit bench", description="Training-step speed: packed single pass vs the seed's two passes.")
+    p = argparse.ArgumentParser(prog="jepa-kit bench", description="Training-step and evaluation speed, as training runs them.")
     p.add_argument("--device", default="cpu", help="cpu | cuda (or cuda:N)")
     p.add_argument("--preset", default="paper", help="model preset (paper | tiny)")
     p.add_argument("--batch", type=int, nargs="+", default=None,
-                   help="batch sizes (default: 256 1024 on CUDA; 256 on CPU, where 1024 takes ~8 minutes)")
+                   help="batch sizes (default: 1024 on CUDA; 256 on CPU, where 1024 takes ~8 minutes)")
     p.add_argument("--eval-queries", type=int, default=None,
                    help="entity-MRR evaluation speed over the paper's 80,000 entities on this many queries "
                         "(default: 9000 on CUDA, 2 on CPU, projected to 9,000; 0 = skip)")
-    p.add_argument("--steps", type=int, default=None, help="timed steps per row (default 3 on CPU, 20 on CUDA)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 1 on CPU, 5 on CUDA)")
-    p.add_argument("--modes", nargs="+", default=None, help="e.g. two_pass_fp32 packed_fp32 packed_bf16 packed_bf16_compile")
+    p.add_argument("--eval-precision", nargs="+", default=None,
+                   help="precisions of the evaluation rows (default: bf16 on CUDA, fp32 on CPU); see jepa_kit.evaluate")
+    p.add_argument("--steps", type=int, default=None, help="back-to-back steps per timed round (default 3 on CPU, 50 on CUDA)")
+    p.add_argument("--rounds", type=int, default=None, help="timed rounds per mode (default 3 on CPU, 2 on CUDA)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 1 on CPU, 10 on CUDA)")
+    p.add_argument("--latency-steps", type=int, default=3, help="synchronised single steps timed for step_ms")
+    p.add_argument("--modes", nargs="+", default=None, help="e.g. two_pass_fp32 packed_bf16 static_bf16_compile")
+    p.add_argument("--no-memory", action="store_true", help="CPU: skip the per-mode peak-memory probe processes")
     p.add_argument("--k-pred", type=int, default=1)
     p.add_argument("--lambda-jepa", type=float, default=1.0)
     p.add_argument("--json", action="store_true", help="print the rows as a JSON list")
@@ -239,18 +310,21 @@ def main(argv=None) -> int:
     cuda = args.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device available")
-    steps = args.steps if args.steps is not None else (20 if cuda else 3)
-    warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
-    batches = args.batch or ([256, 1024] if cuda else [256])
-    rows = run(args.device, args.preset, batches, steps, warmup, args.modes, args.k_pred, args.lambda_jepa)
+    steps = args.steps if args.steps is not None else (50 if cuda else 3)
+    rounds = args.rounds if args.rounds is not None else (2 if cuda else 3)
+    warmup = args.warmup if args.warmup is not None else (10 if cuda else 1)
+    batches = args.batch or ([1024] if cuda else [256])
+    rows = run(args.device, args.preset, batches, steps, warmup, args.modes, args.k_pred, args.lambda_jepa,
+               rounds, args.latency_steps, memory=not args.no_memory)
     n_eval = args.eval_queries if args.eval_queries is not None else (9000 if cuda else 2)
     if n_eval:
-        rows.append(eval_row(args.device, args.preset, n_eval))
+        for precision in args.eval_precision or (["bf16"] if cuda else ["fp32"]):
+            rows.append(eval_row(args.device, args.preset, n_eval, precision))
     print(json.dumps(rows, indent=2) if args.json else format_table(rows))
     return 0
 
 
-def eval_row(device: str, preset: str, n_queries: int) -> dict:
+def eval_row(device: str, preset: str, n_queries: int, precision: str = "fp32") -> dict:
     """Entity-MRR evaluation speed (jepa_kit.evaluate.bench_eval) as a row of the same shape.
 
     ``items_per_s`` is queries per second; a random model prunes no candidate, so this is the
@@ -260,12 +334,13 @@ def eval_row(device: str, preset: str, n_queries: int) -> dict:
     dev = torch.device(device)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    r = bench_eval(n_queries=n_queries, device=device, preset=preset)
+    r = bench_eval(n_queries=n_queries, device=device, preset=preset, precision=precision)
     peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
     return {"mode": "eval_entity_mrr", "device": device, "batch": n_queries, "items_per_s": r["queries_per_s"],
-            "tokens_per_s": None, "peak_mem_mb": peak, "mfu": None, "n_entities": r["n_entities"],
-            "candidates_per_query": r["candidates_per_query"], "seconds": r["seconds"],
-            "projected_s_9000_queries": r["projected_s_9000_queries"]}
+            "tokens_per_s": None, "step_ms": None, "peak_mem_mb": peak, "mfu": None, "n_entities": r["n_entities"],
+            "precision": precision, "candidates_per_query": r["candidates_per_query"], "seconds": r["seconds"],
+            "projected_s_9000_queries": r["projected_s_9000_queries"],
+            "recheck_fraction": r.get("entity_recheck_fraction")}
 
 
 if __name__ == "__main__":

@@ -28,19 +28,43 @@ values computed once and shared) gives log p(l | prompt, f) for all entities sta
 first name with log p(f | prompt) < true score is skipped: since log p(l | f) <= 0, none of its
 entities can reach the true score. On a model at chance nothing is pruned (the worst case, which
 ``bench_eval`` times).
+
+``precision`` (of ``evaluate_split``, ``evaluate``, ``bench_eval``) says how those candidate passes
+run; everything else (the prompt pass, the first-token distribution and its pruning, exact match,
+token MRR, ``joint_mrr_approx``, the true first name's group) is always fp32, with TF32 off:
+
+* ``"fp32"``: the candidate passes in fp32 too. Exact.
+* ``"checked"``: the candidate passes (blocks and LM head) under bf16 autocast; an entity whose
+  fast score is more than ``margin`` (default 0.5 nats) above the true score counts as beating it,
+  more than ``margin`` below as not; every (query, first name) pair with any entity within
+  ``margin`` of the true score is recomputed in fp32 and counted exactly. Results equal "fp32" as
+  long as the bf16 error of a score is below ``margin``. The split's results report the fraction of
+  pairs recomputed (``entity_recheck_fraction``) and the largest |bf16 - fp32| score difference
+  measured on the recomputed entities (``entity_fast_max_abs_err``); a warning is given when that
+  error exceeds ``margin``. A model at chance scores every entity within a narrow band of the true
+  score, so there nearly everything is recomputed and "checked" costs a little more than "fp32"
+  (the fp32 passes plus the bf16 ones).
+* ``"bf16"``: the fast passes, no recheck. Approximate: ranks can differ from "fp32" where scores
+  lie within the bf16 error of each other (``compare_precisions`` measures by how much). Use it for
+  the worst case, a model at chance.
+* ``"auto"`` (default): "checked" on CUDA, "fp32" elsewhere.
 """
 from __future__ import annotations
 
 import math
 import time
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from transformers import DynamicCache, GPT2LMHeadModel
 
 SPLITS = ("train", "atomic", "test")
 TABLE_COLUMNS = ("exact_match", "mrr_first", "mrr_last", "entity_mrr", "ntp_loss", "n")
+PRECISIONS = ("auto", "fp32", "checked", "bf16")
 
 
 # -- the entity set, grouped by first name -------------------------------------------------
@@ -89,13 +113,24 @@ def build_entity_index(entities: torch.Tensor, vocab_size: int) -> EntityIndex:
     return EntityIndex(entities.shape[1], first_ids, offsets, last_ids, slot)
 
 
-def _groups(index: EntityIndex, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flatten the groups of first names ``u`` [M]: (row [T] = which m, last token [T])."""
+def _groups(index: EntityIndex, u: torch.Tensor, total: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flatten the groups of first names ``u`` [M]: (row [T] = which m, last token [T]).
+    ``total`` (= T, when known) spares a host sync on the GPU."""
     sizes = index.offsets[u + 1] - index.offsets[u]
-    row = torch.repeat_interleave(torch.arange(len(u), device=u.device), sizes)
+    row = torch.repeat_interleave(torch.arange(len(u), device=u.device), sizes, output_size=total)
     start = index.offsets[u] - (sizes.cumsum(0) - sizes)  # group start minus its place in the flat list
     j = start[row] + torch.arange(len(row), device=u.device)
     return row, index.last_ids[j]
+
+
+def _batches(index: EntityIndex, u: torch.Tensor, size: int) -> list[tuple[int, int, int]]:
+    """(start, stop, entities in the groups of u[start:stop]) for runs of ``size`` pairs of ``u`` [n],
+    with one host sync for them all."""
+    if len(u) == 0:
+        return []
+    stops = list(range(size, len(u), size)) + [len(u)]
+    ends = (index.offsets[u + 1] - index.offsets[u]).cumsum(0)[torch.tensor(stops, device=u.device) - 1].tolist()
+    return list(zip([0] + stops[:-1], stops, [e - e0 for e, e0 in zip(ends, [0] + ends[:-1])]))
 
 
 def _count_beating(index, u, lp_last, base, thr):
@@ -169,22 +204,96 @@ def _prompt_pass(lm, ids, prompt_len, lens):
 
 def _next_token_hidden(lm, kv, rows, tokens, lens) -> torch.Tensor:
     """Append one token to prompts ``rows`` [M] of a prompt pass: final-normed hidden state
-    at that token, [K, M, D]. The prompt is not recomputed, only gathered from its cache."""
-    cache = DynamicCache(ddp_cache_data=[(k[rows], v[rows]) for k, v in kv])
-    pos = torch.full((len(rows), 1), kv[0][0].shape[2], device=tokens.device)
-    out = lm.transformer(tokens[:, None], cache, use_cache=True, position_ids=pos, output_hidden_states=lens)
-    return _final_hidden(lm, out, 0, lens)
+    at that token, [K, M, D]. The prompt is not recomputed, only its keys and values gathered.
+
+    The GPT-2 blocks for one query token, written out: attention over the prompt's Lp keys plus
+    the token's own key is a softmax over Lp + 1 scores, so it needs neither a cache object that
+    concatenates keys nor an attention kernel (on an H100 those two took 44 % of this pass's GPU
+    time through the Hugging Face path). tests/test_evaluate.py checks it against plain passes."""
+    tr = lm.transformer
+    M, pos = len(rows), kv[0][0].shape[2]
+    x = tr.wte(tokens) + tr.wpe.weight[pos]                  # [M, D]; dropout is off in eval mode
+    outs = []
+    for block, (k_prompt, v_prompt) in zip(tr.h, kv):
+        attn = block.attn
+        H, hd = k_prompt.shape[1], k_prompt.shape[3]
+        q, k, v = attn.c_attn(block.ln_1(x)).view(M, 3, H, hd).unbind(1)  # each [M, H, hd]
+        kp, vp = k_prompt[rows], v_prompt[rows]              # [M, H, Lp, hd]
+        scale = attn.scaling / (attn.layer_idx + 1 if lm.config.scale_attn_by_inverse_layer_idx else 1)
+        scores = torch.cat([(q[:, :, None] * kp).sum(-1), (q * k).sum(-1, keepdim=True)], -1) * scale
+        w = scores.float().softmax(-1).to(vp.dtype)         # [M, H, Lp + 1]
+        o = (w[..., :-1, None] * vp).sum(2) + w[..., -1:] * v  # [M, H, hd]
+        x = x + attn.c_proj(o.reshape(M, H * hd))
+        x = x + block.mlp(block.ln_2(x))
+        outs.append(x)
+    if not lens:
+        return tr.ln_f(x)[None]
+    return torch.stack([tr.ln_f(h) for h in outs])
 
 
 def _logits(lm, h: torch.Tensor) -> torch.Tensor:
     return lm.lm_head(h).float()
 
 
+def _padded_head(lm) -> torch.Tensor:
+    """The LM head's weight [V, D] padded with zero rows to a multiple of 8 tokens: a GEMM whose
+    output rows are V = 16,015 wide is not 16-byte aligned, and on an H100 cuBLAS then falls back to
+    an old kernel (21 % of the candidate pass's GPU time). The padded logits are sliced off."""
+    w = lm.lm_head.weight
+    V = w.shape[0]
+    return torch.cat([w, w.new_zeros(-V % 8, w.shape[1])]) if V % 8 else w
+
+
+def _entity_log_probs(lm, kv, q, first, row, last, lens: bool, fast: bool, head=None) -> torch.Tensor:
+    """log p(last[t] | prompt q[row[t]], first[row[t]]) under each readout: [K, T] float64, from one
+    pass of the M pairs (q [M], first [M]). ``fast``: blocks and LM head under bf16 autocast, with
+    ``kv`` already in bf16. ``head``: the (padded) LM-head weight to use."""
+    head = lm.lm_head.weight if head is None else head
+    V = lm.lm_head.weight.shape[0]
+    with torch.autocast(first.device.type, dtype=torch.bfloat16, enabled=fast):
+        hc = _next_token_hidden(lm, kv, q, first, lens)      # [K, M, D]
+        return torch.stack([F.linear(h, head)[:, :V].float().log_softmax(-1)[row, last] for h in hc]).double()
+
+
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
+
+
+def resolve_precision(precision: str, device) -> str:
+    """"auto" -> "checked" on CUDA, "fp32" elsewhere; the other names as they are."""
+    _check_precision(precision)
+    if precision == "auto":
+        return "checked" if torch.device(device).type == "cuda" else "fp32"
+    return precision
+
+
+@contextmanager
+def _full_fp32():
+    """fp32 matmuls in full fp32 (no TF32 on CUDA, no bf16 passes on CPU) inside; settings restored after."""
+    b = torch.backends
+    if hasattr(b.cuda.matmul, "fp32_precision"):  # torch >= 2.9: its own API (reading the old flags may raise)
+        objs = (b.cuda.matmul, getattr(b.cudnn, "conv", None), getattr(b.mkldnn, "matmul", None))
+        flags = [(obj, "fp32_precision", "ieee") for obj in objs if hasattr(obj, "fp32_precision")]
+    else:
+        flags = [(b.cuda.matmul, "allow_tf32", False), (b.cudnn, "allow_tf32", False)]
+    old = [getattr(obj, name) for obj, name, _ in flags]
+    try:
+        for obj, name, value in flags:
+            setattr(obj, name, value)
+        yield
+    finally:
+        for (obj, name, _), value in zip(flags, old):
+            setattr(obj, name, value)
+
+
 # -- one chunk of queries -----------------------------------------------------------------
 
-def _chunk(lm, ids: torch.Tensor, index: EntityIndex, lens: bool, candidate_batch: int) -> dict[str, torch.Tensor]:
-    """All per-item numbers for a chunk of rows [B, L]: dict of [K, B] tensors (layer k's
-    logit lens; the last k is the model's output) plus "joint_rank" and "candidates" [B]."""
+def _chunk(lm, ids: torch.Tensor, index: EntityIndex, lens: bool, candidate_batch: int, precision: str,
+           margin: float) -> dict[str, torch.Tensor]:
+    """All per-item numbers for a chunk of rows [B, L]: dict of [K, B] tensors (layer k's logit lens;
+    the last k is the model's output) plus [B] ones: "joint_rank", "candidates" (first names given a
+    pass), "rechecked" (of those, recomputed in fp32) and "fast_err" (max |bf16 - fp32| score there)."""
     B, L = ids.shape
     P = index.patch_len
     Lp = L - P  # prompt length
@@ -209,7 +318,8 @@ def _chunk(lm, ids: torch.Tensor, index: EntityIndex, lens: bool, candidate_batc
         greater = (ent_lp > s[..., None]).sum(-1).double()
         equal = (ent_lp == s[..., None]).sum(-1).double() - is_entity
         out["entity_rank"] = 1 + greater + equal / 2
-        out["candidates"] = torch.zeros(B, dtype=torch.float64, device=ids.device)
+        for key in ("candidates", "rechecked", "fast_err"):
+            out[key] = torch.zeros(B, dtype=torch.float64, device=ids.device)
         return out
 
     t_l = tgt[:, 1]
@@ -242,18 +352,65 @@ def _chunk(lm, ids: torch.Tensor, index: EntityIndex, lens: bool, candidate_batc
     first_lp = lp[:, :, 0, index.first_ids].double()         # [K, B, U]
     keep = (first_lp >= s[..., None]).any(0)                 # [B, U]
     keep[q_true, u_true[q_true]] = False
-    q_all, u_all = keep.nonzero(as_tuple=True)
-    for i in range(0, len(q_all), candidate_batch):
-        q, u = q_all[i:i + candidate_batch], u_all[i:i + candidate_batch]
-        hc = _next_token_hidden(lm, kv, q, index.first_ids[u], lens)  # [K, M, D]
-        for k in range(K):
-            lp_last = _logits(lm, hc[k]).log_softmax(-1)
-            g, e = _count_beating(index, u, lp_last, first_lp[k, q, u], s[k, q])
-            greater[k].index_add_(0, q, g)
-            equal[k].index_add_(0, q, e)
+    rechecked, fast_err = _count_candidates(lm, kv, index, keep, first_lp, s, greater, equal, lens, candidate_batch,
+                                            precision, margin)
     out["entity_rank"] = 1 + greater + (equal - is_entity) / 2  # the truth ties with itself
     out["candidates"] = keep.sum(-1).double()
+    out["rechecked"] = rechecked
+    out["fast_err"] = fast_err
     return out
+
+
+def _add_per_query(total: torch.Tensor, q: torch.Tensor, row: torch.Tensor, hits: torch.Tensor) -> None:
+    """total [K, B] += hits [K, T] summed per query: entity t -> pair row[t] -> query q[pair]. Two
+    steps, so that few of the GPU's atomic adds go to the same address."""
+    per_pair = torch.zeros(len(hits), len(q), dtype=torch.float64, device=q.device).index_add_(1, row, hits.double())
+    total.index_add_(1, q, per_pair)
+
+
+def _count_candidates(lm, kv, index, keep, first_lp, s, greater, equal, lens, candidate_batch, precision, margin):
+    """Add to ``greater``, ``equal`` [K, B] the entities of the pairs ``keep`` [B, U] that beat or tie the
+    true scores ``s`` [K, B]; first_lp [K, B, U] = log p(first name | prompt). Returns, per query [B],
+    the pairs recomputed in fp32 ("checked") and the largest |bf16 - fp32| score measured on them."""
+    B, device = keep.shape[0], keep.device
+    q_all, u_all = keep.nonzero(as_tuple=True)               # [n] pairs (query, first name)
+    fast = precision != "fp32"
+    head = _padded_head(lm)
+    kv_fast = [(k.bfloat16(), v.bfloat16()) for k, v in kv] if fast else kv
+    near = torch.zeros(len(q_all), dtype=torch.bool, device=device)  # "checked": recompute these pairs
+    for a, b, n_ent in _batches(index, u_all, candidate_batch):
+        q, u = q_all[a:b], u_all[a:b]
+        row, last = _groups(index, u, n_ent)                 # [T] entities of the M = b - a pairs
+        score = first_lp[:, q, u][:, row] + _entity_log_probs(lm, kv_fast, q, index.first_ids[u], row, last, lens, fast,
+                                                              head)
+        thr = s[:, q[row]]                                   # [K, T]
+        if precision == "checked":
+            in_band = ((score - thr).abs() <= margin).any(0)  # [T]
+            pair_near = torch.zeros(b - a, dtype=torch.int32, device=device).index_add_(0, row, in_band.int()) > 0
+            near[a:b] = pair_near
+            _add_per_query(greater, q, row, (score > thr + margin) & ~pair_near[row])
+        else:
+            _add_per_query(greater, q, row, score > thr)
+            _add_per_query(equal, q, row, score == thr)
+
+    fast_err = torch.zeros(B, dtype=torch.float64, device=device)
+    if precision == "checked":
+        redo = near.nonzero().squeeze(1)
+        for a, b, n_ent in _batches(index, u_all[redo], candidate_batch):
+            q, u = q_all[redo[a:b]], u_all[redo[a:b]]
+            row, last = _groups(index, u, n_ent)
+            exact = _entity_log_probs(lm, kv, q, index.first_ids[u], row, last, lens, fast=False, head=head)
+            score = first_lp[:, q, u][:, row] + exact
+            thr = s[:, q[row]]
+            _add_per_query(greater, q, row, score > thr)
+            _add_per_query(equal, q, row, score == thr)
+            # the bf16 error, measured again on these pairs (it is not kept from the fast loop)
+            err = (_entity_log_probs(lm, kv_fast, q, index.first_ids[u], row, last, lens, True, head) - exact).abs()
+            pair_err = torch.zeros(b - a, dtype=torch.float64, device=device).scatter_reduce_(0, row, err.amax(0), "amax")
+            fast_err.scatter_reduce_(0, q, pair_err, "amax")
+    rechecked = torch.zeros_like(keep)
+    rechecked[q_all, u_all] = near
+    return rechecked.sum(-1).double(), fast_err
 
 
 def _summary(items: dict[str, torch.Tensor], k: int) -> dict:
@@ -286,16 +443,23 @@ def hf_model(model) -> GPT2LMHeadModel:
 
 @torch.inference_mode()
 def evaluate_split(model, ids: torch.Tensor, entities, *, logit_lens: bool = True, batch_size: int = 256,
-                   candidate_batch: int | None = None, per_item: bool = False) -> dict:
+                   candidate_batch: int | None = None, per_item: bool = False, precision: str = "auto",
+                   margin: float = 0.5) -> dict:
     """Metrics for rows ``ids`` [N, 2P + 2] against the entity set ``entities`` ([E, P] token ids or an
     EntityIndex). The model must already be in eval mode on the device of ``ids``.
 
+    precision: "auto", "fp32", "checked" or "bf16", with ``margin`` in nats for "checked" (see the
+    module docstring). candidate_batch: (query, first name) pairs per candidate pass (16,384 on CUDA:
+    a few GB at the paper's vocabulary; 2,048 on the CPU).
     Returns the top-level metrics dict of a split (see the module docstring), with ``per_layer``
     when ``logit_lens``, and with ``items`` (per-item tensors, on the CPU) when ``per_item``."""
     lm = hf_model(model)
     V = lm.config.vocab_size
     index = entities if isinstance(entities, EntityIndex) else build_entity_index(entities, V)
     device = ids.device
+    precision = resolve_precision(precision, device)
+    if not margin >= 0 or math.isinf(margin):
+        raise ValueError(f"margin must be a finite number of nats >= 0, got {margin}")
     index = index.to(device)
     P = index.patch_len
     if ids.dim() != 2 or ids.shape[1] != 2 * P + 2:
@@ -307,15 +471,24 @@ def evaluate_split(model, ids: torch.Tensor, entities, *, logit_lens: bool = Tru
         row = int(bad.any(1).nonzero()[0])
         raise ValueError(f"row {row} has token id {int(ids[bad][0])}, outside the model's vocabulary (0..{V - 1})")
     if candidate_batch is None:
-        candidate_batch = 8192 if device.type == "cuda" else 2048
+        candidate_batch = 16384 if device.type == "cuda" else 2048
 
-    parts = [_chunk(lm, ids[i:i + batch_size], index, logit_lens, candidate_batch) for i in range(0, len(ids), batch_size)]
+    with _full_fp32(), torch.autocast(device.type, enabled=False):  # fp32 unless a pass asks for bf16
+        parts = [_chunk(lm, ids[i:i + batch_size], index, logit_lens, candidate_batch, precision, margin)
+                 for i in range(0, len(ids), batch_size)]
     items = {key: torch.cat([p[key] for p in parts], dim=-1).cpu() for key in parts[0]}
 
     res = _summary(items, -1)
     res["joint_mrr_approx"] = float((1 / items["joint_rank"]).mean()) if P == 2 else None
     res["entity_candidates_mean"] = float(items["candidates"].mean())  # first names given a pass, per query
     res["n"] = len(ids)
+    res["precision"] = precision
+    n_pairs, n_rechecked = float(items["candidates"].sum()), float(items["rechecked"].sum())
+    res["entity_recheck_fraction"] = (n_rechecked / n_pairs if n_pairs else 0.0) if precision == "checked" else None
+    res["entity_fast_max_abs_err"] = float(items["fast_err"].max()) if n_rechecked else None
+    if n_rechecked and res["entity_fast_max_abs_err"] > margin:
+        warnings.warn(f"bf16 scores were off by up to {res['entity_fast_max_abs_err']:.3f} nats, more than the margin "
+                      f"of {margin}: entity ranks may differ from fp32; use a larger margin or precision='fp32'")
     if logit_lens:
         res["per_layer"] = []
         for k in range(lm.config.n_layer):
@@ -354,18 +527,29 @@ def jepa_eval_diagnostics(model, ids: torch.Tensor, types: torch.Tensor, batch_s
     }
 
 
+def sample_rows(n: int, max_items: int | None, seed: int = 0) -> torch.Tensor:
+    """Sorted indices of a fixed random sample of ``max_items`` of ``n`` rows, the same for the same
+    (n, max_items, seed); all rows when ``max_items`` is None or >= n."""
+    if max_items is None or max_items >= n:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_items].sort().values
+
+
 def evaluate(model_or_run_dir, dataset, splits=SPLITS, batch_size: int = 256, logit_lens: bool = True,
              device=None, max_items: int | None = None, candidate_batch: int | None = None,
-             per_item: bool = False) -> dict:
+             per_item: bool = False, precision: str = "auto", margin: float = 0.5, sample_seed: int = 0) -> dict:
     """Per-split metrics of a model on the valid.json splits of ``dataset``.
 
     model_or_run_dir: a GPT2WithJEPA, a GPT2LMHeadModel, or a run directory (loaded with
       ``jepa_kit.train.load_run``). dataset: a ``Dataset`` or a data directory.
-    max_items: evaluate only the first ``max_items`` rows of each split.
+    max_items: evaluate a fixed random sample of ``max_items`` rows of each split (``sample_rows``
+      with ``sample_seed``: the same rows at every call, so periodic evaluations stay comparable and
+      cheap); None: all rows. precision, margin: see ``evaluate_split``.
     Returns ``{split: metrics}``; plus ``"jepa"`` (diagnostics on valid.json's train split) for a
     GPT2WithJEPA with the JEPA objective and lambda != 0, and ``"label"`` for reverse augmentation, which trains on
     the test facts. The model is put in eval mode and moved to ``device`` for the call, then restored.
     """
+    _check_precision(precision)  # before loading anything
     if isinstance(model_or_run_dir, (str, Path)):
         from jepa_kit.train import load_run
         model = load_run(model_or_run_dir)[0]
@@ -391,14 +575,18 @@ def evaluate(model_or_run_dir, dataset, splits=SPLITS, batch_size: int = 256, lo
         index = build_entity_index(dataset.entities(), lm.config.vocab_size)
         results = {}
         for split in splits:
-            ids = dataset.valid[split].ids[:max_items].to(device)
+            ids = dataset.valid[split].ids
+            ids = ids[sample_rows(len(ids), max_items, sample_seed)].to(device)
             results[split] = evaluate_split(model, ids, index, logit_lens=logit_lens, batch_size=batch_size,
-                                            candidate_batch=candidate_batch, per_item=per_item)
+                                            candidate_batch=candidate_batch, per_item=per_item,
+                                            precision=precision, margin=margin)
         obj = getattr(model, "objective", None)
         if getattr(obj, "uses_jepa", False) and "train" in dataset.valid:
             held_out = dataset.valid["train"]
-            diag = jepa_eval_diagnostics(model, held_out.ids[:max_items].to(device),
-                                         held_out.types[:max_items].to(device), batch_size)
+            rows = sample_rows(len(held_out.ids), max_items, sample_seed)  # the train split's evaluated rows
+            with _full_fp32():
+                diag = jepa_eval_diagnostics(model, held_out.ids[rows].to(device), held_out.types[rows].to(device),
+                                             batch_size)
             if diag is not None:
                 results["jepa"] = diag
         if obj is not None and getattr(obj, "objective", None) == "reverse_aug":
@@ -436,14 +624,27 @@ def format_table(results: dict) -> str:
 
 # -- speed --------------------------------------------------------------------------------
 
+def _timed(device, fn):
+    """(seconds, result) of fn(), waiting for the GPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    res = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0, res
+
+
 def bench_eval(n_queries: int = 8, device=None, preset: str | dict = "paper", logit_lens: bool = False,
                n_first: int = 8000, multiplicity: int = 10, batch_size: int | None = None,
-               candidate_batch: int | None = None, seed: int = 0) -> dict:
+               candidate_batch: int | None = None, seed: int = 0, precision: str = "bf16",
+               margin: float = 0.5) -> dict:
     """Time ``evaluate_split`` on a random model and a paper-size entity set (8,000 first names x 10
     = 80,000 entities, vocab 16,015). A random model prunes nothing, so this is the worst case
     (a model at chance on the reversal split); trained models on seen facts are much faster.
     ``preset``: a name of ``jepa_kit.model.MODEL_PRESETS`` ("paper": 4 x 768) or a dict of
-    n_layer, n_embd, n_head."""
+    n_layer, n_embd, n_head. ``precision`` defaults to "bf16", the precision for this worst case:
+    "checked" recomputes nearly every pair of a random model in fp32 (see the module docstring)."""
     from jepa_kit.model import GPT2WithJEPA
     from jepa_kit.vocab import Vocab
 
@@ -465,22 +666,49 @@ def bench_eval(n_queries: int = 8, device=None, preset: str | dict = "paper", lo
         rel = vocab.forward_relation_ids[torch.randint(6, (n,), generator=g)]
         return torch.cat([head, rel[:, None], torch.full((n, 1), vocab.mask_id), tail], 1).to(device)
 
-    kw = dict(logit_lens=logit_lens, batch_size=batch_size or n_queries, candidate_batch=candidate_batch)
+    kw = dict(logit_lens=logit_lens, batch_size=batch_size or n_queries, candidate_batch=candidate_batch,
+              precision=precision, margin=margin)
     evaluate_split(lm, queries(1), index, **kw)  # warm-up
     ids = queries(n_queries)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    res = evaluate_split(lm, ids, index, **kw)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
+    seconds, res = _timed(device, lambda: evaluate_split(lm, ids, index, **kw))
     qps = n_queries / seconds
     return {
         "device": str(device), "preset": preset if isinstance(preset, str) else dict(preset), "logit_lens": logit_lens,
-        "n_queries": n_queries, "n_entities": index.n_entities, "n_first_names": len(index.first_ids),
-        "vocab_size": len(vocab), "seconds": seconds, "queries_per_s": qps,
+        "precision": res["precision"], "n_queries": n_queries, "n_entities": index.n_entities,
+        "n_first_names": len(index.first_ids), "vocab_size": len(vocab), "seconds": seconds, "queries_per_s": qps,
         "candidates_per_query": res["entity_candidates_mean"],
         "candidate_passes_per_s": res["entity_candidates_mean"] * qps,
+        "entity_recheck_fraction": res["entity_recheck_fraction"],
+        "entity_fast_max_abs_err": res["entity_fast_max_abs_err"],
         "projected_s_9000_queries": 9000 / qps if qps > 0 else math.inf,
     }
+
+
+def compare_precisions(model, ids: torch.Tensor, entities, precisions=("fp32", "checked", "bf16"),
+                       warmup: bool = True, **kw) -> dict:
+    """Evaluate the same rows ``ids`` under each precision (``kw`` go to ``evaluate_split``; the model
+    in eval mode on the device of ``ids``).
+
+    Returns ``{precision: {seconds, entity_mrr, entity_recheck_fraction, entity_fast_max_abs_err,
+    items_rank_differs, max_rank_diff, mrr_abs_diff}}``, the last three against "fp32" (always run):
+    items whose entity rank differs under any readout, the largest |rank difference| and
+    |entity MRR difference|. ``warmup``: one row per precision first, untimed."""
+    precisions = tuple(dict.fromkeys(("fp32", *precisions)))
+    if not isinstance(entities, EntityIndex):
+        entities = build_entity_index(entities, hf_model(model).config.vocab_size)  # once for all runs
+    kw = {"per_item": True, **kw}
+    runs = {}
+    for p in precisions:
+        if warmup:
+            evaluate_split(model, ids[:1], entities, precision=p, **kw)
+        runs[p] = _timed(ids.device, lambda: evaluate_split(model, ids, entities, precision=p, **kw))
+    ref = runs["fp32"][1]["items"]["entity_rank"]          # [K, N]
+    out = {}
+    for p, (seconds, res) in runs.items():
+        diff = (res["items"]["entity_rank"] - ref).abs()
+        out[p] = {"seconds": seconds, "entity_mrr": res["entity_mrr"],
+                  "entity_recheck_fraction": res["entity_recheck_fraction"],
+                  "entity_fast_max_abs_err": res["entity_fast_max_abs_err"],
+                  "items_rank_differs": int((diff > 0).any(0).sum()), "max_rank_diff": float(diff.max()),
+                  "mrr_abs_diff": abs(res["entity_mrr"] - runs["fp32"][1]["entity_mrr"])}
+    return out

@@ -18,6 +18,7 @@ def jepa_distance(
     temperature: float = 0.1,
     stop_grad: bool = False,
     reduction: str = "mean",
+    valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Distance between each prediction and its target.
 
@@ -30,6 +31,10 @@ def jepa_distance(
     stop_grad: detach the target side (no gradient flows into the reverse view). Off by
       default, like the LLM-JEPA code.
     reduction: ``mean`` (scalar) or ``none`` (``[N]``, one term per item).
+    valid: optional bool ``[N]``: only these items count (the mean is over them, InfoNCE takes its
+      negatives among their targets only; invalid items get 0 with ``none``). The fixed-shape
+      (``static``) training pass uses it instead of selecting rows, which would need a host sync;
+      the values equal those of the selected rows alone.
 
     An empty batch gives 0 (mean) or an empty tensor (none), still attached to the graph.
     """
@@ -51,7 +56,14 @@ def jepa_distance(
         if temperature <= 0:
             raise ValueError(f"InfoNCE temperature must be > 0, got {temperature}")
         scores = F.normalize(pred, dim=-1) @ F.normalize(target, dim=-1).T / temperature  # [N, N]
+        if valid is not None:  # invalid targets are no negatives
+            scores = scores.masked_fill(~valid[None, :], torch.finfo(scores.dtype).min)
         d = F.cross_entropy(scores, torch.arange(len(pred), device=pred.device), reduction="none")
+    if valid is not None:
+        d = torch.where(valid, d, torch.zeros_like(d))
+        if reduction == "none":
+            return d
+        return d.sum() / valid.sum().clamp(min=1)
     if reduction == "none":
         return d
     return d.mean() if len(d) else d.sum()

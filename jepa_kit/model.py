@@ -25,9 +25,21 @@ Two modes compute the same losses and gradients (tests/test_model.py proves it):
   last block computes queries, MLP and ``ln_f`` only at positions whose outputs are
   read (NTP positions, last <PRED>, last of R). The block loop is written here but runs
   the Hugging Face modules and weights; the tests compare it with plain HF passes.
+* ``static`` (the default on CUDA): the same single pass with shapes that never change, so
+  a training step needs no host synchronisation and compiles once (``torch.compile``, CUDA
+  graphs). Every item is one row of width W = 2L + k in batch order: ``[F | R]`` for a JEPA
+  item, ``[F | <pad> x L]`` for every other item (its R slot is padding that nothing reads;
+  the reverse view of a non-JEPA row is never formed). One block-causal mask serves all
+  rows. The JEPA term is a masked mean over the JEPA rows (``losses.jepa_distance(valid=)``);
+  loss dropout skips the same number of items as ``packed`` (``round(dropout * n)``, uniformly
+  at random) but with other draws. Without any JEPA term W = L - 1 (plain causal rows).
+  Costs more tokens than ``packed`` (13 per atomic row instead of ~5) and wins on GPU by
+  never waiting for the host.
 * ``two_pass``: the seed's structure, kept as the reference and for the benchmark: a
   plain Hugging Face NTP pass over the batch (full-vocabulary logits at every position),
   then a separate Hugging Face pass over the ``[F | R]`` rows of the JEPA items.
+* ``auto`` (the default): ``static`` on CUDA, ``packed`` elsewhere. All modes give the same
+  losses and gradients (to float tolerance), so the mode is a speed setting.
 
 Leakage guard: reverse views are built only for ``types == 0`` rows, only when the
 objective is ``jepa`` with λ > 0. Atomic and test rows never contribute more than F.
@@ -65,7 +77,7 @@ _REFUSED_ATTN = {
     "flex_attention": "flex_attention is not declared for GPT-2 in transformers",
 }
 OBJECTIVES = ("jepa", "ntp", "reverse_aug")
-MODES = ("packed", "two_pass")
+MODES = ("auto", "packed", "static", "two_pass")
 MAX_K_PRED = 4
 TRAIN = TYPE_CODES["train"]
 
@@ -82,7 +94,7 @@ class ObjectiveConfig:
     infonce_temperature: float = 0.1
     loss_dropout: float = 0.0  # fraction of JEPA items skipped per batch (per item; see losses.loss_dropout_keep)
     stop_grad: bool = False  # detach the target (R) side
-    mode: str = "packed"  # "packed" (one pass) | "two_pass" (seed structure, reference)
+    mode: str = "auto"  # "auto" (static on CUDA, else packed) | "packed" | "static" (fixed shapes) | "two_pass" (seed structure)
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
@@ -136,6 +148,39 @@ def _layout_tables(layout: _Layout, dtype: torch.dtype, device: torch.device):
     read = torch.tensor([r + (r[0],) * (R - len(r)) for r in layout.reads], device=device)
     mask_rows = masks[torch.arange(len(read), device=device)[:, None], read]
     return masks, pos, read, mask_rows
+
+
+def _static_tables(blocks: tuple[int, ...], reads: tuple[int, ...], dtype: torch.dtype, device):
+    """Additive block-causal mask [W, W], restarted positions [W] and read positions [R] for blocks
+    filling the row. Eager calls get them from a cache (building them copies host lists to the
+    device, which waits for the GPU); under ``torch.compile`` they are built from Python constants
+    and folded into the graph."""
+    if torch.compiler.is_compiling():
+        return _build_static_tables(blocks, reads, dtype, device)
+    return _cached_static_tables(blocks, reads, dtype, torch.device(device))
+
+
+def _build_static_tables(blocks, reads, dtype, device):
+    block = torch.tensor([b for b, n in enumerate(blocks) for _ in range(n)], device=device)  # [W]
+    pos = torch.tensor([i for n in blocks for i in range(n)], device=device)
+    idx = torch.arange(len(block), device=device)
+    allowed = (block[:, None] == block[None, :]) & (idx[:, None] >= idx[None, :])
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
+    return mask, pos, torch.tensor(reads, device=device)
+
+
+_cached_static_tables = lru_cache(maxsize=None)(_build_static_tables)
+
+
+def _static_dropout_keep(is_jepa: torch.Tensor, dropout: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Loss dropout without a host sync: of the n JEPA rows, exactly round(dropout * n) chosen
+    uniformly at random are skipped (as ``losses.loss_dropout_keep``, with other draws). Bool [B]."""
+    u = torch.rand(is_jepa.shape, generator=generator, device=is_jepa.device)
+    u = torch.where(is_jepa, u, torch.full_like(u, 2.0))  # non-JEPA rows sort last
+    rank = torch.empty_like(u, dtype=torch.long)
+    rank[u.argsort()] = torch.arange(len(u), device=u.device)
+    n_skip = torch.round(is_jepa.sum() * dropout)
+    return rank >= n_skip
 
 
 @dataclass
@@ -235,15 +280,20 @@ class GPT2WithJEPA(nn.Module):
         mode = mode or obj.mode
         if mode not in MODES:
             raise ValueError(f"mode {mode!r} unknown; choose one of {', '.join(MODES)}")
+        if mode == "auto":
+            mode = "static" if ids.is_cuda else "packed"
         check_attn_implementation(self.gpt2.config._attn_implementation)
         if ids.dim() != 2 or types.shape != ids.shape[:1]:
             raise ValueError(f"expected ids [B, L] and types [B], got {tuple(ids.shape)} and {tuple(types.shape)}")
-        if bool(((types < 0) | (types > 2)).any()):
+        # a host sync: skipped on GPU, where the training data was validated when it was loaded
+        if not ids.is_cuda and not torch.compiler.is_compiling() and bool(((types < 0) | (types > 2)).any()):
             raise ValueError(f"types must be codes of {TYPE_CODES}, got values {sorted(set(types.tolist()))}")
         L, k = ids.shape[1], obj.k_pred
         p = patch_len_of(L)
         if L + k > self.n_positions:  # each block restarts its positions: only F must fit
             raise ValueError(f"rows of {L} tokens + {k} <PRED> exceed n_positions={self.n_positions}")
+        if mode == "static":
+            return self._static(ids, types, p, k, generator, return_jepa_outputs)
 
         if obj.uses_jepa:
             jepa_idx = (types == TRAIN).nonzero()[:, 0]
@@ -335,6 +385,51 @@ class GPT2WithJEPA(nn.Module):
         return {"ntp_loss": ntp, "pred": pred, "target": target,
                 "n_tokens": packed.tokens.numel(), "n_logit_positions": B * p}
 
+    def _static(self, ids, types, p, k, generator, return_jepa_outputs) -> dict:
+        """The fixed-shape single pass (see the module docstring): rows [B, W] in batch order."""
+        obj = self.objective
+        B, L = ids.shape
+        pad = self.vocab.pad_id
+        if obj.uses_jepa:
+            is_jepa = types == TRAIN
+            if self.training and obj.loss_dropout > 0:
+                is_jepa = is_jepa & _static_dropout_keep(is_jepa, obj.loss_dropout, generator)
+            # Non-JEPA rows are blanked to <pad> BEFORE reversing: their reverse view never exists.
+            src = torch.where(is_jepa[:, None], ids, torch.full_like(ids, pad))
+            rev = reverse_view(src, self.inverse, check=False)
+            rev = torch.where(is_jepa[:, None], rev, torch.full_like(rev, pad))
+            tokens = torch.cat([ids, ids.new_full((B, k), self.pred_id), rev], dim=1)  # [B, 2L + k]
+            blocks = (L + k, L)
+            reads = tuple(range(p + 1, 2 * p + 1)) + (L + k - 1, 2 * L + k - 1)  # NTP, last of F, last of R
+        else:
+            is_jepa = None
+            tokens = ids[:, : L - 1]  # nothing reads the last token
+            blocks = (L - 1,)
+            reads = tuple(range(p + 1, 2 * p + 1))
+        W = tokens.shape[1]
+        mask, pos, read = _static_tables(blocks, reads, self._attn_dtype(ids.device), ids.device)
+        hidden = self._blocks(tokens, pos.expand(B, W), mask[None, None], read.expand(B, -1),
+                              mask[read][None, None])  # [B, R, d]
+        h_ntp = hidden[:, :p].reshape(B * p, -1)
+        logits = (self.gpt2.lm_head.weight @ h_ntp.T).T  # [B * p, V], only where labels are
+        ntp = F.cross_entropy(logits.float(), ids[:, -p:].reshape(-1))
+        if is_jepa is not None:
+            pred, target = hidden[:, p], hidden[:, p + 1]
+            jepa = jepa_distance(pred, target, obj.jepa_metric, obj.infonce_temperature, obj.stop_grad, valid=is_jepa)
+            n_jepa = is_jepa.sum()
+        else:
+            jepa, n_jepa = ntp.new_zeros(()), 0
+        loss = obj.gamma_ntp * ntp + (obj.lambda_jepa * jepa if obj.uses_jepa else 0.0)
+        result = {"loss": loss, "ntp_loss": ntp, "jepa_loss": jepa, "n_items": B, "n_jepa": n_jepa,
+                  "n_ntp_tokens": B * p, "n_tokens": tokens.numel(), "n_logit_positions": B * p}
+        if return_jepa_outputs:  # a host sync: for evaluation and tests, not for training steps
+            d = self.gpt2.config.n_embd
+            if is_jepa is None:
+                result["pred"] = result["target"] = ntp.new_zeros((0, d))
+            else:
+                result["pred"], result["target"] = pred[is_jepa], target[is_jepa]
+        return result
+
     def _two_pass(self, ids, jepa_idx, p, k) -> dict:
         B, L = ids.shape
         labels = ids.clone()
@@ -375,18 +470,12 @@ class GPT2WithJEPA(nn.Module):
             return torch.get_autocast_dtype(device.type)
         return self.gpt2.dtype
 
-    def compile_blocks(self, **kwargs) -> None:
-        """Run the packed transformer through ``torch.compile`` (dynamic shapes: the number of
-        rows changes from batch to batch). The losses around it stay eager."""
-        self._compiled_blocks = torch.compile(self._blocks, dynamic=True, **kwargs)
-
     def _packed_blocks(self, packed: _Packed, all_positions: bool = False) -> torch.Tensor:
         """The transformer over a packed batch; see ``_blocks``."""
         device = packed.tokens.device
         masks, pos, read, mask_rows = _layout_tables(packed.layout, self._attn_dtype(device), device)
         kind = packed.kind
-        blocks = getattr(self, "_compiled_blocks", None) or self._blocks
-        return blocks(packed.tokens, pos[kind], masks[kind][:, None], read[kind], mask_rows[kind][:, None], all_positions)
+        return self._blocks(packed.tokens, pos[kind], masks[kind][:, None], read[kind], mask_rows[kind][:, None], all_positions)
 
     def _blocks(self, tokens, pos, mask, read, read_mask, all_positions: bool = False) -> torch.Tensor:
         """The transformer over packed rows, reusing the Hugging Face modules and their weights.

@@ -60,9 +60,14 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULES = ("constant", "cosine")
 PROGRESS = ("auto", "bar", "log", "none")
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
+EVAL_PRECISIONS = ("auto", "fp32", "checked", "bf16")
+
 # Fields that may differ when a run is resumed: how long, how often, where, on what hardware.
+# ``mode`` is among them: every mode computes the same losses (tests/test_model.py).
 RESUMABLE_FIELDS = ("data", "out", "steps", "epochs", "log_every", "eval_every", "eval_max_items",
-                    "ckpt_every", "keep_last", "progress", "device", "compile")
+                    "eval_precision", "eval_budget", "logit_lens", "ckpt_every", "keep_last", "progress", "device",
+                    "compile", "compile_mode", "mode")
 
 
 class ConfigError(ValueError):
@@ -122,7 +127,8 @@ class TrainConfig:
     infonce_temperature: float = _f(_OBJ.infonce_temperature, "temperature of the infonce distance")
     loss_dropout: float = _f(_OBJ.loss_dropout, "fraction of JEPA items whose JEPA term is skipped")
     stop_grad: bool = _f(_OBJ.stop_grad, "detach the target (reverse view) side")
-    mode: str = _f(_OBJ.mode, "packed (one pass) | two_pass (the seed's structure, reference)")
+    mode: str = _f(_OBJ.mode, "auto (static on CUDA, packed on CPU) | packed (one pass) | static (one pass, "
+                              "fixed shapes: no host sync) | two_pass (the seed's structure, reference)")
     # optimisation (defaults: the seed's setup)
     lr: float = _f(1e-4, "peak learning rate (AdamW)")
     schedule: str = _f("constant", "after warmup: constant | cosine (decays to min_lr at the last step)")
@@ -136,7 +142,16 @@ class TrainConfig:
     # logging, evaluation, checkpoints
     log_every: int = _f(50, "write a metrics row (and status.json) every this many steps")
     eval_every: int = _f(500, "evaluate every this many steps; 0 = only at the end")
-    eval_max_items: int | None = _f(1000, "items per split in periodic evaluations (the final one uses all)")
+    eval_max_items: int | None = _f(1000, "items per split in periodic evaluations, a fixed random sample "
+                                          "(the final one uses all)")
+    eval_precision: str = _f("auto", "entity ranking in periodic evaluations: auto (bf16 on CUDA, fp32 on CPU) | "
+                                     "fp32 (exact) | checked (bf16, near-ties recomputed in fp32: exact) | bf16 "
+                                     "(approximate); the final evaluation is always exact")
+    eval_budget: float | None = _f(None, "skip a periodic evaluation while the last one took more than this "
+                                         "fraction of the training time since it; None = 0.1 on CUDA, off on CPU "
+                                         "(CPU runs stay reproducible eval row by eval row); 0 = off")
+    logit_lens: bool | None = _f(None, "per-layer metrics (logit lens) in the final evaluation; None = on on CPU, "
+                                       "off on CUDA (there it multiplies the cost of the entity ranking)")
     ckpt_every: int = _f(1000, "checkpoint every this many steps (and always at the end)")
     keep_last: int = _f(2, "checkpoints kept besides the best one")
     best_split: str = _f("atomic", "split that picks the best checkpoint (test = optimistic selection)")
@@ -145,7 +160,9 @@ class TrainConfig:
     seed: int = _f(0, "seed of the initialisation, data order and loss dropout")
     device: str = _f("auto", "auto | cpu | cuda | cuda:N")
     precision: str = _f("auto", "auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16 | fp16 (with a grad scaler)")
-    compile: bool = _f(False, "torch.compile the model")
+    compile: bool = _f(False, "torch.compile the model (fixed shapes: mode static, or auto on CUDA)")
+    compile_mode: str = _f("default", "torch.compile mode: default | reduce-overhead (CUDA graphs) | "
+                                      "max-autotune-no-cudagraphs")
     progress: str = _f("auto", "auto | bar | log | none (auto: log lines under SLURM, papermill or without a terminal)")
 
     def __post_init__(self):
@@ -171,6 +188,8 @@ class TrainConfig:
         choice("jepa_metric", JEPA_METRICS)
         choice("mode", MODES)
         choice("precision", PRECISIONS)
+        choice("compile_mode", COMPILE_MODES)
+        choice("eval_precision", EVAL_PRECISIONS)
         choice("schedule", SCHEDULES)
         choice("progress", PROGRESS)
         choice("attn_implementation", ATTN_IMPLEMENTATIONS)
@@ -183,6 +202,7 @@ class TrainConfig:
         for name in ("lambda_jepa", "gamma_ntp", "weight_decay", "grad_clip", "min_lr", "warmup_steps",
                      "eval_every", "seed"):
             at_least(name, 0)
+        at_least("eval_budget", 0, optional=True)
         for name in ("n_layer", "n_embd", "n_head", "steps", "eval_max_items"):
             at_least(name, 1, optional=True)
         for name in ("batch_size", "log_every", "ckpt_every", "keep_last"):
@@ -252,6 +272,10 @@ TRAIN_PRESETS: dict[str, dict] = {
     # CPU-sized: the ntp baseline should memorise the tiny data in a few minutes on two cores.
     "tiny": dict(model="tiny", batch_size=128, lr=1e-3, warmup_steps=100, steps=2000,
                  log_every=50, eval_every=500, eval_max_items=200, ckpt_every=500),
+    # One GPU, paper data: batch 1,024 with lr 1e-3 (4x the batch of the seed at 10x its lr: the
+    # setting measured to memorise the forward facts, shared/DESIGN.md), fixed-shape compiled steps.
+    "gpu": dict(model="paper", batch_size=1024, lr=1e-3, warmup_steps=200, mode="static", compile=True,
+                log_every=500, eval_every=2000, eval_max_items=500, ckpt_every=5000),
 }
 
 
@@ -427,6 +451,18 @@ def lr_at(cfg: TrainConfig, step: int, total_steps: int) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * frac))
 
 
+def _eval_precision(cfg: TrainConfig, device: torch.device, final: bool) -> str:
+    """The entity-ranking precision of an evaluation: the final one is exact (``checked`` on CUDA,
+    ``fp32`` on CPU); periodic ones follow ``eval_precision`` (auto: ``bf16`` on CUDA, where a
+    sample's curve does not need exact ranks and an exact one would cost more than training)."""
+    cuda = device.type == "cuda"
+    if final:
+        return "checked" if cuda else "fp32"
+    if cfg.eval_precision == "auto":
+        return "bf16" if cuda else "fp32"
+    return cfg.eval_precision
+
+
 def _lower_is_better(metric: str) -> bool:
     return "loss" in metric or "rank" in metric
 
@@ -513,6 +549,36 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class _EvalClock:
+    """Keeps periodic evaluations under ``budget`` x the training time between them: a scheduled
+    evaluation is skipped while the last one took longer than ``budget`` times the training time
+    since it ended. ``budget`` 0: every scheduled evaluation runs. Use ``due()``, then ``with clock:``
+    around the evaluation."""
+
+    def __init__(self, budget: float, device: torch.device):
+        self.budget, self.device = budget, device
+        self.last_s: float | None = None
+        self.since = time.time()
+
+    def _now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # count queued training work as training time
+        return time.time()
+
+    def due(self) -> bool:
+        if self.budget <= 0 or self.last_s is None:
+            return True
+        return self.last_s <= self.budget * (self._now() - self.since)
+
+    def __enter__(self):
+        self.start = self._now()
+        return self
+
+    def __exit__(self, *exc):
+        self.since = self._now()
+        self.last_s = self.since - self.start
 
 
 class _StopSignal:
@@ -760,7 +826,7 @@ def _train(cfg: TrainConfig, run_dir: Path, dist: _Dist, device: torch.device, c
         fwd = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
-        fwd = torch.compile(fwd)
+        fwd = torch.compile(fwd, mode=None if cfg.compile_mode == "default" else cfg.compile_mode)
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     local_batch = cfg.batch_size // dist.world
 
@@ -810,7 +876,7 @@ def _train(cfg: TrainConfig, run_dir: Path, dist: _Dist, device: torch.device, c
         meta = {"config": cfg.to_dict(), "model": model.config_dict(), "data_fingerprint": dataset.fingerprint,
                 "vocab_size": len(dataset.vocab),
                 "trainer": {"elapsed_s": elapsed_before + (time.time() - t0), "best": best,
-                            "window": [*window.tolist(), window_nj], "window_steps": window_steps,
+                            "window": [*window.tolist(), float(window_nj)], "window_steps": window_steps,
                             "epoch": at_step / steps_per_epoch}}
         last_saved = ckpt.save_checkpoint(run_dir, at_step, model, opt, _clean(meta),
                                           scaler_state=scaler.state_dict() if scaler.is_enabled() else None)
@@ -828,12 +894,15 @@ def _train(cfg: TrainConfig, run_dir: Path, dist: _Dist, device: torch.device, c
 
         rng = torch.get_rng_state()
         try:
-            # periodic evaluations skip the logit lens (per-layer metrics); the final one has it
-            res = evaluate(model, dataset, splits=VALID_SPLITS, max_items=max_items, logit_lens=final)
+            # periodic evaluations skip the logit lens (per-layer metrics); the final one has it on request
+            lens = cfg.logit_lens if cfg.logit_lens is not None else device.type != "cuda"
+            eval_prec = _eval_precision(cfg, device, final)
+            res = evaluate(model, dataset, splits=VALID_SPLITS, max_items=max_items, logit_lens=final and lens,
+                           precision=eval_prec)
         finally:
             model.train()
             torch.set_rng_state(rng)
-        append_row({"kind": "eval", "step": at_step, "max_items": max_items, "final": final,
+        append_row({"kind": "eval", "step": at_step, "max_items": max_items, "final": final, "precision": eval_prec,
                     "splits": {s: res[s] for s in VALID_SPLITS if s in res}, "jepa": res.get("jepa")})
         progress.line(f"eval step {at_step}: " + "  ".join(
             f"{s} exact {res[s]['exact_match']:.3f}" for s in VALID_SPLITS if s in res))
@@ -854,6 +923,8 @@ def _train(cfg: TrainConfig, run_dir: Path, dist: _Dist, device: torch.device, c
     write_status()
     t0 = time.time()
     t_window, items_window = time.time(), 0
+    eval_clock = _EvalClock(cfg.eval_budget if cfg.eval_budget is not None else (0.1 if device.type == "cuda" else 0.0),
+                            device)
     perm_epoch, perm = -1, None
     lr, grad_norm = lr_at(cfg, step, total_steps), None
     stop = _StopSignal()
@@ -873,22 +944,19 @@ def _train(cfg: TrainConfig, run_dir: Path, dist: _Dist, device: torch.device, c
                 if cfg.loss_dropout > 0:  # which JEPA items are dropped depends only on (seed, step, rank)
                     gen = torch.Generator(device=device).manual_seed(_derived_seed(cfg.seed, 2, step, dist.rank))
 
-                with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                    out = fwd(train_ids[idx], train_types[idx], generator=gen)
-                loss, stats, n_jepa, stop_all = _global_loss(out, cfg, dist, device, stop.signum != 0)
-                scaler.scale(loss).backward()
-                if cfg.grad_clip > 0:
-                    scaler.unscale_(opt)
-                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                scaler.step(opt)
-                scaler.update()
-                opt.zero_grad(set_to_none=True)
+                def global_loss(out):
+                    return _global_loss(out, cfg, dist, device, stop.signum != 0)
+
+                (loss, stats, n_jepa, stop_all), norm = train_step(
+                    fwd, model, opt, scaler, train_ids[idx], train_types[idx], autocast_dtype=autocast_dtype,
+                    grad_clip=cfg.grad_clip, generator=gen, global_loss=global_loss)
+                grad_norm = norm if norm is not None else grad_norm
                 step += 1
                 progress.step()
 
                 # bookkeeping stays on the device: the host syncs only at log/eval/checkpoint steps
                 window += stats
-                window_nj += n_jepa
+                window_nj = window_nj + n_jepa  # a device tensor in mode static: read at log steps only
                 window_steps += 1
                 items_window += cfg.batch_size
                 newly_bad = (first_bad < 0) & ~torch.isfinite(stats[0])
@@ -899,10 +967,12 @@ def _train(cfg: TrainConfig, run_dir: Path, dist: _Dist, device: torch.device, c
                     means = (window / window_steps).tolist()
                     now = time.time()
                     row = {"kind": "train", "step": step, "epoch": step / steps_per_epoch, "loss": means[0],
-                           "ntp_loss": means[1], "jepa_loss": means[2], "n_jepa": window_nj / window_steps,
+                           "ntp_loss": means[1], "jepa_loss": means[2], "n_jepa": float(window_nj) / window_steps,
                            "lr": lr, "grad_norm": float(grad_norm) if grad_norm is not None else None,
                            "items_per_s": items_window / max(now - t_window, 1e-9),
                            "elapsed_s": elapsed_before + now - t0}
+                    if device.type == "cuda":
+                        row["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
                     window.zero_()
                     window_nj, window_steps = 0.0, 0
                     append_row(row)
@@ -914,8 +984,9 @@ def _train(cfg: TrainConfig, run_dir: Path, dist: _Dist, device: torch.device, c
                     break
                 stopping = bool(stop_all)
                 saved = False
-                if cfg.eval_every and step % cfg.eval_every == 0:
-                    _, new_best = evaluate_now(step, cfg.eval_max_items)
+                if cfg.eval_every and step % cfg.eval_every == 0 and eval_clock.due():
+                    with eval_clock:
+                        _, new_best = evaluate_now(step, cfg.eval_max_items)
                     if new_best:  # keep a checkpoint of it
                         save(step)
                         saved = True
@@ -930,14 +1001,17 @@ def _train(cfg: TrainConfig, run_dir: Path, dist: _Dist, device: torch.device, c
             # -- the end: final checkpoint, full evaluation, results ------------------------------
             final_dir = save(step)
             wall = elapsed_before + time.time() - t0
+            t_eval = time.time()
             res, new_best = evaluate_now(step, None, final=True)
+            final_eval_s = time.time() - t_eval
             if dist.main:
                 if new_best:
                     ckpt.update_meta(final_dir, lambda m: m["trainer"].update(best=best))
                     write_best()
                     ckpt.prune_checkpoints(run_dir, cfg.keep_last, keep={best["step"]})
                 run = {"run_dir": str(run_dir), "objective": cfg.objective, "steps": step,
-                       "epochs": step / steps_per_epoch, "wall_time_s": wall, "trains_on_test_facts": trains_on_test,
+                       "epochs": step / steps_per_epoch, "wall_time_s": wall, "final_eval_s": final_eval_s,
+                       "trains_on_test_facts": trains_on_test,
                        "data": str(dataset.path), "data_fingerprint": dataset.fingerprint,
                        "checkpoint": str(final_dir.relative_to(run_dir)), "best": best,
                        "finished": _now(), "version": __version__}
@@ -957,6 +1031,29 @@ def _train(cfg: TrainConfig, run_dir: Path, dist: _Dist, device: torch.device, c
     return run_dir
 
 
+def train_step(fwd, model, opt, scaler, ids, types, *, autocast_dtype=None, grad_clip: float = 0.0,
+               generator=None, global_loss=None):
+    """One optimizer step: forward (under autocast when ``autocast_dtype`` is set), backward,
+    gradient clipping, update. What ``train`` runs every step and ``jepa-kit bench`` times.
+
+    ``fwd`` is the model or its compiled/DDP wrapper; ``global_loss(out)`` returns a tuple whose
+    first element is the loss to backpropagate (default: ``(out["loss"],)``). Nothing here reads
+    a value back to the host: with fixed shapes (mode static) and bf16 a step never waits.
+    Returns (``global_loss(out)``, the gradient norm tensor or None)."""
+    with torch.autocast(ids.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        out = fwd(ids, types, generator=generator)
+    res = global_loss(out) if global_loss is not None else (out["loss"],)
+    scaler.scale(res[0]).backward()
+    norm = None
+    if grad_clip > 0:
+        scaler.unscale_(opt)
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(opt)  # with fp16: skipped when the gradients hold inf/NaN (the scaler then shrinks)
+    scaler.update()
+    opt.zero_grad(set_to_none=True)
+    return res, norm
+
+
 def _global_loss(out: dict, cfg: TrainConfig, dist: _Dist, device: torch.device, stop: bool):
     """(loss to backpropagate, detached [loss, ntp, jepa] of the global batch on the device,
     JEPA rows in the global batch, whether any rank was asked to stop).
@@ -971,7 +1068,7 @@ def _global_loss(out: dict, cfg: TrainConfig, dist: _Dist, device: torch.device,
     if dist.world == 1:
         loss = out["loss"]
         return loss, torch.stack([loss.detach(), ntp.detach(), jepa.detach()]).double(), nj, stop
-    counts = torch.tensor([n, nj, float(stop)], dtype=torch.float64, device=device)
+    counts = torch.stack([torch.as_tensor(x, dtype=torch.float64, device=device) for x in (n, nj, float(stop))])
     sums = torch.cat([torch.stack([ntp.detach().double() * n, jepa.detach().double() * nj]), counts])
     torch.distributed.all_reduce(sums)  # [sum ntp*n, sum jepa*nj, N, NJ, stops]
     n_all, nj_all = sums[2], sums[3].clamp(min=1)
@@ -980,8 +1077,8 @@ def _global_loss(out: dict, cfg: TrainConfig, dist: _Dist, device: torch.device,
             + cfg.lambda_jepa * jepa * (w * nj / nj_all).to(jepa.dtype))
     ntp_g, jepa_g = sums[0] / n_all, sums[1] / nj_all
     stats = torch.stack([cfg.gamma_ntp * ntp_g + cfg.lambda_jepa * jepa_g, ntp_g, jepa_g])
-    nj_global, stops = sums[3:].tolist()  # the model's forward has synced the host already (nonzero)
-    return loss, stats, nj_global, stops > 0
+    stops = float(sums[4])  # one host sync per step: every rank must agree to stop at the same step
+    return loss, stats, sums[3], stops > 0
 
 
 # -- loading a run --------------------------------------------------------------------------

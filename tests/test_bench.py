@@ -1,25 +1,60 @@
 import json
 
+import pytest
+
 from jepa_kit import bench
 
 
 def test_bench_json_rows(capsys):
-    assert bench.main(["--preset", "tiny", "--batch", "8", "--steps", "1", "--warmup", "0", "--eval-queries", "1",
-                       "--json"]) == 0
+    assert bench.main(["--preset", "tiny", "--batch", "8", "--steps", "2", "--rounds", "1", "--warmup", "0",
+                       "--latency-steps", "1", "--eval-queries", "1", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [r["mode"] for r in rows] == ["two_pass_fp32", "packed_fp32", "eval_entity_mrr"]
+    assert [r["mode"] for r in rows] == ["two_pass_fp32", "packed_fp32", "static_fp32", "eval_entity_mrr"]
     for r in rows:
-        assert {"mode", "device", "batch", "items_per_s", "tokens_per_s", "peak_mem_mb", "mfu"} <= set(r)
+        assert {"mode", "device", "batch", "items_per_s", "tokens_per_s", "step_ms", "peak_mem_mb", "mfu"} <= set(r)
         assert r["items_per_s"] > 0 and r["device"] == "cpu" and r["mfu"] is None
-    train_rows = rows[:2]
-    assert all(r["batch"] == 8 and r["tokens_per_s"] > 0 and r["peak_mem_mb"] > 0 for r in train_rows)
-    assert rows[2]["n_entities"] == 80_000
+    train_rows = rows[:3]
+    assert all(r["batch"] == 8 and r["tokens_per_s"] > 0 and r["peak_mem_mb"] > 0 and r["step_ms"] > 0
+               for r in train_rows)
+    # the fixed-shape layout feeds 2L + k = 13 tokens per item, the seed's structure 6 + 13 per JEPA item
+    static = rows[2]
+    assert static["tokens_per_s"] / static["items_per_s"] == pytest.approx(13)
+    assert rows[3]["n_entities"] == 80_000 and rows[3]["precision"] == "fp32"
 
 
-def test_bench_table_states_the_ratio():
+def test_bench_times_the_trainers_step_function(monkeypatch):
+    import jepa_kit.train as train_mod
+
+    calls = []
+    real = train_mod.train_step
+
+    def spy(*a, **kw):
+        calls.append(kw.get("grad_clip"))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(train_mod, "train_step", spy)
+    rows = bench.run("cpu", "tiny", (4,), steps=2, warmup=1, modes=["static_fp32"], rounds=1, latency_steps=1,
+                     memory=False)
+    assert len(calls) == 1 + 2 + 1 and set(calls) == {1.0}  # warmup, timed round, latency step
+    assert rows[0]["mode"] == "static_fp32" and rows[0]["items_per_s"] > 0
+
+
+def test_bench_modes_are_parsed_or_refused():
+    assert bench.parse_mode("static_bf16_compile") == ("static", "bf16", "default")
+    assert bench.parse_mode("ntp_bf16_cudagraphs") == ("ntp", "bf16", "reduce-overhead")
+    assert bench.parse_mode("two_pass_fp32") == ("two_pass", "fp32", None)
+    for bad in ("packed_bf16_compile", "static_fp16", "static", "fast_bf16"):
+        with pytest.raises(ValueError, match="not understood"):
+            bench.parse_mode(bad)
+
+
+def test_bench_table_states_the_ratio_and_failures():
     rows = [{"mode": "two_pass_fp32", "device": "cpu", "batch": 256, "items_per_s": 10.0, "tokens_per_s": 100.0,
-             "peak_mem_mb": 1.0, "mfu": None},
+             "step_ms": 25.0, "peak_mem_mb": 1.0, "mfu": None},
             {"mode": "packed_fp32", "device": "cpu", "batch": 256, "items_per_s": 18.0, "tokens_per_s": 150.0,
-             "peak_mem_mb": 1.0, "mfu": None}]
-    table = bench.format_table(rows)
-    assert "1.80x" in table.splitlines()[2]
+             "step_ms": 14.0, "peak_mem_mb": 1.0, "mfu": None},
+            {"mode": "static_bf16_compile", "device": "cpu", "batch": 256, "items_per_s": None, "tokens_per_s": None,
+             "step_ms": None, "peak_mem_mb": None, "mfu": None, "error": "BackendCompilerFailed: boom"}]
+    lines = bench.format_table(rows).splitlines()
+    assert "1.80x" in lines[2]
+    assert "failed: BackendCompilerFailed: boom" in lines[3]

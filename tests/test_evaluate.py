@@ -7,7 +7,8 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from jepa_kit.evaluate import bench_eval, build_entity_index, evaluate, evaluate_split, format_table
+from jepa_kit.evaluate import (bench_eval, build_entity_index, compare_precisions, evaluate, evaluate_split,
+                               format_table, resolve_precision, sample_rows)
 from jepa_kit.vocab import Vocab
 
 VOCAB = Vocab.build(20, 20, 3)
@@ -319,9 +320,10 @@ def test_gpt2_with_jepa_diagnostics_and_model_consistency(tiny_data):
     assert j["n"] == 16 and j["metric"] == "cosine"
     held_out = ds.valid["train"]
     model.eval()
+    rows = sample_rows(len(held_out), 16)  # the rows evaluate() takes
     with torch.no_grad():
-        out = model(held_out.ids[:16], held_out.types[:16])
-        ntp = [float(model(s.ids[:16], s.types[:16])["ntp_loss"]) for s in ds.valid.values()]
+        out = model(held_out.ids[rows], held_out.types[rows])
+        ntp = [float(model(s.ids[rows], s.types[rows])["ntp_loss"]) for s in ds.valid.values()]
     # the same numbers as the model's own objective, computed by another path
     assert math.isclose(j["jepa_distance"], float(out["jepa_loss"]), rel_tol=1e-5)
     for split, loss in zip(ds.valid, ntp):
@@ -369,3 +371,227 @@ def test_clear_errors_for_bad_rows():
         evaluate_split(lm, rows, entities)
     with pytest.raises(ValueError, match="no rows"):
         evaluate_split(lm, rows[:0], entities)
+
+
+# -- precision ----------------------------------------------------------------------------
+
+def spread_lm(scale=8.0):
+    """A random tiny model with its weight matrices scaled up: log-probs spread over several nats, so
+    the bf16 pass decides some (query, first name) pairs and leaves the others, near the true
+    score, to the fp32 recheck."""
+    lm = tiny_lm(seed=5)
+    with torch.no_grad():
+        for p in lm.parameters():
+            if p.dim() == 2:
+                p.mul_(scale)
+    return lm
+
+
+EXACT_KEYS = ("exact", "rank_first", "rank_last", "entity_rank", "nll", "joint_rank", "candidates")
+
+
+def test_checked_equals_fp32_and_brute_force_where_scores_spread():
+    lm = spread_lm()
+    entities = make_entities()
+    rows = make_queries(entities, n=12, seed=1)
+    kw = dict(batch_size=5, candidate_batch=7, per_item=True)
+    fp32 = evaluate_split(lm, rows, entities, precision="fp32", **kw)
+    checked = evaluate_split(lm, rows, entities, precision="checked", **kw)
+    for key in EXACT_KEYS:
+        assert torch.equal(checked["items"][key], fp32["items"][key]), key
+    for key in ("exact_match", "mrr_first", "mrr_last", "entity_mrr", "entity_rank_mean", "joint_mrr_approx", "per_layer"):
+        assert checked[key] == fp32[key], key
+    # both paths ran: some pairs were decided by the bf16 pass, some recomputed
+    assert checked["precision"] == "checked" and fp32["precision"] == "fp32"
+    assert 0 < checked["entity_recheck_fraction"] < 1
+    assert 0 < checked["entity_fast_max_abs_err"] < 0.5
+    assert fp32["entity_recheck_fraction"] is None and fp32["entity_fast_max_abs_err"] is None
+    ref = brute_force(lm, rows, entities)
+    assert_matches(checked["items"], ref, ("entity_rank",), layers=(0, 1))
+
+
+def test_checked_equals_fp32_on_a_trained_model_that_prunes():
+    lm = tiny_lm(seed=2, n_embd=48)
+    entities = make_entities(n=200)
+    rows = make_queries(entities, n=12, seed=3)
+    labels = torch.full_like(rows, -100)
+    labels[:, -2:] = rows[:, -2:]
+    lm.train()
+    opt = torch.optim.Adam(lm.parameters(), lr=1e-2)
+    for _ in range(60):
+        opt.zero_grad()
+        lm(rows[:8], labels=labels[:8]).loss.backward()
+        opt.step()
+    lm.eval()
+    kw = dict(logit_lens=False, batch_size=6, candidate_batch=5, per_item=True)
+    fp32 = evaluate_split(lm, rows, entities, precision="fp32", **kw)["items"]
+    checked = evaluate_split(lm, rows, entities, precision="checked", **kw)
+    n_first = len(torch.unique(entities[:, 0]))
+    assert (fp32["candidates"][:8] < n_first - 1).all()  # pruned
+    for key in EXACT_KEYS:
+        assert torch.equal(checked["items"][key], fp32[key]), key
+    assert 0 < checked["entity_recheck_fraction"] < 1
+
+
+def test_a_fast_error_above_the_margin_is_measured_and_warned(monkeypatch):
+    import jepa_kit.evaluate as ev
+
+    exact_log_probs = ev._entity_log_probs
+    def off_by(lm, kv, q, first, row, last, lens, fast, head=None):  # a bf16 pass 0.7 nats off
+        return exact_log_probs(lm, kv, q, first, row, last, lens, fast, head) + 0.7 * fast
+
+    monkeypatch.setattr(ev, "_entity_log_probs", off_by)
+    entities = make_entities()
+    with pytest.warns(UserWarning, match="off by up to 0.7.. nats, more than the margin of 0.5"):
+        res = evaluate_split(spread_lm(), make_queries(entities, n=4, seed=1), entities, precision="checked")
+    assert 0.65 < res["entity_fast_max_abs_err"] < 0.75
+
+
+def test_bf16_ranks_are_close_and_the_rest_stays_fp32():
+    lm = spread_lm()
+    entities = make_entities()
+    rows = make_queries(entities, n=12, seed=1)
+    kw = dict(batch_size=5, candidate_batch=7, per_item=True)
+    fp32 = evaluate_split(lm, rows, entities, precision="fp32", **kw)["items"]
+    bf16 = evaluate_split(lm, rows, entities, precision="bf16", **kw)
+    assert bf16["precision"] == "bf16" and bf16["entity_recheck_fraction"] is None
+    for key in EXACT_KEYS:
+        if key != "entity_rank":  # only the candidate passes run in bf16
+            assert torch.equal(bf16["items"][key], fp32[key]), key
+    diff = (bf16["items"]["entity_rank"] - fp32["entity_rank"]).abs()
+    assert diff.max() <= 3 and diff.mean() < 0.5, diff  # (on this CPU a few near-ties differ by 1 or 2)
+
+
+def test_recheck_everything_or_only_ties():
+    lm = spread_lm()
+    entities = make_entities()
+    rows = make_queries(entities, n=8, seed=1)
+    kw = dict(logit_lens=False, candidate_batch=16, per_item=True)
+    fp32 = evaluate_split(lm, rows, entities, precision="fp32", **kw)
+    everything = evaluate_split(lm, rows, entities, precision="checked", margin=1e6, **kw)
+    assert everything["entity_recheck_fraction"] == 1.0
+    assert torch.equal(everything["items"]["rechecked"], fp32["items"]["candidates"])
+    assert torch.equal(everything["items"]["entity_rank"], fp32["items"]["entity_rank"])
+    # margin 0 rechecks exact ties of the bf16 scores only: none here, so it counts like "bf16"
+    ties = evaluate_split(lm, rows, entities, precision="checked", margin=0.0, **kw)
+    bf16 = evaluate_split(lm, rows, entities, precision="bf16", **kw)
+    assert ties["entity_recheck_fraction"] == 0.0 and ties["entity_fast_max_abs_err"] is None
+    assert torch.equal(ties["items"]["entity_rank"], bf16["items"]["entity_rank"])
+    # a constant model: every score ties, under bf16 too, so margin 0 rechecks every pair
+    const = tiny_lm()
+    with torch.no_grad():
+        const.transformer.wte.weight.zero_()
+    res = evaluate_split(const, rows, entities, precision="checked", margin=0.0, **kw)
+    assert res["entity_recheck_fraction"] == 1.0 and res["entity_fast_max_abs_err"] == 0.0
+    assert torch.all(res["items"]["entity_rank"] == (len(entities) + 1) / 2)
+
+
+def test_precision_names_and_margin_are_checked(tiny_data):
+    lm = tiny_lm()
+    entities = make_entities()
+    rows = make_queries(entities, n=2)
+    assert evaluate_split(lm, rows, entities)["precision"] == "fp32"  # "auto" on the CPU
+    assert resolve_precision("auto", "cuda") == "checked" and resolve_precision("bf16", "cuda") == "bf16"
+    with pytest.raises(ValueError, match="precision must be one of 'auto', 'fp32', 'checked', 'bf16', got 'fp16'"):
+        evaluate_split(lm, rows, entities, precision="fp16")
+    with pytest.raises(ValueError, match="margin must be"):
+        evaluate_split(lm, rows, entities, precision="checked", margin=-1)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        evaluate(tiny_lm(), tiny_data, splits=["test"], max_items=2, precision="half")  # before the vocabulary check
+
+
+def test_tf32_is_off_inside_and_restored_after(monkeypatch):
+    import jepa_kit.evaluate as ev
+
+    cuda_matmul = torch.backends.cuda.matmul
+    new_api = hasattr(cuda_matmul, "fp32_precision")
+    name, allowed, exact = ("fp32_precision", "tf32", "ieee") if new_api else ("allow_tf32", True, False)
+    seen = []
+    prompt_pass = ev._prompt_pass
+    monkeypatch.setattr(ev, "_prompt_pass", lambda *a: seen.append(getattr(cuda_matmul, name)) or prompt_pass(*a))
+    old = getattr(cuda_matmul, name)
+    setattr(cuda_matmul, name, allowed)
+    try:
+        evaluate_split(tiny_lm(), make_queries(make_entities(), n=2), make_entities(), precision="checked")
+        assert seen == [exact] and getattr(cuda_matmul, name) == allowed
+    finally:
+        setattr(cuda_matmul, name, old)
+
+
+def test_max_items_is_a_fixed_random_sample(tiny_data):
+    from jepa_kit.data import load_dataset
+
+    rows = sample_rows(200, 10, seed=0)
+    assert torch.equal(rows, sample_rows(200, 10, seed=0)) and len(rows) == 10
+    assert torch.equal(rows, rows.sort().values) and len(set(rows.tolist())) == 10 and rows.max() < 200
+    assert not torch.equal(rows, torch.arange(10))  # not the first rows
+    assert not torch.equal(rows, sample_rows(200, 10, seed=1))
+    assert torch.equal(sample_rows(5, 10), torch.arange(5)) and torch.equal(sample_rows(5, None), torch.arange(5))
+
+    ds = load_dataset(tiny_data)
+    lm = GPT2LMHeadModel(GPT2Config(vocab_size=len(ds.vocab), n_positions=16, n_embd=32, n_layer=1, n_head=2,
+                                    bos_token_id=None, eos_token_id=None))
+    kw = dict(splits=["test"], max_items=6, logit_lens=False, per_item=True)
+    a = evaluate(lm, ds, **kw)["test"]["items"]
+    b = evaluate(lm, ds, **kw)["test"]["items"]
+    assert torch.equal(a["entity_rank"], b["entity_rank"])
+    lm.eval()
+    direct = evaluate_split(lm, ds.valid["test"].ids[sample_rows(200, 6)], ds.entities(), logit_lens=False, per_item=True)
+    assert torch.equal(a["rank_first"], direct["items"]["rank_first"])
+    first = evaluate_split(lm, ds.valid["test"].ids[:6], ds.entities(), logit_lens=False, per_item=True)
+    assert not torch.equal(a["rank_first"], first["items"]["rank_first"])
+
+
+def test_compare_precisions_reports_rank_differences():
+    entities = make_entities()
+    rows = make_queries(entities, n=12, seed=1)
+    lm = spread_lm()
+    kw = dict(batch_size=5, candidate_batch=7)
+    r = compare_precisions(lm, rows, entities, precisions=("checked", "bf16"), **kw)
+    assert list(r) == ["fp32", "checked", "bf16"]
+    for p in r.values():
+        assert p["seconds"] > 0 and 0 < p["entity_mrr"] < 1
+    assert r["fp32"]["items_rank_differs"] == 0 and r["checked"]["items_rank_differs"] == 0
+    assert r["checked"]["mrr_abs_diff"] == 0 and 0 < r["checked"]["entity_recheck_fraction"] < 1
+    fp32, bf16 = (evaluate_split(lm, rows, entities, precision=p, per_item=True, **kw) for p in ("fp32", "bf16"))
+    diff = (bf16["items"]["entity_rank"] - fp32["items"]["entity_rank"]).abs()  # [layers, items]
+    assert r["bf16"]["items_rank_differs"] == int((diff > 0).any(0).sum())
+    assert r["bf16"]["max_rank_diff"] == diff.max()
+    assert r["bf16"]["mrr_abs_diff"] == abs(bf16["entity_mrr"] - fp32["entity_mrr"])
+
+
+def test_bench_eval_reports_precision():
+    kw = dict(n_queries=2, preset=dict(n_layer=1, n_embd=32, n_head=2), n_first=50, multiplicity=4, device="cpu")
+    r = bench_eval(**kw)
+    assert r["precision"] == "bf16" and r["entity_recheck_fraction"] is None  # the default for the worst case
+    r = bench_eval(**kw, precision="checked")
+    assert r["precision"] == "checked" and 0 <= r["entity_recheck_fraction"] <= 1
+    assert bench_eval(**kw, precision="fp32")["precision"] == "fp32"
+
+
+@pytest.mark.parametrize("lens", [False, True])
+def test_next_token_step_equals_a_plain_pass_over_prompt_and_token(lens):
+    """The hand-written one-token step (cache-free attention over the prompt's keys) against the
+    Hugging Face model run on the whole row [prompt, token]."""
+    import jepa_kit.evaluate as ev
+
+    lm = tiny_lm(seed=3, n_layer=3)
+    rows = make_queries(make_entities(), n=6, seed=2)
+    prompt_len = 4
+    with torch.no_grad():
+        _, kv = ev._prompt_pass(lm, rows, prompt_len, lens=False)
+        pick = torch.tensor([0, 2, 2, 5])  # several candidates per prompt, as in the ranking
+        tokens = VOCAB.first_name_ids[torch.tensor([1, 7, 3, 0])]
+        got = ev._next_token_hidden(lm, kv, pick, tokens, lens)
+        full = torch.cat([rows[pick, :prompt_len], tokens[:, None]], 1)
+        out = lm.transformer(full, output_hidden_states=True)
+        want = [lm.transformer.ln_f(h[:, -1]) for h in out.hidden_states[1:-1]] + [out.last_hidden_state[:, -1]]
+        want = torch.stack(want if lens else want[-1:])
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        # the padded LM head reads the same log-probabilities
+        head = ev._padded_head(lm)
+        assert head.shape[0] % 8 == 0 and torch.equal(head[: len(VOCAB)], lm.lm_head.weight)
+        row, last = torch.arange(4), VOCAB.last_name_ids[:4]
+        lp = ev._entity_log_probs(lm, kv, pick, tokens, row, last, lens, fast=False, head=head)
+        ref = lm.lm_head(want).log_softmax(-1)[:, row, last].double()
+        torch.testing.assert_close(lp, ref, atol=1e-5, rtol=0)

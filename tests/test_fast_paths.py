@@ -1,0 +1,200 @@
+"""The GPU fast paths, checked on the CPU: the fixed-shape (static) pass against the packed one and
+plain Hugging Face passes, its leakage guard, bf16 autocast training, the fp16 grad-scaler logic of
+the training step, a compiled training run, and the evaluation time budget."""
+import json
+
+import pytest
+import torch
+
+import jepa_kit.model as model_mod
+from jepa_kit.losses import jepa_distance
+from jepa_kit.model import GPT2WithJEPA, ObjectiveConfig, _static_dropout_keep
+from jepa_kit.reversal import reverse_view
+from jepa_kit.train import TrainConfig, _EvalClock, train, train_step
+from jepa_kit.vocab import Vocab
+
+from test_model import TINY, TOL, Spy, alone, losses_and_grads, make, random_batch
+
+
+@pytest.fixture(scope="module")
+def vocab(osu_dir):
+    return Vocab.load(osu_dir)
+
+
+@pytest.mark.parametrize("impl,k,metric,objective", [
+    ("sdpa", 0, "cosine", "jepa"), ("sdpa", 1, "cosine", "jepa"), ("sdpa", 4, "l2", "jepa"),
+    ("sdpa", 1, "infonce", "jepa"), ("eager", 2, "mse", "jepa"), ("sdpa", 1, "cosine", "ntp"),
+    ("eager", 1, "cosine", "reverse_aug"),
+])
+def test_static_equals_packed_and_two_pass_losses_and_gradients(vocab, impl, k, metric, objective):
+    model = make(vocab, impl, k_pred=k, jepa_metric=metric, objective=objective, gamma_ntp=0.7, lambda_jepa=1.3).train()
+    ids, types = random_batch(vocab, 15, seed=20 + k)
+    types[:2] = torch.tensor([0, 1])
+    static, g_static = losses_and_grads(model, ids, types, "static")
+    for other in ("packed", "two_pass"):
+        ref, g_ref = losses_and_grads(model, ids, types, other)
+        assert int(static["n_jepa"]) == ref["n_jepa"]
+        for key in ("loss", "ntp_loss", "jepa_loss"):
+            torch.testing.assert_close(static[key], ref[key], **TOL, msg=f"{key} vs {other}")
+        assert g_static.keys() == g_ref.keys()
+        for name in g_static:
+            torch.testing.assert_close(g_static[name], g_ref[name], atol=1e-5, rtol=1e-4, msg=f"{name} vs {other}")
+
+
+def test_static_pred_and_target_are_the_separate_passes(vocab):
+    """The padded rows are attention-safe: a JEPA row's F and R read exactly what plain passes give."""
+    k = 2
+    model = make(vocab, k_pred=k).eval()
+    ids, types = random_batch(vocab, 9, seed=4)
+    types[:3] = torch.tensor([0, 1, 2])
+    with torch.no_grad():
+        out = model(ids, types, mode="static", return_jepa_outputs=True)
+        j = types == 0
+        f_rows = torch.cat([ids[j], torch.full((int(j.sum()), k), vocab.pred_id)], dim=1)
+        torch.testing.assert_close(out["pred"], alone(model, f_rows)[:, -1], **TOL)
+        torch.testing.assert_close(out["target"], alone(model, reverse_view(ids[j], vocab))[:, -1], **TOL)
+        assert not any(torch.isnan(p).any() for p in (out["loss"], out["pred"], out["target"]))
+
+
+def test_static_rows_never_carry_a_reverse_view_of_atomic_or_test_items(vocab, monkeypatch):
+    model = make(vocab, mode="static").train()
+    spy = Spy(monkeypatch, model)
+    ids, types = random_batch(vocab, 12, seed=7)
+    types[:3] = torch.tensor([0, 1, 2])
+    model(ids, types)
+    (fed,) = spy.fed  # one pass: rows [F | R] of width 2L + k
+    L, k = ids.shape[1], 1
+    assert fed.shape == (12, 2 * L + k)
+    train = types == 0
+    assert torch.equal(fed[:, :L], ids)
+    assert torch.equal(fed[train, L + k:], reverse_view(ids[train], vocab))
+    assert (fed[~train, L + k:] == vocab.pad_id).all()  # nothing but padding where no view is allowed
+    # reverse_view itself only ever sees train rows; the others are blanked to <pad> before it
+    (seen,) = spy.reversed
+    assert torch.equal(seen[train], ids[train]) and (seen[~train] == vocab.pad_id).all()
+
+
+def test_static_without_jepa_feeds_plain_causal_rows(vocab, monkeypatch):
+    model = make(vocab, objective="ntp", mode="static")
+    spy = Spy(monkeypatch, model)
+    ids, types = random_batch(vocab, 6, seed=1, types=(0, 1))
+    out = model(ids, types, return_jepa_outputs=True)
+    assert spy.reversed == [] and torch.equal(spy.fed[0], ids[:, :-1])
+    assert out["pred"].shape == (0, TINY["n_embd"]) and out["n_jepa"] == 0
+
+
+def test_static_loss_dropout_skips_exactly_round_dropout_n_and_is_seeded(vocab):
+    is_jepa = torch.tensor([True, False, True, True, True, False, True, True, True, True, True, False])
+    n = int(is_jepa.sum())
+    for dropout in (0.25, 0.5, 0.9):
+        keep = _static_dropout_keep(is_jepa, dropout, torch.Generator().manual_seed(3))
+        assert int((is_jepa & ~keep).sum()) == round(dropout * n)
+        assert keep[~is_jepa].all()
+        again = _static_dropout_keep(is_jepa, dropout, torch.Generator().manual_seed(3))
+        assert torch.equal(keep, again)
+    model = make(vocab, loss_dropout=0.5, mode="static").train()
+    ids, types = random_batch(vocab, 40, seed=3, types=(0,))
+    out = model(ids, types, generator=torch.Generator().manual_seed(5))
+    assert int(out["n_jepa"]) == 20
+    assert int(model.eval()(ids, types)["n_jepa"]) == 40  # no dropout at evaluation
+
+
+def test_masked_jepa_distance_equals_the_selected_rows():
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.randn(10, 8, generator=g), torch.randn(10, 8, generator=g)
+    valid = torch.tensor([1, 0, 1, 1, 0, 0, 1, 1, 0, 1], dtype=torch.bool)
+    for metric in ("cosine", "l2", "mse", "infonce"):
+        torch.testing.assert_close(jepa_distance(pred, target, metric, valid=valid),
+                                   jepa_distance(pred[valid], target[valid], metric))
+    assert jepa_distance(pred, target, "infonce", valid=torch.zeros(10, dtype=torch.bool)) == 0
+
+
+def _step_setup(vocab, scaler):
+    model = make(vocab, mode="static").train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    ids, types = random_batch(vocab, 8, seed=0)
+    return model, opt, ids, types
+
+
+def test_train_step_fp16_scaler_skips_non_finite_steps_and_shrinks_the_scale(vocab):
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=1)
+    model, opt, ids, types = _step_setup(vocab, scaler)
+    before = [p.detach().clone() for p in model.parameters()]
+    train_step(model, model, opt, scaler, ids, types, grad_clip=1.0,
+               global_loss=lambda out: (out["loss"] * float("inf"),))
+    assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))  # the update was skipped
+    assert scaler.get_scale() == 2.0**9
+    train_step(model, model, opt, scaler, ids, types, grad_clip=1.0)
+    assert not all(torch.equal(a, p) for a, p in zip(before, model.parameters()))  # a finite step updates
+    assert scaler.get_scale() == 2.0**10  # and grows back (growth_interval 1)
+
+
+def test_train_step_under_bf16_autocast_matches_fp32_closely(vocab):
+    disabled = torch.amp.GradScaler("cpu", enabled=False)
+    losses = {}
+    for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+        model, opt, ids, types = _step_setup(vocab, disabled)
+        (loss,), norm = train_step(model, model, opt, disabled, ids, types, autocast_dtype=dtype, grad_clip=1.0)
+        assert torch.isfinite(loss) and torch.isfinite(norm)
+        losses[name] = float(loss.detach())
+    assert abs(losses["fp32"] - losses["bf16"]) < 0.05 * losses["fp32"]
+
+
+def read_rows(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def tiny_cfg(tiny_data, out, **kw):
+    base = dict(data=str(tiny_data), out=str(out), preset="tiny", steps=6, log_every=2, eval_every=0,
+                eval_max_items=8, ckpt_every=100, progress="none")
+    return TrainConfig.from_dict({**base, **kw})
+
+
+def test_static_and_packed_training_runs_agree(tiny_data, tmp_path):
+    runs = {mode: train(tiny_cfg(tiny_data, tmp_path / mode, mode=mode)) for mode in ("packed", "static")}
+    a, b = (read_rows(runs[m]) for m in ("packed", "static"))
+    for ra, rb in zip(a, b):
+        if ra["kind"] == "train":
+            assert ra["step"] == rb["step"] and ra["n_jepa"] == rb["n_jepa"]
+            assert ra["loss"] == pytest.approx(rb["loss"], abs=1e-4)
+
+
+def test_bf16_autocast_training_run(tiny_data, tmp_path):
+    run = train(tiny_cfg(tiny_data, tmp_path / "bf16", precision="bf16", mode="static"))
+    rows = [r for r in read_rows(run) if r["kind"] == "train"]
+    assert len(rows) == 3 and all(r["loss"] > 0 for r in rows)
+    res = json.loads((run / "results.json").read_text())
+    assert res["atomic"]["n"] > 0 and 0 <= res["atomic"]["entity_mrr"] <= 1
+
+
+def test_compiled_training_run_matches_eager(tiny_data, tmp_path):
+    """A compile smoke test on the tiny model: about 30 s of CPU compile time, paid once here."""
+    eager = train(tiny_cfg(tiny_data, tmp_path / "eager", mode="static", steps=4))
+    compiled = train(tiny_cfg(tiny_data, tmp_path / "compiled", mode="static", steps=4, compile=True))
+    a = [r for r in read_rows(eager) if r["kind"] == "train"]
+    b = [r for r in read_rows(compiled) if r["kind"] == "train"]
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [2, 4]
+    for ra, rb in zip(a, b):
+        assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-3)
+
+
+def test_eval_budget_skips_periodic_evaluations(tiny_data, tmp_path):
+    def evals(run):
+        return [r["step"] for r in read_rows(run) if r["kind"] == "eval"]
+
+    every = train(tiny_cfg(tiny_data, tmp_path / "all", eval_every=2, eval_budget=0))
+    assert evals(every) == [2, 4, 6]  # off: every scheduled one, then the final one
+    starved = train(tiny_cfg(tiny_data, tmp_path / "few", eval_every=2, eval_budget=1e-9))
+    assert evals(starved) == [2, 6]  # the first runs; then no training time pays for another
+
+
+def test_eval_clock():
+    clock = _EvalClock(0.5, torch.device("cpu"))
+    assert clock.due()
+    with clock:
+        pass
+    clock.last_s, clock.since = 10.0, clock.since - 15.0  # 10 s evaluating after 15 s of training
+    assert not clock.due()
+    clock.since -= 6.0  # 21 s of training: 10 <= 0.5 * 21
+    assert clock.due()
+    assert _EvalClock(0.0, torch.device("cpu")).due()
