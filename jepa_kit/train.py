@@ -47,7 +47,7 @@ import torch
 
 from jepa_kit import __version__
 from jepa_kit import checkpoint as ckpt
-from jepa_kit.data import TYPE_CODES, VALID_SPLITS, DataError, Dataset, first_match, load_dataset, rows_in
+from jepa_kit.data import TYPE_CODES, VALID_SPLITS, DataError, Dataset, leakage_problems, load_dataset
 from jepa_kit.files import atomic_write_json, atomic_write_text, read_json, read_yaml
 from jepa_kit.losses import METRICS as JEPA_METRICS
 from jepa_kit.model import ATTN_IMPLEMENTATIONS, MAX_K_PRED, MODEL_PRESETS, MODES, OBJECTIVES, GPT2WithJEPA, ObjectiveConfig
@@ -62,6 +62,9 @@ PROGRESS = ("auto", "bar", "log", "none")
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
 EVAL_PRECISIONS = ("auto", "fp32", "checked", "bf16")
+# per-split numbers of jepa_kit.evaluate that can pick the best checkpoint (a typo must not pass silently)
+BEST_METRICS = ("exact_match", "mrr_first", "mrr_last", "entity_mrr", "entity_hits1", "entity_rank_mean",
+                "joint_mrr_approx", "ntp_loss")
 
 # Fields that may differ when a run is resumed: how long, how often, where, on what hardware.
 # ``mode`` is among them: every mode computes the same losses (tests/test_model.py).
@@ -194,6 +197,7 @@ class TrainConfig:
         choice("progress", PROGRESS)
         choice("attn_implementation", ATTN_IMPLEMENTATIONS)
         choice("best_split", VALID_SPLITS)
+        choice("best_metric", BEST_METRICS)
         choice("model", tuple(MODEL_PRESETS))
         if not 0 <= self.k_pred <= MAX_K_PRED:
             raise ConfigError(f"k_pred must be in 0..{MAX_K_PRED}; got {self.k_pred}")
@@ -389,24 +393,12 @@ def config_from_args(ns: argparse.Namespace) -> TrainConfig:
 # -- training data and the leakage guard ----------------------------------------------------
 
 def check_leakage(ids: torch.Tensor, types: torch.Tensor, dataset: Dataset, where: str = "train.json") -> None:
-    """Raise LeakageError if a training row equals a valid.json test item, or equals the reverse
-    view of an atomic training item (which is what a test item is)."""
-    vocab = dataset.vocab
-    test = dataset.valid["test"].ids
-    hits = rows_in(ids, test).nonzero().flatten()
-    if len(hits):
-        i = int(hits[0])
-        raise LeakageError(f"{where}: item {i} {' '.join(vocab.decode(ids[i]))} equals valid.json 'test' item "
-                           f"{first_match(ids[i], test)}: a held-out reverse fact would be trained on")
-    atomic_index = (types == TYPE_CODES["atomic"]).nonzero().flatten()
-    if len(atomic_index):
-        reversed_atomic = reverse_view(ids[atomic_index], vocab)
-        hits = rows_in(ids, reversed_atomic).nonzero().flatten()
-        if len(hits):
-            i = int(hits[0])
-            j = int(atomic_index[first_match(ids[i], reversed_atomic)])
-            raise LeakageError(f"{where}: item {i} {' '.join(vocab.decode(ids[i]))} is the reverse view of atomic "
-                               f"item {j}: the held-out direction of an atomic fact would be trained on")
+    """Raise LeakageError if the training rows would show the model a held-out fact, by the rule of
+    ``jepa_kit.data.leakage_problems`` (the one `jepa-kit data check` applies)."""
+    problems = leakage_problems(ids, types, dataset.valid["test"].ids, dataset.vocab, where, limit=1)
+    if problems:
+        raise LeakageError(f"{problems[0]}: training on this data would show the model a held-out reverse fact"
+                           + (f" ({len(problems)} kinds of leak; `jepa-kit data check` lists them)" if len(problems) > 1 else ""))
 
 
 def training_rows(dataset: Dataset, objective: str) -> tuple[torch.Tensor, torch.Tensor]:

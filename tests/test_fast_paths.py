@@ -198,3 +198,4 @@ def test_eval_clock():
     clock.since -= 6.0  # 21 s of training: 10 <= 0.5 * 21
     assert clock.due()
     assert _EvalClock(0.0, torch.device("cpu")).due()
+

@@ -12,7 +12,7 @@ import torch
 
 from jepa_kit import checkpoint as ckpt
 from jepa_kit import train as T
-from jepa_kit.data import TYPE_CODES, DataError, load_dataset
+from jepa_kit.data import TYPE_CODES, DataError, first_match, load_dataset, rows_in
 from jepa_kit.model import MODEL_PRESETS, GPT2WithJEPA, ObjectiveConfig
 from jepa_kit.reversal import reverse_view
 from jepa_kit.train import (ConfigError, LeakageError, Preempted, TrainConfig, TrainingDiverged, load_run,
@@ -306,7 +306,30 @@ def test_leakage_guard_fires_on_a_test_item_in_train_json(data, tmp_path):
     items.insert(17, {**test_item, "type": "atomic"})
     (d / "train.json").write_text(json.dumps(items))
     for objective in ("jepa", "ntp", "reverse_aug"):  # train.json itself must be clean for every objective
-        with pytest.raises(LeakageError, match="item 17 .* equals valid.json 'test' item 5"):
+        with pytest.raises(LeakageError, match=r"valid.json test item 5 appears in train.json \(item 17:"):
+            train(config(d, tmp_path / objective, objective=objective))
+        assert not (tmp_path / objective).exists()
+
+
+def test_leakage_guard_fires_on_the_jepa_reverse_view_of_a_relabelled_atomic_fact(data, tmp_path):
+    """An atomic fact relabelled `train` gets a JEPA reverse view: its held-out direction, a test item.
+    `data check` and the training guard apply one rule, so both refuse it, for every objective."""
+    from jepa_kit.data import summarize
+
+    d = _copy(data, tmp_path / "relabelled")
+    items = json.loads((d / "train.json").read_text())
+    clean = load_dataset(data)  # the atomic fact whose held-out direction is valid.json test item 0
+    atomic_at = first_match(reverse_view(clean.valid["test"].ids[:1], clean.vocab)[0], clean.train.ids)
+    assert items[atomic_at]["type"] == "atomic"
+    items[atomic_at]["type"] = "train"
+    (d / "train.json").write_text(json.dumps(items))
+    ds = load_dataset(d)
+    (problem,) = summarize(ds)["leakage_problems"]
+    assert problem.startswith(f"valid.json test item 0 is the reverse view of 'train' item {atomic_at} of train.json")
+    assert "JEPA objective" in problem
+    assert rows_in(reverse_view(ds.train.ids[atomic_at:atomic_at + 1], ds.vocab), ds.valid["test"].ids).all()
+    for objective in ("jepa", "ntp", "reverse_aug"):
+        with pytest.raises(LeakageError, match=f"reverse view of 'train' item {atomic_at} of train.json"):
             train(config(d, tmp_path / objective, objective=objective))
         assert not (tmp_path / objective).exists()
 
@@ -381,3 +404,9 @@ def test_epoch_order_depends_only_on_seed_and_epoch():
     assert torch.equal(a, T.epoch_permutation(100, seed=0, epoch=3))
     assert not torch.equal(a, T.epoch_permutation(100, seed=0, epoch=4))
     assert torch.equal(a.sort().values, torch.arange(100))
+
+
+def test_a_misspelt_best_metric_is_refused():
+    with pytest.raises(ConfigError, match="best_metric must be one of .*entity_mrr.*; got 'exact_mach'"):
+        TrainConfig(best_metric="exact_mach")
+    assert TrainConfig(best_metric="ntp_loss").best_metric == "ntp_loss"
