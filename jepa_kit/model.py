@@ -13,7 +13,7 @@ loss   = γ·NTP + λ·d(pred, target)             d from jepa_kit.losses
 "Last-layer hidden state" means the output of the final layer norm ``ln_f`` (what the LM
 head reads, and what ``GPT2Model(...).last_hidden_state`` returns), in both modes.
 
-Two modes compute the same losses and gradients (tests/test_model.py proves it):
+The modes compute the same losses and gradients (tests/test_model.py and tests/test_fast_paths.py prove it):
 
 * ``packed`` (default, fast): one pass. Each JEPA item is a row ``[F | R]`` under a
   block-causal mask with positions restarting at 0 in R, so F and R are each encoded

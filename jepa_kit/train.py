@@ -920,6 +920,10 @@ def _train(cfg: TrainConfig, run_dir: Path, dist: _Dist, device: torch.device, c
     perm_epoch, perm = -1, None
     lr, grad_norm = lr_at(cfg, step, total_steps), None
     stop = _StopSignal()
+
+    def global_loss(out):
+        return _global_loss(out, cfg, dist, device, stop.signum != 0)
+
     try:
         with stop:
             while step < total_steps:
@@ -935,9 +939,6 @@ def _train(cfg: TrainConfig, run_dir: Path, dist: _Dist, device: torch.device, c
                 gen = None
                 if cfg.loss_dropout > 0:  # which JEPA items are dropped depends only on (seed, step, rank)
                     gen = torch.Generator(device=device).manual_seed(_derived_seed(cfg.seed, 2, step, dist.rank))
-
-                def global_loss(out):
-                    return _global_loss(out, cfg, dist, device, stop.signum != 0)
 
                 (loss, stats, n_jepa, stop_all), norm = train_step(
                     fwd, model, opt, scaler, train_ids[idx], train_types[idx], autocast_dtype=autocast_dtype,
