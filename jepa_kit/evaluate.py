@@ -502,20 +502,26 @@ def evaluate_split(model, ids: torch.Tensor, entities, *, logit_lens: bool = Tru
 
 @torch.inference_mode()
 def jepa_eval_diagnostics(model, ids: torch.Tensor, types: torch.Tensor, batch_size: int = 256) -> dict | None:
-    """JEPA distance (the model's own metric, over all items at once) and collapse indicators on
-    held-out ``train``-type rows. None when the model builds no reverse views."""
-    from jepa_kit.losses import jepa_diagnostics, jepa_distance
+    """JEPA distance and collapse indicators on ``train``-type rows of valid.json. None when the model
+    builds no reverse views.
 
-    preds, targets = [], []
+    The distance is the training objective's own value, computed as training computes it: the
+    model's ``jepa_loss`` on batches of ``batch_size`` rows (pass the training batch size per
+    process: InfoNCE takes its negatives from the batch, reverse partners excluded), averaged over
+    items. The collapse indicators look at all items at once."""
+    from jepa_kit.losses import jepa_diagnostics
+
+    preds, targets, total = [], [], 0.0
     for i in range(0, len(ids), batch_size):
         out = model(ids[i:i + batch_size], types[i:i + batch_size], return_jepa_outputs=True)
         preds.append(out["pred"])
         targets.append(out["target"])
+        total += float(out["jepa_loss"]) * len(out["pred"])
     pred, target = torch.cat(preds).float(), torch.cat(targets).float()
     if len(pred) < 2:
         return None
     obj = model.objective
-    dist = jepa_distance(pred, target, obj.jepa_metric, temperature=getattr(obj, "infonce_temperature", 0.1))
+    dist = total / len(pred)
     diag = jepa_diagnostics(pred, target)
     return {
         "metric": obj.jepa_metric,
@@ -537,14 +543,16 @@ def sample_rows(n: int, max_items: int | None, seed: int = 0) -> torch.Tensor:
 
 def evaluate(model_or_run_dir, dataset, splits=SPLITS, batch_size: int = 256, logit_lens: bool = True,
              device=None, max_items: int | None = None, candidate_batch: int | None = None,
-             per_item: bool = False, precision: str = "auto", margin: float = 0.5, sample_seed: int = 0) -> dict:
+             per_item: bool = False, precision: str = "auto", margin: float = 0.5, sample_seed: int = 0,
+             jepa_batch_size: int | None = None) -> dict:
     """Per-split metrics of a model on the valid.json splits of ``dataset``.
 
     model_or_run_dir: a GPT2WithJEPA, a GPT2LMHeadModel, or a run directory (loaded with
       ``jepa_kit.train.load_run``). dataset: a ``Dataset`` or a data directory.
     max_items: evaluate a fixed random sample of ``max_items`` rows of each split (``sample_rows``
       with ``sample_seed``: the same rows at every call, so periodic evaluations stay comparable and
-      cheap); None: all rows. precision, margin: see ``evaluate_split``.
+      cheap); None: all rows. precision, margin: see ``evaluate_split``. jepa_batch_size: batch size of
+      the JEPA diagnostics (default ``batch_size``; the trainer passes its own per-process batch).
     Returns ``{split: metrics}``; plus ``"jepa"`` (diagnostics on valid.json's train split) for a
     GPT2WithJEPA with the JEPA objective and lambda != 0, and ``"label"`` for reverse augmentation, which trains on
     the test facts. The model is put in eval mode and moved to ``device`` for the call, then restored.
@@ -586,7 +594,7 @@ def evaluate(model_or_run_dir, dataset, splits=SPLITS, batch_size: int = 256, lo
             rows = sample_rows(len(held_out.ids), max_items, sample_seed)  # the train split's evaluated rows
             with _full_fp32():
                 diag = jepa_eval_diagnostics(model, held_out.ids[rows].to(device), held_out.types[rows].to(device),
-                                             batch_size)
+                                             jepa_batch_size or batch_size)
             if diag is not None:
                 results["jepa"] = diag
         if obj is not None and getattr(obj, "objective", None) == "reverse_aug":

@@ -19,6 +19,7 @@ def jepa_distance(
     stop_grad: bool = False,
     reduction: str = "mean",
     valid: torch.Tensor | None = None,
+    exclude: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Distance between each prediction and its target.
 
@@ -27,7 +28,8 @@ def jepa_distance(
       ``l2``      ||pred_i - target_i||_2 (Euclidean norm, not squared)
       ``mse``     mean over dimensions of (pred_i - target_i)^2
       ``infonce`` cross-entropy of item i picking its own target among all targets of the
-                  batch (in-batch negatives), scores = cos(pred_i, target_j) / temperature
+                  batch (in-batch negatives), scores = cos(pred_i, target_j) / temperature;
+                  ``exclude`` [N, N] (bool) drops target j from item i's negatives where set
     stop_grad: detach the target side (no gradient flows into the reverse view). Off by
       default, like the LLM-JEPA code.
     reduction: ``mean`` (scalar) or ``none`` (``[N]``, one term per item).
@@ -56,8 +58,12 @@ def jepa_distance(
         if temperature <= 0:
             raise ValueError(f"InfoNCE temperature must be > 0, got {temperature}")
         scores = F.normalize(pred, dim=-1) @ F.normalize(target, dim=-1).T / temperature  # [N, N]
-        if valid is not None:  # invalid targets are no negatives
-            scores = scores.masked_fill(~valid[None, :], torch.finfo(scores.dtype).min)
+        drop = None if valid is None else ~valid[None, :]  # invalid targets are no negatives
+        if exclude is not None:
+            eye = torch.eye(len(pred), dtype=torch.bool, device=pred.device)
+            drop = (exclude & ~eye) if drop is None else drop | (exclude & ~eye)  # never an item's own target
+        if drop is not None:
+            scores = scores.masked_fill(drop, torch.finfo(scores.dtype).min)
         d = F.cross_entropy(scores, torch.arange(len(pred), device=pred.device), reduction="none")
     if valid is not None:
         d = torch.where(valid, d, torch.zeros_like(d))
@@ -67,6 +73,14 @@ def jepa_distance(
     if reduction == "none":
         return d
     return d.mean() if len(d) else d.sum()
+
+
+def reverse_partners(ids: torch.Tensor, reversed_ids: torch.Tensor) -> torch.Tensor:
+    """[N, N] bool: item j is item i's reverse partner (``ids[j] == reversed_ids[i]``), i.e. the same
+    fact read the other way. Both directions of every set-A fact are ``train`` items, so a fact and
+    its reverse can share a batch; with k = 0 the target of one IS the other's prediction state, and
+    as an InfoNCE negative it would push the objective against itself. InfoNCE leaves them out."""
+    return (ids[None, :, :] == reversed_ids[:, None, :]).all(-1)
 
 
 def loss_dropout_keep(n: int, dropout: float, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -56,7 +56,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.models.gpt2.modeling_gpt2 import eager_attention_forward
 
 from jepa_kit.data import TYPE_CODES
-from jepa_kit.losses import METRICS, jepa_distance, loss_dropout_keep
+from jepa_kit.losses import METRICS, jepa_distance, loss_dropout_keep, reverse_partners
 from jepa_kit.masks import block_causal_mask, block_position_ids
 from jepa_kit.reversal import patch_len_of, reverse_view
 from jepa_kit.vocab import Vocab
@@ -311,7 +311,12 @@ class GPT2WithJEPA(nn.Module):
         ntp = out.pop("ntp_loss")
         pred, target = out.pop("pred"), out.pop("target")
         if pred is not None and len(pred):
-            jepa = jepa_distance(pred, target, obj.jepa_metric, obj.infonce_temperature, obj.stop_grad)
+            exclude = None
+            if obj.jepa_metric == "infonce":  # a fact's other direction is no negative
+                ids_j = ids[jepa_idx]
+                exclude = reverse_partners(ids_j, reverse_view(ids_j, self.inverse, check=False))
+            jepa = jepa_distance(pred, target, obj.jepa_metric, obj.infonce_temperature, obj.stop_grad,
+                                 exclude=exclude)
         else:
             jepa = ntp.new_zeros(())
         loss = obj.gamma_ntp * ntp + (obj.lambda_jepa * jepa if obj.uses_jepa else 0.0)
@@ -415,7 +420,9 @@ class GPT2WithJEPA(nn.Module):
         ntp = F.cross_entropy(logits.float(), ids[:, -p:].reshape(-1))
         if is_jepa is not None:
             pred, target = hidden[:, p], hidden[:, p + 1]
-            jepa = jepa_distance(pred, target, obj.jepa_metric, obj.infonce_temperature, obj.stop_grad, valid=is_jepa)
+            exclude = reverse_partners(ids, rev) if obj.jepa_metric == "infonce" else None  # [B, B]
+            jepa = jepa_distance(pred, target, obj.jepa_metric, obj.infonce_temperature, obj.stop_grad,
+                                 valid=is_jepa, exclude=exclude)
             n_jepa = is_jepa.sum()
         else:
             jepa, n_jepa = ntp.new_zeros(()), 0

@@ -25,7 +25,10 @@ the walltime) the current step finishes, a checkpoint is written, status.json sa
 
 Under ``torchrun`` (WORLD_SIZE > 1) the same function runs DistributedDataParallel: every rank
 takes its slice of each global batch, the loss is weighted so the averaged gradient equals the
-single-process mean over the global batch, and only rank 0 writes files.
+single-process mean over the global batch, and only rank 0 writes files. One exception: InfoNCE
+takes its negatives from the items on the same rank (no gather across ranks), so with it the
+update equals the mean of per-rank InfoNCE terms, i.e. a single process at the per-rank batch size
+(tests/test_ddp.py runs the other distances).
 """
 from __future__ import annotations
 
@@ -890,7 +893,7 @@ def _train(cfg: TrainConfig, run_dir: Path, dist: _Dist, device: torch.device, c
             lens = cfg.logit_lens if cfg.logit_lens is not None else device.type != "cuda"
             eval_prec = _eval_precision(cfg, device, final)
             res = evaluate(model, dataset, splits=VALID_SPLITS, max_items=max_items, logit_lens=final and lens,
-                           precision=eval_prec)
+                           precision=eval_prec, jepa_batch_size=local_batch)
         finally:
             model.train()
             torch.set_rng_state(rng)

@@ -199,3 +199,37 @@ def test_eval_clock():
     assert clock.due()
     assert _EvalClock(0.0, torch.device("cpu")).due()
 
+
+
+def test_infonce_leaves_a_facts_reverse_partner_out_of_its_negatives(vocab):
+    """Both directions of a set-A fact are `train` items; in one batch, with k = 0, one's target is
+    exactly the other's prediction state. Every mode masks that pair, and only that pair."""
+    model = make(vocab, k_pred=0, jepa_metric="infonce").eval()
+    ids, _ = random_batch(vocab, 6, seed=11, types=(0,))
+    ids = torch.cat([ids, reverse_view(ids[:2], vocab)])  # items 6, 7 are the reverses of items 0, 1
+    types = torch.zeros(len(ids), dtype=torch.long)
+    outs = {mode: model(ids, types, mode=mode, return_jepa_outputs=True) for mode in ("packed", "static", "two_pass")}
+    pred, target = outs["packed"]["pred"], outs["packed"]["target"]
+    torch.testing.assert_close(pred[0], target[6], **TOL)  # the trap: identical to item 0's own positive
+    exclude = torch.zeros(8, 8, dtype=torch.bool)
+    exclude[[0, 6, 1, 7], [6, 0, 7, 1]] = True
+    want = jepa_distance(pred, target, "infonce", temperature=0.1, exclude=exclude)
+    # brute force: item i's cross-entropy over its own target and every non-partner target
+    cos = torch.nn.functional.normalize(pred, dim=-1) @ torch.nn.functional.normalize(target, dim=-1).T / 0.1
+    brute = torch.stack([torch.logsumexp(cos[i][~exclude[i]], 0) - cos[i, i] for i in range(8)]).mean()
+    torch.testing.assert_close(want, brute, **TOL)
+    for mode, out in outs.items():
+        torch.testing.assert_close(out["jepa_loss"], want, **TOL, msg=mode)
+    assert jepa_distance(pred, target, "infonce", temperature=0.1) > want  # unmasked, the partner costs a lot
+
+
+def test_eval_jepa_distance_is_the_training_value(vocab):
+    from jepa_kit.evaluate import jepa_eval_diagnostics
+
+    model = make(vocab, k_pred=1, jepa_metric="infonce").eval()
+    ids, types = random_batch(vocab, 24, seed=12, types=(0,))
+    with torch.no_grad():
+        batches = [model(ids[i:i + 8], types[i:i + 8])["jepa_loss"] for i in (0, 8, 16)]
+        diag = jepa_eval_diagnostics(model, ids, types, batch_size=8)
+    assert diag["jepa_distance"] == pytest.approx(float(torch.stack(batches).mean()), rel=1e-6)
+    assert diag["n"] == 24
