@@ -31,7 +31,7 @@ def main(argv=None) -> None:
     root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="jepa_bench_"))
     try:
         t0 = time.perf_counter()
-        generate(args.preset, root, seed=0)
+        generate(args.preset, root, seed=0, force=True)  # the benchmark regenerates on purpose
         t_gen = time.perf_counter() - t0
         shutil.rmtree(root / ".jepa_cache", ignore_errors=True)
         t0 = time.perf_counter()

@@ -45,7 +45,7 @@ fi
 echo "$DEVICE" > "$WORK/device.txt"
 
 section "data"
-"$PY" -m jepa_kit data generate --preset "$DATA" --out "$WORK/data/$DATA" || exit 1
+"$PY" -m jepa_kit data generate --preset "$DATA" --out "$WORK/data/$DATA" --force || exit 1
 
 section "1. training-step bench ($DEVICE)"
 "$PY" -m jepa_kit bench --device "$DEVICE" $BENCH --eval-queries 0 --json > "$OUT/bench.json" \

@@ -12,7 +12,11 @@ def _data_generate(args) -> int:
 
     overrides = {f.name: getattr(args, f.name) for f in fields(GenParams) if getattr(args, f.name, None) is not None}
     params = resolve(args.preset, **overrides)
-    out = generate(params, args.out, seed=args.seed)
+    try:
+        out = generate(params, args.out, seed=args.seed, force=args.force)
+    except FileExistsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"wrote {out}/vocab.json, train.json, valid.json ({args.preset}, seed {args.seed})")
     return 0
 
@@ -73,12 +77,26 @@ def _eval(args) -> int:
     from jepa_kit.evaluate import evaluate, format_table
     from jepa_kit.train import load_run
 
+    from pathlib import Path
+
+    from jepa_kit.files import read_json
+
     model, config = load_run(args.run, checkpoint=args.checkpoint)
-    data_dir = args.data or config.data
+    stored = read_json(Path(args.run) / "config.json")
+    # the run's own data: its absolute path (runs before it was stored: the path as given, from here)
+    data_dir = args.data or stored.get("data_path") or config.data
     ds = load_dataset(data_dir)
     if not ds.vocab.same_as(model.vocab):
         print(f"error: {data_dir} has a different vocabulary from the one {args.run} was trained on", file=sys.stderr)
         return 1
+    trained_on = stored.get("data_fingerprint")
+    if trained_on and ds.fingerprint != trained_on:
+        if not args.data:
+            print(f"error: {data_dir} is not the data {args.run} was trained on (fingerprint {ds.fingerprint}, "
+                  f"the run's {trained_on}); pass --data DIR to evaluate on other data on purpose", file=sys.stderr)
+            return 1
+        print(f"warning: {data_dir} is not the data {args.run} was trained on (fingerprint {ds.fingerprint}, the "
+              f"run's {trained_on}): these numbers are for other data", file=sys.stderr)
     splits = tuple(s for s in args.splits.split(",") if s)
     results = evaluate(model, ds, splits=splits, logit_lens=not args.no_logit_lens)
     print(json.dumps(results, indent=2) if args.json else format_table(results))
@@ -128,6 +146,7 @@ def build_parser(train_fields: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--preset", default="tiny", help="tiny | small | paper")
     g.add_argument("--out", required=True)
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--force", action="store_true", help="replace a dataset already in --out (never a run directory)")
     from jepa_kit.datagen import GenParams
     for f in fields(GenParams):
         g.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=int, default=None,

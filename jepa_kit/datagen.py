@@ -124,9 +124,26 @@ def _array_json(rows: np.ndarray, kinds: list[str], p: int) -> str:
     return "[" + ", ".join(_item_json(r, k, p) for r, k in zip(rows, kinds)) + "]"
 
 
+DATA_FILES = ("vocab.json", "train.json", "valid.json")
+
+
+def check_out_dir(out_dir: str | Path, force: bool = False) -> None:
+    """Refuse to write a dataset where it would destroy something: never into a training run's
+    directory; into an existing dataset only with ``force``."""
+    out = Path(out_dir)
+    if (out / "config.json").is_file() or (out / "checkpoints").is_dir():
+        raise FileExistsError(f"{out} is a training run directory: data is never written into one; choose another --out")
+    existing = [name for name in DATA_FILES if (out / name).exists()]
+    if existing and not force:
+        raise FileExistsError(f"{out} already holds a dataset ({', '.join(existing)}); generating would replace it. "
+                              f"Choose another --out, or pass --force (force=True) to replace it")
+
+
 def generate(preset_or_params: str | GenParams | dict = "tiny", out_dir: str | Path = "data/tiny", seed: int = 0,
-             **overrides) -> Path:
-    """Write vocab.json, train.json and valid.json into ``out_dir``; returns the directory."""
+             force: bool = False, **overrides) -> Path:
+    """Write vocab.json, train.json and valid.json into ``out_dir``; returns the directory.
+    An existing dataset there is replaced only with ``force``; a run directory never is."""
+    check_out_dir(out_dir, force)
     p = resolve(preset_or_params, **overrides)
     rng = np.random.default_rng(seed)
     names, ents = _names(p, rng)

@@ -799,6 +799,7 @@ def _train(cfg: TrainConfig, run_dir: Path, dist: _Dist, device: torch.device, c
         atomic_write_json(run_dir / "config.json", _clean({
             "config": cfg.to_dict(),
             "data_fingerprint": dataset.fingerprint,
+            "data_path": str(Path(dataset.path).resolve()),  # `eval RUN` finds the data from any directory
             "model": model.config_dict(),
             "version": __version__,
             "torch": torch.__version__,

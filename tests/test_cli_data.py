@@ -40,3 +40,22 @@ def test_check_fails_on_bad_data_via_module(tmp_path):
 def test_real_fixture_checks(osu_dir, capsys):
     assert main(["data", "check", str(osu_dir)]) == 0
     assert "16015 tokens" in capsys.readouterr().out
+
+
+def test_generate_never_replaces_data_silently_and_never_writes_into_a_run(tmp_path, capsys):
+    out = tmp_path / "d"
+    assert main(["data", "generate", "--preset", "tiny", "--out", str(out)]) == 0
+    before = (out / "train.json").read_bytes()
+    capsys.readouterr()
+    assert main(["data", "generate", "--preset", "tiny", "--out", str(out), "--seed", "3"]) == 2
+    assert "already holds a dataset" in capsys.readouterr().err
+    assert (out / "train.json").read_bytes() == before  # untouched
+    assert main(["data", "generate", "--preset", "tiny", "--out", str(out), "--seed", "3", "--force"]) == 0
+    assert (out / "train.json").read_bytes() != before
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    capsys.readouterr()
+    assert main(["data", "generate", "--preset", "tiny", "--out", str(run), "--force"]) == 2
+    assert "training run directory" in capsys.readouterr().err
+    assert not (run / "train.json").exists()

@@ -410,3 +410,31 @@ def test_a_misspelt_best_metric_is_refused():
     with pytest.raises(ConfigError, match="best_metric must be one of .*entity_mrr.*; got 'exact_mach'"):
         TrainConfig(best_metric="exact_mach")
     assert TrainConfig(best_metric="ntp_loss").best_metric == "ntp_loss"
+
+
+def test_eval_finds_the_runs_own_data_from_any_directory_and_checks_its_fingerprint(data, tmp_path, monkeypatch, capsys):
+    from jepa_kit.cli import main
+    from jepa_kit.datagen import generate
+
+    work = tmp_path / "work"
+    _copy(data, work / "data")
+    monkeypatch.chdir(work)
+    train(config("data", "run"))  # a relative data path, as a user types it
+    other = tmp_path / "elsewhere"
+    generate("tiny", other / "data", seed=1, valid_per_split=5)  # a different data/ beside the caller
+    monkeypatch.chdir(other)
+    capsys.readouterr()
+    assert main(["eval", str(work / "run"), "--splits", "atomic", "--no-logit-lens", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["atomic"]["n"] == 24  # the run's data, not ./data (n 5)
+
+    # the run's data changed under it (same vocabulary): refused, unless --data asks for it, then a warning
+    valid = json.loads((work / "data" / "valid.json").read_text())
+    valid["atomic"] = valid["atomic"][:10]
+    (work / "data" / "valid.json").write_text(json.dumps(valid))
+    assert main(["eval", str(work / "run"), "--splits", "atomic", "--no-logit-lens"]) == 1
+    assert "is not the data" in capsys.readouterr().err
+    assert main(["eval", str(work / "run"), "--data", str(work / "data"), "--splits", "atomic", "--no-logit-lens",
+                 "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "warning:" in captured.err and "these numbers are for other data" in captured.err
+    assert json.loads(captured.out)["atomic"]["n"] == 10
