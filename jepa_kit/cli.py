@@ -65,7 +65,7 @@ def _train(args) -> int:
         # checkpoint written; the distinct exit code tells a requeue script "resume me", not "failed"
         print(f"preempted: {e}", file=sys.stderr)
         return T.PREEMPTED_EXIT_CODE
-    except (T.ConfigError, T.TrainingDiverged, T.LeakageError) as e:
+    except (T.ConfigError, T.TrainingDiverged, T.LeakageError, T.RunLocked) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"run directory: {run_dir}")

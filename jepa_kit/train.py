@@ -11,6 +11,7 @@ from ``jepa_kit.model.ObjectiveConfig``). ``train(config)`` writes a run directo
     results.json     full evaluation of every valid split + {"run": metadata}, at the end
     best.json        which checkpoint is best by (best_split, best_metric), when evaluation ran
     checkpoints/step_XXXXXXXX/   see jepa_kit.checkpoint (safetensors + JSON, no pickle)
+    .lock            while a process trains into it (jepa_kit.runlock): a second one is refused
 
 Calling ``train`` on an existing run directory resumes from its last checkpoint; an interrupted
 and resumed run gives the same numbers as an uninterrupted one (CPU, fp32), because the data
@@ -33,6 +34,7 @@ update equals the mean of per-rank InfoNCE terms, i.e. a single process at the p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as _dt
 import json
@@ -55,6 +57,7 @@ from jepa_kit.files import atomic_write_json, atomic_write_text, read_json, read
 from jepa_kit.losses import METRICS as JEPA_METRICS
 from jepa_kit.model import ATTN_IMPLEMENTATIONS, MAX_K_PRED, MODEL_PRESETS, MODES, OBJECTIVES, GPT2WithJEPA, ObjectiveConfig
 from jepa_kit.reversal import reverse_view
+from jepa_kit.runlock import RunLocked, run_lock  # RunLocked: re-exported for the CLI
 from jepa_kit.vocab import Vocab
 
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: the run is resumable, requeue it
@@ -729,13 +732,15 @@ def train(config: TrainConfig | dict | str | Path, callback=None) -> Path:
 
     dist, device = _init_distributed(cfg.device)
     try:
-        return _train(cfg, run_dir, dist, device, callback)
+        with contextlib.ExitStack() as held:  # the run-directory lock, once _train takes it
+            return _train(cfg, run_dir, dist, device, callback, held)
     finally:
         if dist.created:
             torch.distributed.destroy_process_group()
 
 
-def _train(cfg: TrainConfig, run_dir: Path, dist: _Dist, device: torch.device, callback) -> Path:
+def _train(cfg: TrainConfig, run_dir: Path, dist: _Dist, device: torch.device, callback,
+           held: contextlib.ExitStack) -> Path:
     # Everything that can be wrong with the inputs is checked before a file is written.
     dataset = load_dataset(cfg.data)
     ids, types = training_rows(dataset, cfg.objective)
@@ -761,6 +766,11 @@ def _train(cfg: TrainConfig, run_dir: Path, dist: _Dist, device: torch.device, c
     # fused: one kernel for the whole update, on CUDA and on CPU alike (~7x less time than foreach on CPU)
     opt = torch.optim.AdamW(_weight_decay_groups(model, cfg.weight_decay), lr=cfg.lr, fused=True)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+    # -- one process per run directory: rank 0 holds <run>/.lock (jepa_kit.runlock) -------------
+    if dist.main:
+        held.enter_context(run_lock(run_dir))
+        stored = _check_resume(run_dir, cfg, dataset)  # again: nobody else can write it now
 
     # -- resume -----------------------------------------------------------------------------
     latest = ckpt.latest_checkpoint(run_dir) if stored else None

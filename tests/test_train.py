@@ -6,6 +6,7 @@ import os
 import pickle
 import shutil
 import signal
+import socket
 
 import pytest
 import torch
@@ -438,3 +439,39 @@ def test_eval_finds_the_runs_own_data_from_any_directory_and_checks_its_fingerpr
     captured = capsys.readouterr()
     assert "warning:" in captured.err and "these numbers are for other data" in captured.err
     assert json.loads(captured.out)["atomic"]["n"] == 10
+
+
+def _write_lock(run, **holder):
+    run.mkdir(parents=True, exist_ok=True)
+    (run / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "slurm_job_id": None,
+                                           "since": "then", **holder}))
+
+
+def test_a_run_directory_is_trained_by_one_process_at_a_time(data, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    train(config(data, run, steps=4))
+    assert not (run / ".lock").exists()  # released at the end
+    before = (run / "metrics.jsonl").read_text()
+
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _write_lock(run, pid=live.pid)  # another live process on this host holds it
+        with pytest.raises(T.RunLocked, match=f"pid {live.pid}"):
+            train(config(data, run, steps=8))
+        assert (run / "metrics.jsonl").read_text() == before  # nothing written
+    finally:
+        live.kill()
+        live.wait()
+    train(config(data, run, steps=8))  # its holder is dead now: a stale lock is taken over
+    assert [r["step"] for r in rows(run)][-1] == 8 and not (run / ".lock").exists()
+
+    _write_lock(run, host="another-node", pid=1)  # another host: never broken automatically
+    with pytest.raises(T.RunLocked, match="another-node.*remove"):
+        train(config(data, run, steps=10))
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    _write_lock(run, host="another-node", pid=1, slurm_job_id="4242")  # the same job, requeued on another node
+    train(config(data, run, steps=10))
+    assert [r["step"] for r in rows(run)][-1] == 10
