@@ -1,10 +1,19 @@
-"""The `jepa-kit` command (also `python -m jepa_kit`)."""
+"""The `jepa-kit` command (also `python -m jepa_kit`).
+
+Exit codes: 0 success; 1 a failure (a diverged run, a leak found by `data check`, an unexpected
+error); 2 a usage or input error (bad arguments, config, data, checkpoint, a run directory in use or
+a dataset that would be overwritten); 75 a preempted run that can be resumed. Errors are one line
+on stderr naming the file or field; JEPA_KIT_DEBUG=1 shows the traceback of unexpected ones.
+"""
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import fields
+
+EXIT_FAILURE, EXIT_USAGE = 1, 2
 
 
 def _data_generate(args) -> int:
@@ -12,24 +21,16 @@ def _data_generate(args) -> int:
 
     overrides = {f.name: getattr(args, f.name) for f in fields(GenParams) if getattr(args, f.name, None) is not None}
     params = resolve(args.preset, **overrides)
-    try:
-        out = generate(params, args.out, seed=args.seed, force=args.force)
-    except FileExistsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    out = generate(params, args.out, seed=args.seed, force=args.force)
     print(f"wrote {out}/vocab.json, train.json, valid.json ({args.preset}, seed {args.seed})")
     return 0
 
 
 def _data_check(args) -> int:
-    from jepa_kit.data import DataError, load_dataset
+    from jepa_kit.data import load_dataset
 
-    try:
-        ds = load_dataset(args.dir)
-        summary = ds.summary()
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    ds = load_dataset(args.dir)  # a DataError becomes a one-line error, exit 2 (see main)
+    summary = ds.summary()
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -58,16 +59,15 @@ def _data_check(args) -> int:
 def _train(args) -> int:
     from jepa_kit import train as T
 
-    config = T.config_from_args(args)
     try:
-        run_dir = T.train(config)
+        run_dir = T.train(T.config_from_args(args))
     except T.Preempted as e:
         # checkpoint written; the distinct exit code tells a requeue script "resume me", not "failed"
         print(f"preempted: {e}", file=sys.stderr)
         return T.PREEMPTED_EXIT_CODE
-    except (T.ConfigError, T.TrainingDiverged, T.LeakageError, T.RunLocked) as e:
+    except T.TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
     print(f"run directory: {run_dir}")
     return 0
 
@@ -88,13 +88,13 @@ def _eval(args) -> int:
     ds = load_dataset(data_dir)
     if not ds.vocab.same_as(model.vocab):
         print(f"error: {data_dir} has a different vocabulary from the one {args.run} was trained on", file=sys.stderr)
-        return 1
+        return EXIT_USAGE
     trained_on = stored.get("data_fingerprint")
     if trained_on and ds.fingerprint != trained_on:
         if not args.data:
             print(f"error: {data_dir} is not the data {args.run} was trained on (fingerprint {ds.fingerprint}, "
                   f"the run's {trained_on}); pass --data DIR to evaluate on other data on purpose", file=sys.stderr)
-            return 1
+            return EXIT_USAGE
         print(f"warning: {data_dir} is not the data {args.run} was trained on (fingerprint {ds.fingerprint}, the "
               f"run's {trained_on}): these numbers are for other data", file=sys.stderr)
     splits = tuple(s for s in args.splits.split(",") if s)
@@ -193,7 +193,36 @@ def main(argv: list[str] | None = None) -> int:
         # these parse their own arguments (argparse.REMAINDER would stop at a leading --flag)
         return _PASSTHROUGH[argv[0]](argparse.Namespace(rest=argv[1:]))
     args = build_parser(train_fields=bool(argv) and argv[0] == "train").parse_args(argv)
-    return args.func(args)
+    return _run(args.func, args)
+
+
+def _input_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean "your input is wrong" (exit 2); their messages name the file or field."""
+    from jepa_kit.checkpoint import CheckpointError
+    from jepa_kit.data import DataError
+    from jepa_kit.runlock import RunLocked
+    from jepa_kit.vocab import VocabError
+
+    errors = [DataError, VocabError, CheckpointError, RunLocked, FileExistsError, FileNotFoundError, PermissionError]
+    if "jepa_kit.train" in sys.modules:  # imported by the commands that can raise it (torch is heavy)
+        errors.append(sys.modules["jepa_kit.train"].ConfigError)
+    return tuple(errors)
+
+
+def _run(func, args) -> int:
+    """A command, with its errors as one line on stderr (see the module docstring for exit codes)."""
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:
+        if isinstance(e, _input_errors()):
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        if os.environ.get("JEPA_KIT_DEBUG"):
+            raise
+        print(f"error: {type(e).__name__}: {e} (JEPA_KIT_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

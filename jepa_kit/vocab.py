@@ -85,9 +85,11 @@ class Vocab:
         if path.is_dir():
             path = path / "vocab.json"
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise VocabError(f"{path}: file not found") from None
+        except UnicodeDecodeError as e:
+            raise VocabError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
         dup_keys: list[str] = []
 
         def pairs_hook(pairs):

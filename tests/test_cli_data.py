@@ -34,7 +34,7 @@ def test_check_fails_on_leak(tmp_path, capsys):
 def test_check_fails_on_bad_data_via_module(tmp_path):
     (tmp_path / "vocab.json").write_text("{")
     r = subprocess.run([sys.executable, "-m", "jepa_kit", "data", "check", str(tmp_path)], capture_output=True, text=True)
-    assert r.returncode == 1 and "vocab.json: not valid JSON" in r.stderr
+    assert r.returncode == 2 and "vocab.json: not valid JSON" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_real_fixture_checks(osu_dir, capsys):
@@ -59,3 +59,30 @@ def test_generate_never_replaces_data_silently_and_never_writes_into_a_run(tmp_p
     assert main(["data", "generate", "--preset", "tiny", "--out", str(run), "--force"]) == 2
     assert "training run directory" in capsys.readouterr().err
     assert not (run / "train.json").exists()
+
+
+def test_cli_errors_are_one_line_with_documented_exit_codes(tmp_path):
+    """Usage and input errors exit 2, failures 1, each one line naming the problem, no traceback."""
+    data = tmp_path / "d"
+    assert main(["data", "generate", "--preset", "tiny", "--out", str(data)]) == 0
+    (tmp_path / "latin1").mkdir()
+    (tmp_path / "latin1" / "vocab.json").write_bytes(b'{"<f_0>": 0, "caf\xe9": 1}')
+
+    def run(*argv):
+        done = subprocess.run([sys.executable, "-m", "jepa_kit", *argv], capture_output=True, text=True)
+        assert "Traceback" not in done.stderr, done.stderr
+        lines = [line for line in done.stderr.splitlines() if line.startswith("error")]
+        assert len(lines) == 1, done.stderr
+        return done.returncode, lines[0]
+
+    base = ["train", "--data", str(data), "--preset", "tiny", "--steps", "1", "--progress", "none"]
+    rc, line = run(*base, "--out", str(tmp_path / "r1"), "--best_metric", "exact_mach")
+    assert rc == 2 and "best_metric must be one of" in line
+    rc, line = run(*base, "--out", str(tmp_path / "r2"), "--data", str(tmp_path / "nowhere"))
+    assert rc == 2 and "nowhere" in line
+    rc, line = run("eval", str(tmp_path / "not_a_run"))
+    assert rc == 2 and "not a run directory" in line
+    rc, line = run("data", "check", str(tmp_path / "latin1"))
+    assert rc == 2 and "vocab.json: not UTF-8" in line
+    rc, line = run(*base, "--out", str(tmp_path / "r3"), "--device", "tpu")
+    assert rc in (1, 2) and "tpu" in line

@@ -432,7 +432,7 @@ def test_eval_finds_the_runs_own_data_from_any_directory_and_checks_its_fingerpr
     valid = json.loads((work / "data" / "valid.json").read_text())
     valid["atomic"] = valid["atomic"][:10]
     (work / "data" / "valid.json").write_text(json.dumps(valid))
-    assert main(["eval", str(work / "run"), "--splits", "atomic", "--no-logit-lens"]) == 1
+    assert main(["eval", str(work / "run"), "--splits", "atomic", "--no-logit-lens"]) == 2
     assert "is not the data" in capsys.readouterr().err
     assert main(["eval", str(work / "run"), "--data", str(work / "data"), "--splits", "atomic", "--no-logit-lens",
                  "--json"]) == 0
