@@ -25,7 +25,7 @@ from jepa_kit.vocab import Vocab, VocabError
 TYPE_CODES = {"train": 0, "atomic": 1, "test": 2}
 TYPE_NAMES = {v: k for k, v in TYPE_CODES.items()}
 VALID_SPLITS = ("train", "atomic", "test")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: JSON booleans in id slots are refused (version 1 caches may hold them as 0/1)
 
 
 class DataError(ValueError):
@@ -99,8 +99,9 @@ def _explain(item, where: str, patch_len: int | None) -> str:
     return f"{where} is malformed"
 
 
-def _parse_items(items, where: str, patch_len: int | None) -> tuple[np.ndarray, list[str], int]:
-    """Items -> (ids [N, L] int64, type names, patch_len). Fast path first, exact message on failure."""
+def _parse_items(items, where: str, patch_len: int | None, check_bools: bool = True) -> tuple[np.ndarray, list[str], int]:
+    """Items -> (ids [N, L] int64, type names, patch_len). Fast path first, exact message on failure.
+    ``check_bools``: look for JSON booleans among the ids (numpy would take true for 1)."""
     if not isinstance(items, list):
         raise DataError(f"{where}: expected a JSON array of items, got {type(items).__name__}")
     if not items:
@@ -124,7 +125,8 @@ def _parse_items(items, where: str, patch_len: int | None) -> tuple[np.ndarray, 
         ids = np.array(rows)  # no dtype: a string or float id must not be silently converted
     except (TypeError, ValueError, OverflowError):
         ids = None
-    if ids is None or ids.dtype.kind != "i" or ids.ndim != 2:
+    if ids is None or ids.dtype.kind != "i" or ids.ndim != 2 or (
+            check_bools and any(isinstance(x, bool) for row in rows for x in row)):
         bad = next((i for i, row in enumerate(rows)
                     if not all(isinstance(x, int) and not isinstance(x, bool) for x in row)), None)
         if bad is not None:
@@ -173,12 +175,14 @@ def _check_ids(ids: np.ndarray, types: list[str], vocab: Vocab, where: str, allo
 
 
 def _read_json(path: Path):
+    """(the parsed JSON, whether the text holds a `true` or `false` literal anywhere: numpy would
+    read such a boolean in an id slot as 1 or 0, so then the ids get an exact type check)."""
     try:
         text = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     try:
-        return json.loads(text)
+        return json.loads(text), (b"true" in text or b"false" in text)
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); truncated file?") from None
     except UnicodeDecodeError as e:
@@ -188,18 +192,19 @@ def _read_json(path: Path):
 def _parse_dir(root: Path, vocab: Vocab) -> tuple[dict[str, np.ndarray], int]:
     arrays: dict[str, np.ndarray] = {}
     train_path = root / "train.json"
-    ids, types, p = _parse_items(_read_json(train_path), str(train_path), None)
+    items, literals = _read_json(train_path)
+    ids, types, p = _parse_items(items, str(train_path), None, literals)
     arrays["train_ids"] = ids
     arrays["train_types"] = _check_ids(ids, types, vocab, str(train_path), ("train", "atomic"))
     valid_path = root / "valid.json"
-    valid = _read_json(valid_path)
+    valid, literals = _read_json(valid_path)
     if not isinstance(valid, dict):
         raise DataError(f"{valid_path}: expected a JSON object with splits {', '.join(VALID_SPLITS)}, got {type(valid).__name__}")
     for split in VALID_SPLITS:
         if split not in valid:
             raise DataError(f"{valid_path}: missing split {split!r} (has: {', '.join(valid) or 'nothing'})")
         where = f"{valid_path}: split {split!r}"
-        ids, types, _ = _parse_items(valid[split], where, p)
+        ids, types, _ = _parse_items(valid[split], where, p, literals)
         arrays[f"valid_{split}_ids"] = ids
         arrays[f"valid_{split}_types"] = _check_ids(ids, types, vocab, where, (split,))
     return arrays, p

@@ -120,3 +120,11 @@ def test_entities_are_distinct_name_pairs(osu_dir):
             expected.add(tuple(row[:2]))
             expected.add(tuple(row[4:]))
     assert set(map(tuple, ents.tolist())) == expected and len(ents) == len(expected)
+
+
+def test_a_json_boolean_is_not_a_token_id(osu_copy):
+    items = json.loads((osu_copy / "train.json").read_text())
+    items[3]["target_text"][0][1] = True  # numpy alone would read it as id 1
+    (osu_copy / "train.json").write_text(json.dumps(items))
+    with pytest.raises(DataError, match=r"train.json: item 3 has a target patch that is not a list of integer ids"):
+        load_dataset(osu_copy)
