@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 EXIT_FAILURE, EXIT_USAGE = 1, 2
 
@@ -75,11 +76,8 @@ def _train(args) -> int:
 def _eval(args) -> int:
     from jepa_kit.data import load_dataset
     from jepa_kit.evaluate import evaluate, format_table
-    from jepa_kit.train import load_run
-
-    from pathlib import Path
-
     from jepa_kit.files import read_json
+    from jepa_kit.train import load_run
 
     model, config = load_run(args.run, checkpoint=args.checkpoint)
     stored = read_json(Path(args.run) / "config.json")

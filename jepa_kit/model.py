@@ -268,7 +268,7 @@ class GPT2WithJEPA(nn.Module):
         """ids [B, L] fact rows, types [B] (0 train, 1 atomic, 2 test).
 
         generator: seeds loss dropout (applied in training mode only).
-        mode: override ``objective.mode`` for this call ("packed" | "two_pass").
+        mode: override ``objective.mode`` for this call (one of ``MODES``).
 
         Returns ``loss`` (γ·ntp + λ·jepa), ``ntp_loss`` (mean CE over the labelled tail
         tokens), ``jepa_loss`` (mean distance over the JEPA items, 0 without any),
@@ -293,38 +293,38 @@ class GPT2WithJEPA(nn.Module):
         if L + k > self.n_positions:  # each block restarts its positions: only F must fit
             raise ValueError(f"rows of {L} tokens + {k} <PRED> exceed n_positions={self.n_positions}")
         if mode == "static":
-            return self._static(ids, types, p, k, generator, return_jepa_outputs)
-
-        if obj.uses_jepa:
-            jepa_idx = (types == TRAIN).nonzero()[:, 0]
-            if self.training and obj.loss_dropout > 0:
-                keep = loss_dropout_keep(len(jepa_idx), obj.loss_dropout, generator)
-                jepa_idx = jepa_idx[keep.to(jepa_idx.device)]
+            out = self._static(ids, types, p, k, generator)
         else:
-            jepa_idx = ids.new_zeros(0)
-
-        if mode == "packed":
-            out = self._packed(ids, jepa_idx, p, k)
-        else:
-            out = self._two_pass(ids, jepa_idx, p, k)
+            if obj.uses_jepa:
+                jepa_idx = (types == TRAIN).nonzero()[:, 0]
+                if self.training and obj.loss_dropout > 0:
+                    keep = loss_dropout_keep(len(jepa_idx), obj.loss_dropout, generator)
+                    jepa_idx = jepa_idx[keep.to(jepa_idx.device)]
+            else:
+                jepa_idx = ids.new_zeros(0)
+            out = (self._packed if mode == "packed" else self._two_pass)(ids, jepa_idx, p, k)
+            out["n_jepa"] = len(jepa_idx)
+            if obj.jepa_metric == "infonce" and len(jepa_idx):  # a fact's other direction is no negative
+                ids_j = ids[jepa_idx]
+                out["exclude"] = reverse_partners(ids_j, reverse_view(ids_j, self.inverse, check=False))
 
         ntp = out.pop("ntp_loss")
         pred, target = out.pop("pred"), out.pop("target")
+        valid, exclude = out.pop("valid", None), out.pop("exclude", None)  # static: rows without JEPA view
         if pred is not None and len(pred):
-            exclude = None
-            if obj.jepa_metric == "infonce":  # a fact's other direction is no negative
-                ids_j = ids[jepa_idx]
-                exclude = reverse_partners(ids_j, reverse_view(ids_j, self.inverse, check=False))
             jepa = jepa_distance(pred, target, obj.jepa_metric, obj.infonce_temperature, obj.stop_grad,
-                                 exclude=exclude)
+                                 valid=valid, exclude=exclude)
         else:
             jepa = ntp.new_zeros(())
         loss = obj.gamma_ntp * ntp + (obj.lambda_jepa * jepa if obj.uses_jepa else 0.0)
-        result = {"loss": loss, "ntp_loss": ntp, "jepa_loss": jepa, "n_items": len(ids), "n_jepa": len(jepa_idx),
-                  "n_ntp_tokens": len(ids) * p, **out}
+        result = {"loss": loss, "ntp_loss": ntp, "jepa_loss": jepa, "n_items": len(ids), "n_ntp_tokens": len(ids) * p,
+                  **out}
         if return_jepa_outputs:  # [n_jepa, d]; empty, not None, when no item had a reverse view
-            empty = ntp.new_zeros((0, self.gpt2.config.n_embd))
-            result["pred"], result["target"] = (pred, target) if pred is not None else (empty, empty)
+            if pred is None:
+                pred = target = ntp.new_zeros((0, self.gpt2.config.n_embd))
+            elif valid is not None:  # a host sync: for evaluation and tests, not for training steps
+                pred, target = pred[valid], target[valid]
+            result["pred"], result["target"] = pred, target
         return result
 
     def _jepa_rows(self, ids_j: torch.Tensor, k: int) -> torch.Tensor:
@@ -390,11 +390,13 @@ class GPT2WithJEPA(nn.Module):
         return {"ntp_loss": ntp, "pred": pred, "target": target,
                 "n_tokens": packed.tokens.numel(), "n_logit_positions": B * p}
 
-    def _static(self, ids, types, p, k, generator, return_jepa_outputs) -> dict:
-        """The fixed-shape single pass (see the module docstring): rows [B, W] in batch order."""
+    def _static(self, ids, types, p, k, generator) -> dict:
+        """The fixed-shape single pass (see the module docstring): rows [B, W] in batch order. Its
+        ``pred``/``target`` are [B, d] for every row, with ``valid`` marking the JEPA rows."""
         obj = self.objective
         B, L = ids.shape
         pad = self.vocab.pad_id
+        out = {"pred": None, "target": None, "n_jepa": 0}
         if obj.uses_jepa:
             is_jepa = types == TRAIN
             if self.training and obj.loss_dropout > 0:
@@ -406,8 +408,10 @@ class GPT2WithJEPA(nn.Module):
             tokens = torch.cat([ids, ids.new_full((B, k), self.pred_id), rev], dim=1)  # [B, 2L + k]
             blocks = (L + k, L)
             reads = tuple(range(p + 1, 2 * p + 1)) + (L + k - 1, 2 * L + k - 1)  # NTP, last of F, last of R
+            out.update(valid=is_jepa, n_jepa=is_jepa.sum())
+            if obj.jepa_metric == "infonce":
+                out["exclude"] = reverse_partners(ids, rev)  # [B, B]
         else:
-            is_jepa = None
             tokens = ids[:, : L - 1]  # nothing reads the last token
             blocks = (L - 1,)
             reads = tuple(range(p + 1, 2 * p + 1))
@@ -417,25 +421,10 @@ class GPT2WithJEPA(nn.Module):
                               mask[read][None, None])  # [B, R, d]
         h_ntp = hidden[:, :p].reshape(B * p, -1)
         logits = (self.gpt2.lm_head.weight @ h_ntp.T).T  # [B * p, V], only where labels are
-        ntp = F.cross_entropy(logits.float(), ids[:, -p:].reshape(-1))
-        if is_jepa is not None:
-            pred, target = hidden[:, p], hidden[:, p + 1]
-            exclude = reverse_partners(ids, rev) if obj.jepa_metric == "infonce" else None  # [B, B]
-            jepa = jepa_distance(pred, target, obj.jepa_metric, obj.infonce_temperature, obj.stop_grad,
-                                 valid=is_jepa, exclude=exclude)
-            n_jepa = is_jepa.sum()
-        else:
-            jepa, n_jepa = ntp.new_zeros(()), 0
-        loss = obj.gamma_ntp * ntp + (obj.lambda_jepa * jepa if obj.uses_jepa else 0.0)
-        result = {"loss": loss, "ntp_loss": ntp, "jepa_loss": jepa, "n_items": B, "n_jepa": n_jepa,
-                  "n_ntp_tokens": B * p, "n_tokens": tokens.numel(), "n_logit_positions": B * p}
-        if return_jepa_outputs:  # a host sync: for evaluation and tests, not for training steps
-            d = self.gpt2.config.n_embd
-            if is_jepa is None:
-                result["pred"] = result["target"] = ntp.new_zeros((0, d))
-            else:
-                result["pred"], result["target"] = pred[is_jepa], target[is_jepa]
-        return result
+        out["ntp_loss"] = F.cross_entropy(logits.float(), ids[:, -p:].reshape(-1))
+        if obj.uses_jepa:
+            out["pred"], out["target"] = hidden[:, p], hidden[:, p + 1]
+        return {**out, "n_tokens": tokens.numel(), "n_logit_positions": B * p}
 
     def _two_pass(self, ids, jepa_idx, p, k) -> dict:
         B, L = ids.shape
