@@ -152,7 +152,7 @@ import json, sys
 import torch
 from jepa_kit.data import load_dataset
 from jepa_kit.evaluate import compare_precisions
-from jepa_kit.train import load_run
+from jepa_kit.rundir import load_run
 model, _ = load_run(sys.argv[1], device=sys.argv[4])
 ds, n = load_dataset(sys.argv[2]), int(sys.argv[3])
 out = {}

@@ -9,9 +9,10 @@ import torch
 
 from jepa_kit.bench import _Runner, paper_vocab, random_batch
 from jepa_kit.data import load_dataset
-from jepa_kit.evaluate import _full_fp32, evaluate
+from jepa_kit.evaluate import evaluate
+from jepa_kit.ranking import full_fp32
 from jepa_kit.model import GPT2WithJEPA, ObjectiveConfig
-from jepa_kit.train import _weight_decay_groups, train_step
+from jepa_kit.train import train_step, weight_decay_groups
 
 data, out = sys.argv[1], sys.argv[2]
 dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -27,7 +28,7 @@ N1, N2 = (700, 60) if cuda else (30, 5)
 def trainer(objective, compile_):
     torch.manual_seed(0)
     m = GPT2WithJEPA(ds.vocab, preset=preset, objective=ObjectiveConfig(objective=objective, mode="static")).to(dev).train()
-    opt = torch.optim.AdamW(_weight_decay_groups(m, 0.01), lr=1e-3, fused=True)
+    opt = torch.optim.AdamW(weight_decay_groups(m, 0.01), lr=1e-3, fused=True)
     sc = torch.amp.GradScaler(dev.type, enabled=False)
     fwd = torch.compile(m) if compile_ else m
     g = torch.Generator().manual_seed(0)
@@ -66,7 +67,7 @@ for name, objective, compile_, between in [
             evaluate(m, ds, max_items=30, logit_lens=False, precision="bf16")
             m.train()
         elif between == "fp32ctx":
-            with _full_fp32():
+            with full_fp32():
                 pass
         bad2, l2 = steps(N2)
         params_finite = all(bool(torch.isfinite(p).all()) for p in m.parameters())

@@ -98,7 +98,7 @@ class _Runner:
     """One mode: the model, its optimizer and the trainer's step function."""
 
     def __init__(self, mode: str, dev: torch.device, vocab: Vocab, preset: str, k_pred: int, lambda_jepa: float, seed: int):
-        from jepa_kit.train import _weight_decay_groups
+        from jepa_kit.train import weight_decay_groups
 
         structure, precision, compile_mode = parse_mode(mode)
         self.mode, self.dev = mode, dev
@@ -107,7 +107,7 @@ class _Runner:
                                     objective="ntp" if structure == "ntp" else "jepa",
                                     mode="static" if structure == "ntp" else structure)
         self.model = GPT2WithJEPA(vocab, preset=preset, objective=objective).to(dev).train()
-        self.opt = torch.optim.AdamW(_weight_decay_groups(self.model, 0.01), lr=1e-4, fused=True)
+        self.opt = torch.optim.AdamW(weight_decay_groups(self.model, 0.01), lr=1e-4, fused=True)
         self.scaler = torch.amp.GradScaler(dev.type, enabled=False)
         self.fwd = self.model
         if compile_mode:

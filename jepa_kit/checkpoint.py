@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -34,6 +35,20 @@ _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, incomplete or made for something else."""
+
+
+class CheckpointWarning(UserWarning):
+    """A newer checkpoint is damaged, so an older one is used."""
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file, or a CheckpointError naming it (missing, truncated, not safetensors)."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # SafetensorError and friends name no file
+        raise CheckpointError(f"{path}: unreadable, truncated or not a safetensors file ({e})") from None
 
 
 # -- finding checkpoints ------------------------------------------------------------------
@@ -55,9 +70,25 @@ def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
+def incomplete_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Step directories without a checkpoint.json (a write that never finished leaves a ``.tmp``
+    directory instead, so these were damaged afterwards: a file deleted or lost)."""
+    root = checkpoint_root(run_dir)
+    if not root.is_dir():
+        return []
+    return sorted(d for d in root.iterdir() if _STEP_DIR.match(d.name) and not (d / "checkpoint.json").is_file())
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint directory of a run, or None."""
+    """The newest complete checkpoint directory of a run, or None. Warns when a newer step
+    directory is incomplete, since the run then falls back to an older step."""
     found = list_checkpoints(run_dir)
+    newest = found[-1][0] if found else -1
+    newer_broken = [d for d in incomplete_checkpoints(run_dir) if int(_STEP_DIR.match(d.name).group(1)) > newest]
+    if newer_broken:
+        fallback = f"using {found[-1][1].name}" if found else "no complete checkpoint is left"
+        warnings.warn(f"{newer_broken[-1]} is incomplete (no checkpoint.json): {fallback}", CheckpointWarning,
+                      stacklevel=2)
     return found[-1][1] if found else None
 
 
@@ -180,18 +211,20 @@ def load_weights(model: torch.nn.Module, ckpt_dir: str | Path) -> None:
         load_model(model, str(path), strict=True, device=str(device))
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not fit this model ({str(e).splitlines()[0]})") from None
+    except Exception as e:  # SafetensorError (a truncated file) names no file
+        raise CheckpointError(f"{path}: unreadable, truncated or not a safetensors file ({e})") from None
 
 
 def load_optimizer(optimizer: torch.optim.Optimizer, ckpt_dir: str | Path) -> None:
     info = read_checkpoint_meta(ckpt_dir)
     if "optimizer" not in info:
         raise CheckpointError(f"{ckpt_dir}: holds no optimizer state")
-    tensors = load_file(str(Path(ckpt_dir) / "optimizer.safetensors"))
+    tensors = _load_tensors(Path(ckpt_dir) / "optimizer.safetensors")
     optimizer.load_state_dict(_optimizer_from_flat(tensors, info["optimizer"]))
 
 
 def restore_rng(ckpt_dir: str | Path) -> None:
-    states = load_file(str(Path(ckpt_dir) / "rng.safetensors"))
+    states = _load_tensors(Path(ckpt_dir) / "rng.safetensors")
     torch.set_rng_state(states["cpu"])
     cuda = [states[k] for k in sorted((k for k in states if k.startswith("cuda/")), key=lambda k: int(k[5:]))]
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():

@@ -8,9 +8,12 @@ on stderr naming the file or field; JEPA_KIT_DEBUG=1 shows the traceback of unex
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 from dataclasses import fields
 from pathlib import Path
 
@@ -58,15 +61,17 @@ def _data_check(args) -> int:
 
 
 def _train(args) -> int:
-    from jepa_kit import train as T
+    from jepa_kit.config import config_from_args
+    from jepa_kit.runtime import PREEMPTED_EXIT_CODE, Preempted, TrainingDiverged
+    from jepa_kit.train import train
 
     try:
-        run_dir = T.train(T.config_from_args(args))
-    except T.Preempted as e:
+        run_dir = train(config_from_args(args), pending_signal=getattr(args, "early_stop", None))
+    except Preempted as e:
         # checkpoint written; the distinct exit code tells a requeue script "resume me", not "failed"
         print(f"preempted: {e}", file=sys.stderr)
-        return T.PREEMPTED_EXIT_CODE
-    except T.TrainingDiverged as e:
+        return PREEMPTED_EXIT_CODE
+    except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILURE
     print(f"run directory: {run_dir}")
@@ -77,7 +82,7 @@ def _eval(args) -> int:
     from jepa_kit.data import load_dataset
     from jepa_kit.evaluate import evaluate, format_table
     from jepa_kit.files import read_json
-    from jepa_kit.train import load_run
+    from jepa_kit.rundir import load_run
 
     model, config = load_run(args.run, checkpoint=args.checkpoint)
     stored = read_json(Path(args.run) / "config.json")
@@ -107,22 +112,142 @@ def _bench(args) -> int:
     return bench.main(args.rest) or 0
 
 
-def _sweep(args) -> int:
-    from jepa_kit import runs
+# sweep, runs, params and study: parsed without importing torch (quick on a login node)
+def _add_sweep_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    from jepa_kit.sweeps import DEFAULT_OUTPUT
 
-    return runs.sweep_main(args.rest) or 0
+    p.add_argument("file", help="sweep file (YAML): base config + runs/vary/grid of TrainConfig fields")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--local", action="store_true", help="run the papermill executions one after another here")
+    mode.add_argument("--slurm", action="store_true", help="write (and submit) a SLURM array job, one papermill run per task")
+    p.add_argument("--dry-run", action="store_true", help="with --slurm: print the array script, submit nothing")
+    p.add_argument("--preset", help="TrainConfig preset (tiny|paper), overrides the file's `preset:`")
+    p.add_argument("--out", default=str(DEFAULT_OUTPUT), help="output folder (default: %(default)s)")
+    p.add_argument("--kernel", help="Jupyter kernel name (default: --local this Python; --slurm 'jepa_kit')")
+    p.add_argument("--account", help="SLURM account (#SBATCH --account)")
+    p.add_argument("--partition", help="SLURM partition")
+    p.add_argument("--time", help="SLURM walltime per task, e.g. 04:00:00")
+    p.add_argument("--max-parallel", type=int, help="at most N array tasks at once")
+    p.add_argument("--jobs", type=int, default=1, help="with --local: run N papermill executions at a time")
+    p.add_argument("--list", action="store_true", help="only list the runs the file expands to")
+    p.set_defaults(func=_sweep)
+    return p
+
+
+def _sweep(args) -> int:
+    """`jepa-kit sweep FILE (--local | --slurm [--dry-run] | --list)`."""
+    from jepa_kit import launch, sweeps
+
+    try:
+        sweep = sweeps.load_sweep(args.file, preset=args.preset)
+        if args.list:
+            for r in sweeps.plan(sweep.runs, args.out, sweep.preset, sweep.name, sweep.source):
+                print(f"{r.name}\t{r.run_dir}")
+            return 0
+        if not (args.local or args.slurm):
+            print("error: choose --local (run here) or --slurm (array job); --list shows the runs", file=sys.stderr)
+            return EXIT_USAGE
+        if args.local:
+            if args.dry_run:
+                print("--dry-run applies to --slurm; with --local use --list to see the runs", file=sys.stderr)
+                return EXIT_USAGE
+            return 0 if launch.run_sweep_local(sweep, args.out, kernel_name=args.kernel, jobs=args.jobs) else EXIT_FAILURE
+        settings = dict(account=args.account, partition=args.partition, time=args.time,
+                        max_parallel=args.max_parallel, kernel=args.kernel)
+        if args.dry_run:
+            print(launch.slurm_dry_run(sweep, args.out, **settings), end="")
+            return 0
+        path, _ = launch.write_slurm_sweep(sweep, args.out, **settings)
+        print(f"wrote {path}")
+        print(launch.submit(path))
+        return 0
+    except (sweeps.SweepError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _add_runs_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("folder", help="a folder of run directories (searched recursively)")
+    p.add_argument("--json", action="store_true", help="one JSON object per run instead of a table")
+    p.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS until interrupted")
+    p.set_defaults(func=_runs)
+    return p
 
 
 def _runs(args) -> int:
-    from jepa_kit import runs
+    """`jepa-kit runs FOLDER`: every run's state, step, items/s and latest metrics (a missing folder: exit 2)."""
+    import datetime
+    import time
 
-    return runs.runs_main(args.rest) or 0
+    from jepa_kit.collect import format_status, status_table
+
+    try:
+        while True:
+            rows = status_table(args.folder)
+            if args.json:
+                for r in rows:
+                    print(json.dumps(r, default=str))
+            else:
+                if args.watch:
+                    print(f"\x1b[2J\x1b[H{args.folder}  {datetime.datetime.now():%H:%M:%S}")
+                print(format_status(rows))
+            if not args.watch:
+                return 0
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _add_params_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("file", help="a sweep file or a flat YAML of TrainConfig fields")
+    p.add_argument("--out", required=True, help="the run directory")
+    p.add_argument("--preset")
+    p.add_argument("--index", type=int, default=0, help="which run of a sweep file (default 0)")
+    p.set_defaults(func=_params)
+    return p
+
+
+def _params(args) -> int:
+    """`jepa-kit params FILE --out RUN_DIR`: one run's full TrainConfig as YAML (the sbatch scripts' papermill -f)."""
+    import yaml
+
+    from jepa_kit.sweeps import SweepError, single_run_params
+
+    try:
+        params = single_run_params(args.file, args.out, preset=args.preset, index=args.index)
+    except SweepError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    print(yaml.safe_dump(params, sort_keys=False), end="")
+    return 0
+
+
+def _add_study_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    from jepa_kit.study import SOURCE
+
+    p.add_argument("folder", help="folder of run directories (searched recursively)")
+    p.add_argument("--out", default="papermill_runs/results", help="where study.csv and study.md go")
+    p.add_argument("--readme", default=None, help="README to update between the results markers")
+    p.add_argument("--copy-runs", default=None, metavar="DIR",
+                   help="first copy the runs' config/metrics/results (no checkpoints) to DIR and build the table from there")
+    p.add_argument("--source", default=SOURCE, help="the command that produced the runs, quoted in the README")
+    p.set_defaults(func=_study)
+    return p
 
 
 def _study(args) -> int:
     from jepa_kit import study
 
-    return study.main(args.rest) or 0
+    return study.write_study(args.folder, args.out, readme=args.readme, copy_to=args.copy_runs, source=args.source)
+
+
+# commands with their own small parser in main(): `jepa-kit runs` must not pay for torch
+_LIGHT = {
+    "sweep": (_add_sweep_arguments, "papermill runs of the training notebook from a sweep YAML"),
+    "runs": (_add_runs_arguments, "state of every run in a folder"),
+    "params": (_add_params_arguments, "one run's full TrainConfig as YAML (papermill -f; the sbatch scripts)"),
+    "study": (_add_study_arguments, "the ablation table (CSV, markdown, README) from a folder of runs"),
+}
 
 
 def _demo(args) -> int:
@@ -131,7 +256,7 @@ def _demo(args) -> int:
     return demo.main(args) or 0
 
 
-_PASSTHROUGH = {"bench": _bench, "sweep": _sweep, "runs": _runs, "study": _study}
+_PASSTHROUGH = {"bench": _bench}
 
 
 def build_parser(train_fields: bool = True) -> argparse.ArgumentParser:
@@ -157,7 +282,7 @@ def build_parser(train_fields: bool = True) -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train one run (any TrainConfig field as --field value)")
     if train_fields:
-        from jepa_kit.train import add_config_arguments
+        from jepa_kit.config import add_config_arguments
         add_config_arguments(t)
     t.set_defaults(func=_train)
 
@@ -170,13 +295,11 @@ def build_parser(train_fields: bool = True) -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=_eval)
 
-    for name, func, text in (("bench", _bench, "training-step and evaluation speed table"),
-                             ("sweep", _sweep, "papermill runs of the training notebook from a sweep YAML"),
-                             ("runs", _runs, "state of every run in a folder"),
-                             ("study", _study, "the ablation table (CSV, markdown, README) from a folder of runs")):
-        s = sub.add_parser(name, help=text, add_help=False)
-        s.add_argument("rest", nargs=argparse.REMAINDER)
-        s.set_defaults(func=func)
+    b = sub.add_parser("bench", help="training-step and evaluation speed table", add_help=False)
+    b.add_argument("rest", nargs=argparse.REMAINDER)
+    b.set_defaults(func=_bench)
+    for name, (add_arguments, text) in _LIGHT.items():
+        add_arguments(sub.add_parser(name, help=text, description=text))
 
     d = sub.add_parser("demo", help="the README's main job: tiny data, three trainings, the reversal table")
     d.add_argument("--out", default="demo_out")
@@ -190,8 +313,36 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in _PASSTHROUGH:
         # these parse their own arguments (argparse.REMAINDER would stop at a leading --flag)
         return _PASSTHROUGH[argv[0]](argparse.Namespace(rest=argv[1:]))
-    args = build_parser(train_fields=bool(argv) and argv[0] == "train").parse_args(argv)
-    return _run(args.func, args)
+    if argv and argv[0] in _LIGHT:
+        add_arguments, text = _LIGHT[argv[0]]
+        args = add_arguments(argparse.ArgumentParser(prog=f"jepa-kit {argv[0]}", description=text)).parse_args(argv[1:])
+        return _run(args.func, args)
+    training = bool(argv) and argv[0] == "train"
+    # before torch imports: a SIGTERM then is a preemption too
+    with (_EarlyStop() if training else contextlib.nullcontext()) as early:
+        args = build_parser(train_fields=training).parse_args(argv)
+        args.early_stop = early
+        return _run(args.func, args)
+
+
+class _EarlyStop:
+    """Records SIGTERM/SIGUSR1 until training installs its own handlers (which read ``signum``), so
+    a job preempted while Python and torch start still exits 75 with a resumable run."""
+
+    def __enter__(self):
+        self.signum, self._old = 0, {}
+        if threading.current_thread() is threading.main_thread():
+            for name in ("SIGTERM", "SIGUSR1"):
+                if hasattr(signal, name):
+                    self._old[name] = signal.signal(getattr(signal, name), self._record)
+        return self
+
+    def _record(self, signum, frame) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for name, old in self._old.items():
+            signal.signal(getattr(signal, name), old)
 
 
 def _input_errors() -> tuple[type[BaseException], ...]:
@@ -202,8 +353,8 @@ def _input_errors() -> tuple[type[BaseException], ...]:
     from jepa_kit.vocab import VocabError
 
     errors = [DataError, VocabError, CheckpointError, RunLocked, FileExistsError, FileNotFoundError, PermissionError]
-    if "jepa_kit.train" in sys.modules:  # imported by the commands that can raise it (torch is heavy)
-        errors.append(sys.modules["jepa_kit.train"].ConfigError)
+    if "jepa_kit.config" in sys.modules:  # imported by the commands that can raise it (torch is heavy)
+        errors.append(sys.modules["jepa_kit.config"].ConfigError)
     return tuple(errors)
 
 

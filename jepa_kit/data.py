@@ -5,27 +5,31 @@ becomes one row ``[h_f, h_l, r, <mask>, t_f, t_l]`` of an ``ids`` tensor. Entity
 also be one token long (rows ``[h, r, <mask>, t]``); every row of a dataset has the same length.
 
 Everything is validated: a malformed item is reported by file, split, index and what is wrong.
-Parsed tensors are cached beside the data, keyed by a hash of the three files.
+Parsed tensors are cached beside the data, keyed by a hash of the three files; the cache stores
+that hash and is used only when it matches, and an unreadable cache is parsed again and replaced.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import stat
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from jepa_kit.files import atomic_write_bytes
+from jepa_kit.files import atomic_write_bytes, read_json
 from jepa_kit.vocab import Vocab, VocabError
 
-TYPE_CODES = {"train": 0, "atomic": 1, "test": 2}
-TYPE_NAMES = {v: k for k, v in TYPE_CODES.items()}
-VALID_SPLITS = ("train", "atomic", "test")
-CACHE_VERSION = 2  # 2: JSON booleans in id slots are refused (version 1 caches may hold them as 0/1)
+SPLITS = ("train", "atomic", "test")  # valid.json's splits, and the item types
+TYPE_CODES = {name: code for code, name in enumerate(SPLITS)}  # train 0, atomic 1, test 2
+# 2: JSON booleans in id slots are refused (version 1 caches may hold them as 0/1);
+# 3: the cache holds the fingerprint of the files it was parsed from, and is used only for them
+CACHE_VERSION = 3
+# The arrays a cache holds, beside its cache_version and fingerprint.
+_CACHED = ("train_ids", "train_types", *(f"valid_{s}_{k}" for s in SPLITS for k in ("ids", "types")))
 
 
 class DataError(ValueError):
@@ -41,8 +45,15 @@ class Split:
         return len(self.ids)
 
     def of_type(self, name: str) -> "Split":
-        keep = self.types == TYPE_CODES[name]
+        keep = is_type(self.types, name)
         return Split(self.ids[keep], self.types[keep])
+
+
+def is_type(types: torch.Tensor, name: str) -> torch.Tensor:
+    """Which rows are items of type ``name`` ("train", "atomic" or "test"): bool, the shape of ``types``."""
+    if name not in TYPE_CODES:
+        raise ValueError(f"unknown item type {name!r}, expected one of {', '.join(TYPE_CODES)}")
+    return types == TYPE_CODES[name]
 
 
 @dataclass
@@ -99,9 +110,8 @@ def _explain(item, where: str, patch_len: int | None) -> str:
     return f"{where} is malformed"
 
 
-def _parse_items(items, where: str, patch_len: int | None, check_bools: bool = True) -> tuple[np.ndarray, list[str], int]:
-    """Items -> (ids [N, L] int64, type names, patch_len). Fast path first, exact message on failure.
-    ``check_bools``: look for JSON booleans among the ids (numpy would take true for 1)."""
+def _parse_items(items, where: str, patch_len: int | None) -> tuple[np.ndarray, list[str], int]:
+    """Items -> (ids [N, L] int64, type names, patch_len). Fast path first, exact message on failure."""
     if not isinstance(items, list):
         raise DataError(f"{where}: expected a JSON array of items, got {type(items).__name__}")
     if not items:
@@ -125,8 +135,8 @@ def _parse_items(items, where: str, patch_len: int | None, check_bools: bool = T
         ids = np.array(rows)  # no dtype: a string or float id must not be silently converted
     except (TypeError, ValueError, OverflowError):
         ids = None
-    if ids is None or ids.dtype.kind != "i" or ids.ndim != 2 or (
-            check_bools and any(isinstance(x, bool) for row in rows for x in row)):
+    # numpy would read a JSON true/false among the ids as 1/0: look for booleans (one pass in C, ~2 % of the parse)
+    if ids is None or ids.dtype.kind != "i" or ids.ndim != 2 or bool in set(map(type, chain.from_iterable(rows))):
         bad = next((i for i, row in enumerate(rows)
                     if not all(isinstance(x, int) and not isinstance(x, bool) for x in row)), None)
         if bad is not None:
@@ -174,37 +184,21 @@ def _check_ids(ids: np.ndarray, types: list[str], vocab: Vocab, where: str, allo
     return codes
 
 
-def _read_json(path: Path):
-    """(the parsed JSON, whether the text holds a `true` or `false` literal anywhere: numpy would
-    read such a boolean in an id slot as 1 or 0, so then the ids get an exact type check)."""
-    try:
-        text = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    try:
-        return json.loads(text), (b"true" in text or b"false" in text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); truncated file?") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e.reason})") from None
-
-
 def _parse_dir(root: Path, vocab: Vocab) -> tuple[dict[str, np.ndarray], int]:
     arrays: dict[str, np.ndarray] = {}
     train_path = root / "train.json"
-    items, literals = _read_json(train_path)
-    ids, types, p = _parse_items(items, str(train_path), None, literals)
+    ids, types, p = _parse_items(read_json(train_path, DataError), str(train_path), None)
     arrays["train_ids"] = ids
     arrays["train_types"] = _check_ids(ids, types, vocab, str(train_path), ("train", "atomic"))
     valid_path = root / "valid.json"
-    valid, literals = _read_json(valid_path)
+    valid = read_json(valid_path, DataError)
     if not isinstance(valid, dict):
-        raise DataError(f"{valid_path}: expected a JSON object with splits {', '.join(VALID_SPLITS)}, got {type(valid).__name__}")
-    for split in VALID_SPLITS:
+        raise DataError(f"{valid_path}: expected a JSON object with splits {', '.join(SPLITS)}, got {type(valid).__name__}")
+    for split in SPLITS:
         if split not in valid:
             raise DataError(f"{valid_path}: missing split {split!r} (has: {', '.join(valid) or 'nothing'})")
         where = f"{valid_path}: split {split!r}"
-        ids, types, _ = _parse_items(valid[split], where, p, literals)
+        ids, types, _ = _parse_items(valid[split], where, p)
         arrays[f"valid_{split}_ids"] = ids
         arrays[f"valid_{split}_types"] = _check_ids(ids, types, vocab, where, (split,))
     return arrays, p
@@ -233,20 +227,38 @@ def _cache_dir(root: Path) -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "jepa_kit"
 
 
-def _load_cache(path: Path) -> dict[str, np.ndarray] | None:
+def _load_cache(path: Path, fp: str) -> dict[str, np.ndarray] | None:
+    """The arrays cached for the data with fingerprint ``fp``; None (a miss) when the file is absent
+    or unreadable, of another cache version, parsed from other data (a cache file copied over this
+    one), or not the names, dtypes and shapes a parse gives."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            if int(z["cache_version"]) != CACHE_VERSION:
+            if int(z["cache_version"]) != CACHE_VERSION or str(z["fingerprint"]) != fp:
                 return None
-            return {k: z[k] for k in z.files if k != "cache_version"}
-    except (OSError, ValueError, KeyError):
-        return None  # a broken cache is just a miss
+            arrays = {k: z[k] for k in _CACHED}
+    except Exception:
+        # Truncated, empty, not a zip, a bad CRC, a lone .npy, a pickle: numpy and zipfile raise
+        # BadZipFile, EOFError, TypeError, ValueError, OSError and more. A broken cache is a miss.
+        return None
+    return arrays if _parse_shaped(arrays) else None
 
 
-def _save_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def _parse_shaped(arrays: dict[str, np.ndarray]) -> bool:
+    """Whether ``arrays`` have the dtypes and shapes ``_parse_dir`` gives: every ids [N, L] int64 with
+    one L = 2 * patch_len + 2 (4 or 6), its types [N] int8."""
+    widths = set()
+    for prefix in ("train", *(f"valid_{s}" for s in SPLITS)):
+        ids, types = arrays[f"{prefix}_ids"], arrays[f"{prefix}_types"]
+        if ids.dtype != np.int64 or ids.ndim != 2 or types.dtype != np.int8 or types.shape != (len(ids),):
+            return False
+        widths.add(ids.shape[1])
+    return widths in ({4}, {6})
+
+
+def _save_cache(path: Path, arrays: dict[str, np.ndarray], fp: str) -> None:
     import io
     buf = io.BytesIO()
-    np.savez(buf, cache_version=np.array(CACHE_VERSION), **arrays)
+    np.savez(buf, cache_version=np.array(CACHE_VERSION), fingerprint=np.array(fp), **arrays)
     try:
         atomic_write_bytes(path, buf.getvalue())
     except OSError:
@@ -265,12 +277,14 @@ def load_dataset(root: str | Path, cache: bool = True) -> Dataset:
     except VocabError as e:
         raise DataError(str(e)) from None
     fp = fingerprint(root)
+    # The name finds the cache, the fingerprint stored inside proves it: a cache file of other data
+    # copied to this name is a miss, parsed again and replaced.
     cache_path = _cache_dir(root) / f"{fp}.npz"
-    arrays = _load_cache(cache_path) if cache else None
+    arrays = _load_cache(cache_path, fp) if cache else None
     if arrays is None:
         arrays, _ = _parse_dir(root, vocab)
         if cache:
-            _save_cache(cache_path, arrays)
+            _save_cache(cache_path, arrays, fp)
     p = (arrays["train_ids"].shape[1] - 2) // 2
 
     def split(prefix: str) -> Split:
@@ -279,7 +293,7 @@ def load_dataset(root: str | Path, cache: bool = True) -> Dataset:
     return Dataset(
         vocab=vocab,
         train=split("train"),
-        valid={s: split(f"valid_{s}") for s in VALID_SPLITS},
+        valid={s: split(f"valid_{s}") for s in SPLITS},
         path=str(root),
         fingerprint=fp,
         patch_len=p,
@@ -340,13 +354,13 @@ def leakage_problems(ids: torch.Tensor, types: torch.Tensor, test: torch.Tensor,
     for i in first(rows_in(ids, test).nonzero().flatten()):
         problems.append(f"valid.json test item {first_match(ids[i], test)} appears in {where} "
                         f"(item {i}: {show(ids[i])})")
-    train_index = (types == TYPE_CODES["train"]).nonzero().flatten()
+    train_index = is_type(types, "train").nonzero().flatten()
     reversed_train = reverse_view(ids[train_index], vocab)
     for h in first(rows_in(reversed_train, test).nonzero().flatten()):
         i = int(train_index[h])
         problems.append(f"valid.json test item {first_match(reversed_train[h], test)} is the reverse view of "
                         f"'train' item {i} of {where} ({show(ids[i])}), which the JEPA objective feeds to the model")
-    atomic_index = (types == TYPE_CODES["atomic"]).nonzero().flatten()
+    atomic_index = is_type(types, "atomic").nonzero().flatten()
     reversed_atomic = reverse_view(ids[atomic_index], vocab)
     for i in first(rows_in(ids, reversed_atomic).nonzero().flatten()):
         j = int(atomic_index[first_match(ids[i], reversed_atomic)])
@@ -360,8 +374,8 @@ def summarize(ds: Dataset) -> dict:
     from jepa_kit.reversal import reverse_view
 
     p, vocab = ds.patch_len, ds.vocab
-    counts = {"train.json": {name: int((ds.train.types == c).sum()) for name, c in TYPE_CODES.items() if c != 2}}
-    counts["valid.json"] = {s: len(ds.valid[s]) for s in VALID_SPLITS}
+    counts = {"train.json": {name: int(is_type(ds.train.types, name).sum()) for name in ("train", "atomic")}}
+    counts["valid.json"] = {s: len(ds.valid[s]) for s in SPLITS}
     rel_counts = {}
     for s, split in [("train.json", ds.train)] + [(f"valid.{k}", v) for k, v in ds.valid.items()]:
         r, n = torch.unique(split.ids[:, p], return_counts=True)

@@ -189,3 +189,20 @@ def generate(preset_or_params: str | GenParams | dict = "tiny", out_dir: str | P
     atomic_write_bytes(out / "vocab.json", json.dumps({t: i for i, t in enumerate(vocab_tokens)}).encode())
     atomic_write_bytes(out / "generator.json", json.dumps({"params": asdict(p), "seed": seed}, indent=2).encode())
     return out
+
+
+def ensure_data(data_dir: str | Path, preset: str | None = None, seed: int = 0) -> Path:
+    """``data_dir`` if it holds a dataset; otherwise generate one there first, so a notebook runs
+    on a fresh checkout. The generator preset is ``preset``, or the folder's name when that is a
+    preset (``data/tiny`` -> "tiny"); any other missing folder is an error. Never overwrites."""
+    data_dir = Path(data_dir)
+    if (data_dir / "vocab.json").exists():
+        return data_dir
+    preset = preset or (data_dir.name if data_dir.name in PRESETS else None)
+    if preset is None:
+        raise FileNotFoundError(f"{data_dir}: no dataset (vocab.json, train.json, valid.json) there; generate one with "
+                                f"`jepa-kit data generate --preset tiny --out {data_dir}`, or name the folder after a "
+                                f"preset ({', '.join(PRESETS)}) to have it generated")
+    print(f"{data_dir}: no dataset yet, generating the {preset!r} preset (seed {seed})")
+    generate(preset, data_dir, seed=seed)
+    return data_dir

@@ -13,23 +13,25 @@ import sys
 import time
 from pathlib import Path
 
+from jepa_kit.analysis import RULE, compare, objective_label
 from jepa_kit.files import atomic_write_text
 
 OBJECTIVES = ("ntp", "jepa", "reverse_aug")
-LABELS = {"ntp": "ntp (baseline)", "jepa": "jepa", "reverse_aug": "reverse_aug (trains on test facts)"}
 FORWARD_FLOOR = 0.95  # below this the baseline has not memorised its facts and reversal numbers mean nothing
 
 
 def demo_table(table) -> list[dict]:
-    """One row per objective from runs.collect(): the numbers the demo prints and saves."""
+    """One row per objective from collect.collect(): the numbers the demo prints and saves."""
+    from jepa_kit.data import SPLITS
+
     rows = []
     for objective in OBJECTIVES:
         hit = table[table["objective"] == objective] if "objective" in table else table.iloc[0:0]
         if hit.empty:
             continue
         r = hit.iloc[0]
-        row = {"objective": LABELS[objective], "state": r.get("state")}
-        for split in ("train", "atomic", "test"):
+        row = {"objective": objective_label(objective), "state": r.get("state")}
+        for split in SPLITS:
             for metric in ("exact_match", "entity_mrr"):
                 v = r.get(f"{split}.{metric}")
                 row[f"{split}.{metric}"] = None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
@@ -51,7 +53,8 @@ def format_demo_table(rows: list[dict]) -> str:
 
 
 def verdict(rows: list[dict], n_entities: int) -> list[str]:
-    """Plain sentences about what the table shows (one seed per objective: no significance claimed)."""
+    """Plain sentences about what the table shows. Whether JEPA beats the baseline is decided by the
+    kit's rule (``jepa_kit.analysis.compare``); with one seed per objective it cannot tell."""
     from jepa_kit.evaluate import chance_entity_mrr
 
     by = {r["objective"].split(" ")[0]: r for r in rows}
@@ -64,13 +67,12 @@ def verdict(rows: list[dict], n_entities: int) -> list[str]:
     if base and jepa:
         d_em = jepa["test.exact_match"] - base["test.exact_match"]
         d_mrr = jepa["test.entity_mrr"] - base["test.entity_mrr"]
-        better = d_em > 0 or d_mrr > 0.01
+        c = compare([jepa["test.exact_match"]], [base["test.exact_match"]])
         out.append(f"Reversal (test): jepa {jepa['test.exact_match']:.3f} vs baseline {base['test.exact_match']:.3f} exact match "
                    f"({d_em:+.3f}); entity MRR {jepa['test.entity_mrr']:.3f} vs {base['test.entity_mrr']:.3f} ({d_mrr:+.3f}); "
                    f"chance entity MRR over {n_entities} entities is {chance:.3f}.")
-        out.append("JEPA beats the baseline on reversal in this run (one seed; see the ablation study for seeds)."
-                   if better else
-                   "JEPA does not beat the baseline on reversal here: both stay at chance (the reversal curse).")
+        why = ": the rule needs two or more seeds per objective; the ablation study runs three" if c.beats is None else ""
+        out.append(f"Does JEPA beat the baseline on reversal ({RULE})? {c.verdict[0].upper()}{c.verdict[1:]}{why}.")
     if "reverse_aug" in by:
         out.append("reverse_aug trains on the test facts by design: it shows the model can hold both directions, "
                    "it is not a method.")
@@ -78,14 +80,16 @@ def verdict(rows: list[dict], n_entities: int) -> list[str]:
 
 
 def main(args) -> int:
-    from jepa_kit import runs
+    from jepa_kit.collect import collect
     from jepa_kit.data import load_dataset
+    from jepa_kit.datagen import ensure_data
+    from jepa_kit.launch import render_report, run_local
 
     t0 = time.perf_counter()
     out = Path(args.out).resolve()
     if args.fresh and out.exists():
         shutil.rmtree(out)
-    data_dir = runs.ensure_data(out / "data", preset="tiny", seed=0)
+    data_dir = ensure_data(out / "data", preset="tiny", seed=0)
     ds = load_dataset(data_dir)
     summary = ds.summary()
     if summary["leakage_problems"]:
@@ -95,16 +99,16 @@ def main(args) -> int:
 
     runs_dir = out / "runs"
     # a finished run is not trained again (train() resumes a run directory), so a rerun is quick
-    outcomes = runs.run_local([{"objective": o, "data": str(data_dir)} for o in OBJECTIVES], runs_dir,
-                              preset="tiny", name="demo", progress_bar=False)
+    outcomes = run_local([{"objective": o, "data": str(data_dir)} for o in OBJECTIVES], runs_dir,
+                         preset="tiny", name="demo", progress_bar=False)
     failed = [o for o in outcomes if not o.ok]
     for o in failed:
         print(f"run {o.name} failed: {o.error} (see {o.notebook_out})", file=sys.stderr)
     if failed:
         return 1
 
-    report = runs.render_report(runs_dir / "demo", out / "report.html")
-    table = runs.collect(runs_dir / "demo")
+    report = render_report(runs_dir / "demo", out / "report.html")
+    table = collect(runs_dir / "demo")
     rows = demo_table(table)
     text = format_demo_table(rows)
     lines = verdict(rows, len(ds.entities()))

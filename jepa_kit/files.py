@@ -63,8 +63,22 @@ def atomic_write_json(path: str | Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
 
 
-def read_json(path: str | Path):
-    return json.loads(Path(path).read_text())
+def read_json(path: str | Path, error: type[Exception] | None = None):
+    """The parsed JSON of a file. With ``error``, a missing file, text that is not UTF-8 and invalid
+    JSON raise ``error`` naming the file; without, the built-in exceptions pass through."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_bytes())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        if error is None:
+            raise
+        if isinstance(e, FileNotFoundError):
+            why = "file not found"
+        elif isinstance(e, json.JSONDecodeError):
+            why = f"not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); truncated file?"
+        else:
+            why = f"not UTF-8 text ({e.reason})"
+        raise error(f"{path}: {why}") from None
 
 
 def read_yaml(path: str | Path, error: type[Exception] = ValueError):

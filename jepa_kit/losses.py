@@ -133,3 +133,14 @@ def jepa_diagnostics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, floa
         "pred_std": float(pred.std(dim=0).mean()),
         "pred_target_cosine": float(F.cosine_similarity(pred, target, dim=-1).mean()),
     }
+
+
+def loss_dropout_keep_static(is_jepa: torch.Tensor, dropout: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Loss dropout without a host sync: of the n JEPA rows, exactly round(dropout * n) chosen
+    uniformly at random are skipped (as ``losses.loss_dropout_keep``, with other draws). Bool [B]."""
+    u = torch.rand(is_jepa.shape, generator=generator, device=is_jepa.device)
+    u = torch.where(is_jepa, u, torch.full_like(u, 2.0))  # non-JEPA rows sort last
+    rank = torch.empty_like(u, dtype=torch.long)
+    rank[u.argsort()] = torch.arange(len(u), device=u.device)
+    n_skip = torch.round(is_jepa.sum() * dropout)
+    return rank >= n_skip

@@ -17,6 +17,7 @@ Masks are built once per (shape, dtype, device) and cached; treat them as read-o
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
@@ -83,3 +84,65 @@ def block_position_ids(block_lengths, total_len: int | None = None, device=None)
     """LongTensor ``[L]``: 0, 1, ... restarting at 0 in each block; padding positions get 0. Cached."""
     lengths, total = _normalise(block_lengths, total_len)
     return _positions(lengths, total, torch.device(device) if device is not None else torch.device("cpu"))
+
+
+# -- the tables of a packed batch (jepa_kit.model's packed and static passes) -----------------
+
+@dataclass(frozen=True)
+class PackedLayout:
+    """How a packed batch is laid out: rows ``width`` tokens wide, each row of one kind. A kind
+    is its block lengths (padding after the last block) and the positions whose final hidden
+    states are read."""
+
+    width: int
+    blocks: tuple[tuple[int, ...], ...]  # per kind
+    reads: tuple[tuple[int, ...], ...]  # per kind
+    n_ntp: tuple[int, ...]  # per kind: how many of the first reads are NTP positions
+
+    @property
+    def n_read(self) -> int:
+        return max(len(r) for r in self.reads)
+
+
+@lru_cache(maxsize=None)
+def layout_tables(layout: PackedLayout, dtype: torch.dtype, device: torch.device):
+    """Per kind: additive masks [K, W, W], position ids [K, W], read positions [K, R] (a kind
+    with fewer reads repeats its first; the extra outputs are ignored) and the mask rows at
+    the read positions [K, R, W]. Built once per layout, dtype and device."""
+    W, R = layout.width, layout.n_read
+    masks = torch.stack([block_causal_mask(b, W, dtype, device) for b in layout.blocks])
+    pos = torch.stack([block_position_ids(b, W, device) for b in layout.blocks])
+    read = torch.tensor([r + (r[0],) * (R - len(r)) for r in layout.reads], device=device)
+    mask_rows = masks[torch.arange(len(read), device=device)[:, None], read]
+    return masks, pos, read, mask_rows
+
+
+def static_tables(blocks: tuple[int, ...], reads: tuple[int, ...], dtype: torch.dtype, device):
+    """Additive block-causal mask [W, W], restarted positions [W] and read positions [R] for blocks
+    filling the row. Eager calls get them from a cache (building them copies host lists to the
+    device, which waits for the GPU); under ``torch.compile`` they are built from Python constants
+    and folded into the graph."""
+    if torch.compiler.is_compiling():
+        return _build_static_tables(blocks, reads, dtype, device)
+    return _cached_static_tables(blocks, reads, dtype, torch.device(device))
+
+
+def _build_static_tables(blocks, reads, dtype, device):
+    block = torch.tensor([b for b, n in enumerate(blocks) for _ in range(n)], device=device)  # [W]
+    pos = torch.tensor([i for n in blocks for i in range(n)], device=device)
+    idx = torch.arange(len(block), device=device)
+    allowed = (block[:, None] == block[None, :]) & (idx[:, None] >= idx[None, :])
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
+    return mask, pos, torch.tensor(reads, device=device)
+
+
+_cached_static_tables = lru_cache(maxsize=None)(_build_static_tables)
+
+
+@dataclass
+class PackedBatch:
+    """A packed batch: ``tokens`` [N, W]; ``kind`` [N] indexes ``layout``'s kinds."""
+
+    tokens: torch.Tensor
+    kind: torch.Tensor
+    layout: PackedLayout

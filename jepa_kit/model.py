@@ -47,7 +47,6 @@ objective is ``jepa`` with λ > 0. Atomic and test rows never contribute more th
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -56,8 +55,9 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.models.gpt2.modeling_gpt2 import eager_attention_forward
 
 from jepa_kit.data import TYPE_CODES
-from jepa_kit.losses import METRICS, jepa_distance, loss_dropout_keep, reverse_partners
-from jepa_kit.masks import block_causal_mask, block_position_ids
+from jepa_kit.losses import METRICS, jepa_distance, loss_dropout_keep, loss_dropout_keep_static, reverse_partners
+from jepa_kit.masks import PackedBatch, PackedLayout, block_causal_mask, block_position_ids, layout_tables, static_tables
+from jepa_kit.objectives import REGISTRY as OBJECTIVES  # the names of the registered objectives
 from jepa_kit.reversal import patch_len_of, reverse_view
 from jepa_kit.vocab import Vocab
 
@@ -76,7 +76,6 @@ _REFUSED_ATTN = {
     "flash_attention_3": "flash attention takes no custom 4D mask, so R would attend to F",
     "flex_attention": "flex_attention is not declared for GPT-2 in transformers",
 }
-OBJECTIVES = ("jepa", "ntp", "reverse_aug")
 MODES = ("auto", "packed", "static", "two_pass")
 MAX_K_PRED = 4
 TRAIN = TYPE_CODES["train"]
@@ -97,16 +96,18 @@ class ObjectiveConfig:
     mode: str = "auto"  # "auto" (static on CUDA, else packed) | "packed" | "static" (fixed shapes) | "two_pass" (seed structure)
 
     def __post_init__(self):
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective {self.objective!r} unknown; choose one of {', '.join(OBJECTIVES)}")
-        if not 0 <= self.k_pred <= MAX_K_PRED:
-            raise ValueError(f"k_pred must be 0..{MAX_K_PRED}, got {self.k_pred}")
-        if self.jepa_metric not in METRICS:
-            raise ValueError(f"jepa_metric {self.jepa_metric!r} unknown; choose one of {', '.join(METRICS)}")
-        if self.mode not in MODES:
-            raise ValueError(f"mode {self.mode!r} unknown; choose one of {', '.join(MODES)}")
-        if not 0.0 <= self.loss_dropout < 1.0:
-            raise ValueError(f"loss_dropout must be in [0, 1), got {self.loss_dropout}")
+        def check(ok: bool, what: str, value) -> None:
+            if not ok:
+                raise ValueError(f"{what}; got {value!r}")
+
+        check(self.objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}", self.objective)
+        check(0 <= self.k_pred <= MAX_K_PRED, f"k_pred must be in 0..{MAX_K_PRED}", self.k_pred)
+        check(self.jepa_metric in METRICS, f"jepa_metric must be one of {', '.join(METRICS)}", self.jepa_metric)
+        check(self.mode in MODES, f"mode must be one of {', '.join(MODES)}", self.mode)
+        check(0.0 <= self.loss_dropout < 1.0, "loss_dropout must be in [0, 1)", self.loss_dropout)
+        check(self.lambda_jepa >= 0, "lambda_jepa must be >= 0", self.lambda_jepa)
+        check(self.gamma_ntp >= 0, "gamma_ntp must be >= 0", self.gamma_ntp)
+        check(self.infonce_temperature > 0, "infonce_temperature must be > 0", self.infonce_temperature)
 
     @property
     def uses_jepa(self) -> bool:
@@ -119,77 +120,6 @@ def check_attn_implementation(name: str) -> str:
         return name
     why = _REFUSED_ATTN.get(name, "the block-causal mask has not been proven equivalent with it")
     raise ValueError(f"attention implementation {name!r} refused: {why}. Use one of {', '.join(ATTN_IMPLEMENTATIONS)}")
-
-
-@dataclass(frozen=True)
-class _Layout:
-    """How a packed batch is laid out: rows ``width`` tokens wide, each row of one kind. A kind
-    is its block lengths (padding after the last block) and the positions whose final hidden
-    states are read."""
-
-    width: int
-    blocks: tuple[tuple[int, ...], ...]  # per kind
-    reads: tuple[tuple[int, ...], ...]  # per kind
-    n_ntp: tuple[int, ...]  # per kind: how many of the first reads are NTP positions
-
-    @property
-    def n_read(self) -> int:
-        return max(len(r) for r in self.reads)
-
-
-@lru_cache(maxsize=None)
-def _layout_tables(layout: _Layout, dtype: torch.dtype, device: torch.device):
-    """Per kind: additive masks [K, W, W], position ids [K, W], read positions [K, R] (a kind
-    with fewer reads repeats its first; the extra outputs are ignored) and the mask rows at
-    the read positions [K, R, W]. Built once per layout, dtype and device."""
-    W, R = layout.width, layout.n_read
-    masks = torch.stack([block_causal_mask(b, W, dtype, device) for b in layout.blocks])
-    pos = torch.stack([block_position_ids(b, W, device) for b in layout.blocks])
-    read = torch.tensor([r + (r[0],) * (R - len(r)) for r in layout.reads], device=device)
-    mask_rows = masks[torch.arange(len(read), device=device)[:, None], read]
-    return masks, pos, read, mask_rows
-
-
-def _static_tables(blocks: tuple[int, ...], reads: tuple[int, ...], dtype: torch.dtype, device):
-    """Additive block-causal mask [W, W], restarted positions [W] and read positions [R] for blocks
-    filling the row. Eager calls get them from a cache (building them copies host lists to the
-    device, which waits for the GPU); under ``torch.compile`` they are built from Python constants
-    and folded into the graph."""
-    if torch.compiler.is_compiling():
-        return _build_static_tables(blocks, reads, dtype, device)
-    return _cached_static_tables(blocks, reads, dtype, torch.device(device))
-
-
-def _build_static_tables(blocks, reads, dtype, device):
-    block = torch.tensor([b for b, n in enumerate(blocks) for _ in range(n)], device=device)  # [W]
-    pos = torch.tensor([i for n in blocks for i in range(n)], device=device)
-    idx = torch.arange(len(block), device=device)
-    allowed = (block[:, None] == block[None, :]) & (idx[:, None] >= idx[None, :])
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
-    return mask, pos, torch.tensor(reads, device=device)
-
-
-_cached_static_tables = lru_cache(maxsize=None)(_build_static_tables)
-
-
-def _static_dropout_keep(is_jepa: torch.Tensor, dropout: float, generator: torch.Generator | None) -> torch.Tensor:
-    """Loss dropout without a host sync: of the n JEPA rows, exactly round(dropout * n) chosen
-    uniformly at random are skipped (as ``losses.loss_dropout_keep``, with other draws). Bool [B]."""
-    u = torch.rand(is_jepa.shape, generator=generator, device=is_jepa.device)
-    u = torch.where(is_jepa, u, torch.full_like(u, 2.0))  # non-JEPA rows sort last
-    rank = torch.empty_like(u, dtype=torch.long)
-    rank[u.argsort()] = torch.arange(len(u), device=u.device)
-    n_skip = torch.round(is_jepa.sum() * dropout)
-    return rank >= n_skip
-
-
-@dataclass
-class _Packed:
-    """A packed batch: ``tokens`` [N, W]; ``kind`` [N] indexes ``layout``'s kinds."""
-
-    tokens: torch.Tensor
-    kind: torch.Tensor
-    layout: _Layout
 
 
 class GPT2WithJEPA(nn.Module):
@@ -333,7 +263,7 @@ class GPT2WithJEPA(nn.Module):
         preds = ids_j.new_full((len(ids_j), k), self.pred_id)
         return torch.cat([ids_j, preds, reverse_view(ids_j, self.inverse, check=check)], dim=1)
 
-    def _pack(self, ids: torch.Tensor, jepa_idx: torch.Tensor, other_idx: torch.Tensor, k: int) -> tuple[_Packed, int]:
+    def _pack(self, ids: torch.Tensor, jepa_idx: torch.Tensor, other_idx: torch.Tensor, k: int) -> tuple[PackedBatch, int]:
         """Lay the batch out in rows of one width W: a JEPA item is a row ``[F | R]``
         (W = 2L + k); every other item is F without its last token (L - 1 tokens, nothing reads
         the last one), ``m = W // (L - 1)`` of them side by side per row as separate blocks,
@@ -365,10 +295,10 @@ class GPT2WithJEPA(nn.Module):
             counts.append(n_rows)
             packed = items.reshape(n_rows, per_row * lf)
             rows.append(F.pad(packed, (0, W - per_row * lf), value=self.vocab.pad_id))
-        layout = _Layout(W, tuple(blocks), tuple(reads), tuple(n_ntp))
+        layout = PackedLayout(W, tuple(blocks), tuple(reads), tuple(n_ntp))
         kind = torch.repeat_interleave(torch.arange(len(counts), device=ids.device),
                                        torch.tensor(counts, device=ids.device))
-        return _Packed(torch.cat(rows), kind, layout), m
+        return PackedBatch(torch.cat(rows), kind, layout), m
 
     def _packed(self, ids, jepa_idx, p, k) -> dict:
         B, L = ids.shape
@@ -400,7 +330,7 @@ class GPT2WithJEPA(nn.Module):
         if obj.uses_jepa:
             is_jepa = types == TRAIN
             if self.training and obj.loss_dropout > 0:
-                is_jepa = is_jepa & _static_dropout_keep(is_jepa, obj.loss_dropout, generator)
+                is_jepa = is_jepa & loss_dropout_keep_static(is_jepa, obj.loss_dropout, generator)
             # Non-JEPA rows are blanked to <pad> BEFORE reversing: their reverse view never exists.
             src = torch.where(is_jepa[:, None], ids, torch.full_like(ids, pad))
             rev = reverse_view(src, self.inverse, check=False)
@@ -416,7 +346,7 @@ class GPT2WithJEPA(nn.Module):
             blocks = (L - 1,)
             reads = tuple(range(p + 1, 2 * p + 1))
         W = tokens.shape[1]
-        mask, pos, read = _static_tables(blocks, reads, self._attn_dtype(ids.device), ids.device)
+        mask, pos, read = static_tables(blocks, reads, self._attn_dtype(ids.device), ids.device)
         hidden = self._blocks(tokens, pos.expand(B, W), mask[None, None], read.expand(B, -1),
                               mask[read][None, None])  # [B, R, d]
         h_ntp = hidden[:, :p].reshape(B * p, -1)
@@ -466,10 +396,10 @@ class GPT2WithJEPA(nn.Module):
             return torch.get_autocast_dtype(device.type)
         return self.gpt2.dtype
 
-    def _packed_blocks(self, packed: _Packed, all_positions: bool = False) -> torch.Tensor:
+    def _packed_blocks(self, packed: PackedBatch, all_positions: bool = False) -> torch.Tensor:
         """The transformer over a packed batch; see ``_blocks``."""
         device = packed.tokens.device
-        masks, pos, read, mask_rows = _layout_tables(packed.layout, self._attn_dtype(device), device)
+        masks, pos, read, mask_rows = layout_tables(packed.layout, self._attn_dtype(device), device)
         kind = packed.kind
         return self._blocks(packed.tokens, pos[kind], masks[kind][:, None], read[kind], mask_rows[kind][:, None], all_positions)
 
@@ -506,17 +436,6 @@ class GPT2WithJEPA(nn.Module):
         return tr.ln_f(x)
 
     # -- helpers for evaluation and tests -------------------------------------------------
-    def jepa_embeddings(self, ids: torch.Tensor, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(pred, target) [N, d] for ``train`` rows ``ids`` [N, L], whatever the objective
-        (JEPA diagnostics of an NTP-only run too). Never call it on atomic or test rows
-        during training: it builds their reverse views."""
-        L = ids.shape[1]
-        k = self.objective.k_pred if k is None else k
-        layout = _Layout(2 * L + k, ((L + k, L),), ((L + k - 1, 2 * L + k - 1),), (0,))
-        kind = torch.zeros(len(ids), dtype=torch.long, device=ids.device)
-        h = self._packed_blocks(_Packed(self._jepa_rows(ids, k), kind, layout))
-        return h[:, 0], h[:, 1]
-
     def packed_hidden_states(self, ids: torch.Tensor, types: torch.Tensor) -> dict:
         """The packed pass with every position computed (no pruning, no loss dropout), unpacked
         per item; for tests and for drawing. Returns
@@ -536,7 +455,7 @@ class GPT2WithJEPA(nn.Module):
         others = [h[n_j: n_j + n_full, : m * lf].reshape(n_full * m, lf, d)]
         if rest:
             others.append(h[-1, : rest * lf].reshape(rest, lf, d))
-        pos = _layout_tables(packed.layout, torch.float32, ids.device)[1][packed.kind]
+        pos = layout_tables(packed.layout, torch.float32, ids.device)[1][packed.kind]
         return {"tokens": packed.tokens, "positions": pos,
                 "jepa_index": jepa_idx, "jepa_f": h[:n_j, : L + k], "jepa_r": h[:n_j, L + k:],
                 "other_index": other_idx, "other_f": torch.cat(others)}

@@ -8,15 +8,16 @@ re-renders the README block from the committed CSV, so the README cannot drift f
 """
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
 
-from jepa_kit import runs
+from jepa_kit import collect
+from jepa_kit.analysis import BASELINE, TRAINS_ON_TEST_FACTS, compare, finite, mean_std, objective_label
 from jepa_kit.files import atomic_write_text
 
-FACTORS = runs.ABLATION_FACTORS  # k_pred, jepa_metric, lambda_jepa, loss_dropout
+FACTORS = collect.ABLATION_FACTORS  # k_pred, jepa_metric, lambda_jepa, loss_dropout
+SOURCE = "jepa-kit sweep papermill_runs/{baseline,reverse_aug,ablations}.yaml --local"  # quoted in the README
 README_BEGIN, README_END = "<!-- results:begin -->", "<!-- results:end -->"
 COLUMNS = [  # (csv column, table header)
     ("atomic.exact_match", "forward EM (atomic)"),
@@ -35,27 +36,26 @@ def _defaults() -> dict:
 def setting_of(config: dict, defaults: dict) -> str:
     """The row a run belongs to: its objective and the factor(s) where it leaves the defaults."""
     objective = config.get("objective")
-    if objective == "ntp":
-        return "ntp (baseline)"
-    if objective == "reverse_aug":
-        return f"reverse_aug ({runs.REVERSE_AUG_LABEL})"
+    if objective == BASELINE or objective in TRAINS_ON_TEST_FACTS:
+        return objective_label(objective)
     differs = [f"{f}={config[f]:g}" if isinstance(config[f], float) else f"{f}={config[f]}"
                for f in FACTORS if config.get(f) != defaults[f]]
     return f"{objective} " + (", ".join(differs) if differs else "default")
 
 
 def run_rows(folder: str | Path) -> list[dict]:
-    """One record per finished run under ``folder`` (from ``runs.collect``): setting, config and final numbers."""
+    """One record per finished run under ``folder`` (from ``collect.collect``): setting, config and final numbers."""
+    from jepa_kit.data import SPLITS
     defaults = _defaults()
     n_entities: dict[str, int] = {}  # per data directory: for the chance level of entity MRR
     rows = []
-    for rec in runs.collect(folder).to_dict("records"):
+    for rec in collect.collect(folder).to_dict("records"):
         if rec.get("state") != "finished":
             continue  # not part of the table
         row = {"run": rec["run"], "setting": setting_of(rec, defaults), "objective": rec.get("objective"),
                "seed": rec.get("seed"), **{f: rec.get(f) for f in FACTORS}, "steps": rec.get("step"),
                "n_entities": _entity_count(rec.get("data"), n_entities)}
-        for split in runs.SPLITS:
+        for split in SPLITS:
             for m in ("exact_match", "entity_mrr", "mrr_first", "mrr_last"):
                 row[f"{split}.{m}"] = rec.get(f"{split}.{m}")
         for k in ("pred_cos_between_items", "target_std", "jepa_distance"):
@@ -80,7 +80,8 @@ def _order(setting: str) -> tuple:
 
 
 def summary_rows(rows: list[dict]) -> list[dict]:
-    """Group run records by setting: n and mean/std of each column (std over seeds, ddof 1)."""
+    """Group run records by setting: n and mean/std of each column over seeds (``analysis.mean_std``);
+    ``values`` keeps each column's per-seed values for ``analysis.compare``."""
     groups: dict[str, list[dict]] = {}
     for r in rows:
         groups.setdefault(r["setting"], []).append(r)
@@ -88,10 +89,11 @@ def summary_rows(rows: list[dict]) -> list[dict]:
     for setting in sorted(groups, key=_order):
         g = groups[setting]
         ents = {r.get("n_entities") for r in g if r.get("n_entities")}
-        rec = {"setting": setting, "n": len(g), "n_entities": ents.pop() if len(ents) == 1 else None}
+        rec = {"setting": setting, "n": len(g), "n_entities": ents.pop() if len(ents) == 1 else None, "values": {}}
         for col, _ in COLUMNS:
-            vals = [float(r[col]) for r in g if r.get(col) is not None and not _isnan(r[col])]
-            rec[col] = (_mean(vals), _std(vals)) if vals else None
+            vals = finite(r.get(col) for r in g)
+            rec["values"][col] = vals
+            rec[col] = mean_std(vals) if vals else None
         out.append(rec)
     return out
 
@@ -100,51 +102,43 @@ def _isnan(x) -> bool:
     return isinstance(x, float) and math.isnan(x)
 
 
-def _mean(v: list[float]) -> float:
-    return sum(v) / len(v)
-
-
-def _std(v: list[float]) -> float:
-    if len(v) < 2:
-        return 0.0
-    m = _mean(v)
-    return math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1))
+def _pm(mean_std_: tuple[float, float]) -> str:
+    mean, std = mean_std_
+    return f"{mean:.3f} ± " + ("–" if math.isnan(std) else f"{std:.3f}")  # one seed: no std
 
 
 def markdown(summary: list[dict]) -> str:
     head = "| setting | seeds | " + " | ".join(h for _, h in COLUMNS) + " |"
     lines = [head, "|" + "---|" * (2 + len(COLUMNS))]
     for r in summary:
-        cells = ["–" if r[c] is None else f"{r[c][0]:.3f} ± {r[c][1]:.3f}" for c, _ in COLUMNS]
+        cells = ["–" if r[c] is None else _pm(r[c]) for c, _ in COLUMNS]
         lines.append(f"| {r['setting']} | {r['n']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def findings(summary: list[dict]) -> list[str]:
-    """Plain sentences: does any JEPA setting beat the baseline on reversal, beyond seed noise?"""
+    """Plain sentences: does any JEPA setting beat the baseline on reversal, beyond seed noise?
+    "Beats" is the kit's rule (``jepa_kit.analysis.compare``) on per-seed reverse exact match."""
     by = {r["setting"]: r for r in summary}
-    base = by.get("ntp (baseline)")
+    base = by.get(objective_label(BASELINE))
     out = []
     if not base or base["test.exact_match"] is None:
         return ["No finished baseline runs: nothing to compare against."]
-    b_em, b_sd = base["test.exact_match"]
-    b_mrr, b_mrr_sd = base["test.entity_mrr"]
     fwd = base["atomic.exact_match"][0]
     chance = ""
     if base.get("n_entities"):
         from jepa_kit.evaluate import chance_entity_mrr
         n = int(base["n_entities"])
         chance = f" (chance: {chance_entity_mrr(n):.3f} over {n} entities)"
-    out.append(f"Baseline (ntp): forward exact match {fwd:.3f}, reverse exact match {b_em:.3f} ± {b_sd:.3f}, "
-               f"reverse entity MRR {b_mrr:.3f} ± {b_mrr_sd:.3f}{chance}.")
+    out.append(f"Baseline (ntp): forward exact match {fwd:.3f}, reverse exact match {_pm(base['test.exact_match'])}, "
+               f"reverse entity MRR {_pm(base['test.entity_mrr'])}{chance}.")
     jepa = [r for r in summary if r["setting"].startswith("jepa") and r["test.exact_match"] is not None]
-    # "beats" = mean reverse exact match above the baseline's by more than both settings' seed std combined
-    winners = [r for r in jepa
-               if r["test.exact_match"][0] - b_em > max(0.01, r["test.exact_match"][1] + b_sd)]
+    verdicts = {r["setting"]: compare(r["values"]["test.exact_match"], base["values"]["test.exact_match"]) for r in jepa}
+    winners = [r for r in jepa if verdicts[r["setting"]].beats]
+    undecided = [r["setting"] for r in jepa if verdicts[r["setting"]].beats is None]
     best = max(jepa, key=lambda r: r["test.exact_match"][0], default=None)
     if best is not None:
-        em, sd = best["test.exact_match"]
-        out.append(f"Best JEPA setting on reversal: {best['setting']}, reverse exact match {em:.3f} ± {sd:.3f} "
+        out.append(f"Best JEPA setting on reversal: {best['setting']}, reverse exact match {_pm(best['test.exact_match'])} "
                    f"(entity MRR {best['test.entity_mrr'][0]:.3f}).")
     if winners:
         out.append("JEPA settings that beat the baseline on reversal beyond seed noise: "
@@ -152,6 +146,8 @@ def findings(summary: list[dict]) -> list[str]:
     else:
         out.append("No JEPA setting beats the baseline on reversal: every one stays within seed noise of it "
                    "(the reversal curse holds under this JEPA objective at this scale).")
+    if undecided:
+        out.append("Cannot tell (one seed on a side): " + ", ".join(undecided) + ".")
     low_fwd = [r["setting"] for r in jepa if r["atomic.exact_match"] and r["atomic.exact_match"][0] < 0.95]
     if low_fwd:
         out.append("Forward exact match below 0.95 (facts not memorised; their reversal numbers say little): "
@@ -203,7 +199,7 @@ def copy_runs(folder: str | Path, dest: str | Path) -> Path:
     """Copy every finished run's small files (no checkpoints) from ``folder`` to ``dest``: a record
     of the study small enough to commit, that notebook 03 and this module read like any runs."""
     folder, dest = Path(folder), Path(dest)
-    for d in runs.find_runs(folder):
+    for d in collect.find_runs(folder):
         if not (d / "results.json").exists():
             continue
         target = dest / d.relative_to(folder)
@@ -214,33 +210,27 @@ def copy_runs(folder: str | Path, dest: str | Path) -> Path:
     return dest
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="jepa-kit study", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("folder", help="folder of run directories (searched recursively)")
-    ap.add_argument("--out", default="papermill_runs/results", help="where study.csv and study.md go")
-    ap.add_argument("--readme", default=None, help="README to update between the results markers")
-    ap.add_argument("--copy-runs", default=None, metavar="DIR",
-                    help="first copy the runs' config/metrics/results (no checkpoints) to DIR and build the table from there")
-    ap.add_argument("--source", default="jepa-kit sweep papermill_runs/{baseline,reverse_aug,ablations}.yaml --local",
-                    help="the command that produced the runs, quoted in the README")
-    args = ap.parse_args(argv)
+def write_study(folder: str | Path, out: str | Path = "papermill_runs/results", readme: str | Path | None = None,
+                copy_to: str | Path | None = None, source: str = SOURCE) -> int:
+    """``jepa-kit study``: write study.csv and study.md under ``out`` from the finished runs under
+    ``folder`` (first copied to ``copy_to``, when given), print the table, and put it in ``readme``
+    between the results markers. Returns the exit code (1: no finished runs)."""
     import pandas as pd
 
-    folder = copy_runs(args.folder, args.copy_runs) if args.copy_runs else Path(args.folder)
-    rows = run_rows(folder)
+    runs_dir = copy_runs(folder, copy_to) if copy_to else Path(folder)
+    rows = run_rows(runs_dir)
     if not rows:
-        print(f"error: no finished runs under {args.folder}", file=sys.stderr)
+        print(f"error: no finished runs under {folder}", file=sys.stderr)
         return 1
-    out = Path(args.out)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "study.csv"
     atomic_write_text(csv_path, pd.DataFrame(rows).to_csv(index=False))
     atomic_write_text(out / "study.md", render(read_csv(csv_path)) + "\n")
     print(render(read_csv(csv_path)))
-    if args.readme:
-        readme = Path(args.readme)
+    if readme:
+        readme = Path(readme)
         link = csv_path.resolve().relative_to(readme.resolve().parent).as_posix()
-        atomic_write_text(readme, replace_block(readme.read_text(), readme_block(csv_path, link, args.source)))
+        atomic_write_text(readme, replace_block(readme.read_text(), readme_block(csv_path, link, source)))
         print(f"updated {readme}")
     return 0

@@ -16,9 +16,12 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.subplots import make_subplots
 
+from jepa_kit.analysis import REVERSE_AUG_LABEL, run_label
+from jepa_kit.collect import of_kind
+from jepa_kit.data import SPLITS
+
 RENDERER = "plotly_mimetype+notebook"
 SPLIT_LABELS = {"train": "train (both directions seen)", "atomic": "atomic (forward, seen)", "test": "test (reverse, never seen)"}
-REVERSE_AUG_LABEL = "trains on test facts"
 SPLIT_COLORS = {"train": "#7f7f7f", "atomic": "#1f77b4", "test": "#d62728"}
 
 
@@ -227,7 +230,7 @@ class MaskExplorer:
         self.dataset = dataset
         self._models: dict[str, object] = {}
         self._seed = model_seed
-        splits = [s for s in ("train", "atomic", "test") if s in dataset.valid and len(dataset.valid[s])]
+        splits = [s for s in SPLITS if s in dataset.valid and len(dataset.valid[s])]
         self.split = W.Dropdown(options=splits, value=split if split in splits else splits[0], description="split")
         self.index = W.BoundedIntText(value=index, min=0, max=len(dataset.valid[self.split.value]) - 1, description="item")
         self.k = W.IntSlider(value=k, min=0, max=max_k, description="k (PRED)")
@@ -283,17 +286,9 @@ class MaskExplorer:
 
 
 # -- training curves (02_train) ----------------------------------------------------------------
-def _train_rows(rows):
-    return [r for r in rows if r.get("kind", "train") != "eval"]
-
-
-def _eval_rows(rows):
-    return [r for r in rows if r.get("kind") == "eval"]
-
-
 def loss_figure(rows: list[dict], title: str = "training loss") -> go.Figure:
     """NTP and JEPA loss (and the total) over steps from metrics.jsonl rows."""
-    tr = _train_rows(rows)
+    tr = of_kind(rows, "train")
     fig = go.Figure()
     for key, name, dash in (("ntp_loss", "NTP", "solid"), ("jepa_loss", "JEPA", "solid"), ("loss", "total", "dot")):
         pts = [(r["step"], r[key]) for r in tr if r.get(key) is not None]
@@ -305,10 +300,10 @@ def loss_figure(rows: list[dict], title: str = "training loss") -> go.Figure:
 
 def eval_figure(rows: list[dict], metrics=("exact_match", "entity_mrr"), title: str = "evaluation over steps") -> go.Figure:
     """Per-split evaluation metrics over steps (one panel per metric)."""
-    ev = _eval_rows(rows)
+    ev = of_kind(rows, "eval")
     fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=list(metrics))
     for j, metric in enumerate(metrics, 1):
-        for split in ("train", "atomic", "test"):
+        for split in SPLITS:
             pts = [(r["step"], r["splits"][split][metric]) for r in ev
                    if split in r.get("splits", {}) and r["splits"][split].get(metric) is not None]
             if pts:
@@ -333,7 +328,7 @@ class LiveLoss:
         self._keys = ("ntp_loss", "jepa_loss", "loss")
 
     def update(self, row: dict) -> None:
-        if row.get("kind", "train") == "eval":
+        if not of_kind([row], "train"):
             return
         with self.figure.batch_update():
             for trace, key in zip(self.figure.data, self._keys):
@@ -352,7 +347,7 @@ TABLE_COLUMNS = ("exact_match", "mrr_first", "mrr_last", "entity_mrr", "joint_mr
 def results_frame(results: dict):
     """results.json (or evaluate()'s dict) as a table: one row per split."""
     import pandas as pd
-    rows = {s: {c: results[s].get(c) for c in TABLE_COLUMNS} for s in ("train", "atomic", "test") if isinstance(results.get(s), dict)}
+    rows = {s: {c: results[s].get(c) for c in TABLE_COLUMNS} for s in SPLITS if isinstance(results.get(s), dict)}
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index = [SPLIT_LABELS[s] for s in frame.index]
     if results.get("trains_on_test_facts"):
@@ -361,13 +356,6 @@ def results_frame(results: dict):
 
 
 # -- comparing runs (03_reverse_accuracy) ------------------------------------------------------
-def run_label(row) -> str:
-    """A run's display name; reverse_aug runs always carry 'trains on test facts'."""
-    name = str(row.get("run"))
-    marked = row.get("note") == REVERSE_AUG_LABEL or row.get("objective") == "reverse_aug"
-    return f"{name} ({REVERSE_AUG_LABEL})" if marked else name
-
-
 def forward_reverse_figure(table, metrics=("exact_match", "entity_mrr")) -> go.Figure:
     """Per run: forward (atomic) vs reverse (test) for each metric, as grouped bars."""
     fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=list(metrics))
@@ -385,7 +373,7 @@ def forward_reverse_figure(table, metrics=("exact_match", "entity_mrr")) -> go.F
 
 def ablation_figure(summary, factor: str, metric: str = "exact_match") -> go.Figure:
     """mean ± std over seeds against one ablation factor, forward (atomic) and reverse (test),
-    from ``jepa_kit.runs.ablation_summary``; one group of bars per objective and value."""
+    from ``jepa_kit.collect.ablation_summary``; one group of bars per objective and value."""
     sub = summary[summary["factor"] == factor]
     fig = go.Figure()
     x = [[o for o in sub["objective"]], [str(v) for v in sub["value"]]]
@@ -405,13 +393,13 @@ def ablation_figure(summary, factor: str, metric: str = "exact_match") -> go.Fig
 def learning_curves_figure(curves: dict[str, list[dict]], table=None, metric: str = "exact_match",
                            splits=("atomic", "test")) -> go.Figure:
     """One eval metric over steps for many runs, overlaid (``curves``: run name -> metrics rows,
-    from ``jepa_kit.runs.learning_curves``); one panel per split. ``table`` (``collect``) labels runs."""
+    from ``jepa_kit.collect.learning_curves``); one panel per split. ``table`` (``collect``) labels runs."""
     labels = {r["run"]: run_label(r) for r in table.to_dict("records")} if table is not None else {}
     palette = pio.templates["plotly"].layout.colorway
     fig = make_subplots(rows=1, cols=len(splits), subplot_titles=[SPLIT_LABELS[s] for s in splits], shared_yaxes=True)
     for i, (name, rows) in enumerate(curves.items()):
         for j, split in enumerate(splits, 1):
-            pts = [(r["step"], r["splits"][split][metric]) for r in _eval_rows(rows)
+            pts = [(r["step"], r["splits"][split][metric]) for r in of_kind(rows, "eval")
                    if split in r.get("splits", {}) and r["splits"][split].get(metric) is not None]
             if pts:
                 fig.add_scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",

@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import numpy as np
+
 from jepa_kit.cli import main
 
 
@@ -35,6 +37,20 @@ def test_check_fails_on_bad_data_via_module(tmp_path):
     (tmp_path / "vocab.json").write_text("{")
     r = subprocess.run([sys.executable, "-m", "jepa_kit", "data", "check", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 2 and "vocab.json: not valid JSON" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_check_with_a_truncated_cache_parses_again(tmp_path):
+    out = tmp_path / "d"
+    assert main(["data", "generate", "--preset", "tiny", "--out", str(out)]) == 0
+    assert main(["data", "check", str(out)]) == 0
+    (cache,) = (out / ".jepa_cache").glob("*.npz")
+    with np.load(cache) as z:
+        good = dict(z)
+    cache.write_bytes(cache.read_bytes()[:1000])
+    r = subprocess.run([sys.executable, "-m", "jepa_kit", "data", "check", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0 and "leakage         none" in r.stdout, r.stderr
+    with np.load(cache) as z:  # rewritten whole
+        assert z.files == list(good) and all(np.array_equal(z[k], v) for k, v in good.items())
 
 
 def test_real_fixture_checks(osu_dir, capsys):

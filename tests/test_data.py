@@ -1,10 +1,13 @@
+import io
 import json
+import shutil
 
+import numpy as np
 import pytest
 import torch
 
 from jepa_kit import data as data_mod
-from jepa_kit.data import DataError, load_dataset
+from jepa_kit.data import SPLITS, TYPE_CODES, DataError, is_type, load_dataset
 
 
 def test_real_fixtures_load_unchanged(osu_dir):
@@ -18,6 +21,16 @@ def test_real_fixtures_load_unchanged(osu_dir):
     assert ds.train.ids[0].tolist() == [14559, 10120, 16010, 16000, 11450, 4213]
     assert len(ds.vocab) == 16015 and ds.patch_len == 2
     assert sorted(p.name for p in osu_dir.iterdir()) == before, "loading must not write into a read-only dataset"
+
+
+def test_rows_of_a_type(osu_dir):
+    ds = load_dataset(osu_dir)
+    assert SPLITS == tuple(TYPE_CODES) == tuple(ds.valid) == ("train", "atomic", "test")
+    assert is_type(ds.train.types, "atomic").tolist() == [False] * 30 + [True] * 20
+    assert torch.equal(ds.train.of_type("atomic").ids, ds.train.ids[30:])
+    assert len(ds.valid["test"].of_type("test")) == 20 and len(ds.valid["test"].of_type("train")) == 0
+    with pytest.raises(ValueError, match="unknown item type 'tset', expected one of train, atomic, test"):
+        is_type(ds.train.types, "tset")
 
 
 def edit_json(path, fn):
@@ -104,11 +117,80 @@ def test_cache_used_then_invalidated_on_change(osu_copy, monkeypatch):
     assert calls == [1] and changed.train.ids[0, 4] == 14559 and changed.fingerprint != first.fingerprint
 
 
-def test_corrupt_cache_is_a_miss(osu_copy):
-    ds = load_dataset(osu_copy)
-    for p in (osu_copy / ".jepa_cache").glob("*.npz"):
-        p.write_bytes(b"garbage")
-    assert torch.equal(load_dataset(osu_copy).train.ids, ds.train.ids)
+def npz_bytes(**arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def assert_loads_as_parsed(root, monkeypatch):
+    """Loading ``root`` gives what a fresh parse of its JSON gives, and leaves a cache that the next
+    load uses (the miss was rewritten, whole: no temp file left beside it)."""
+    fresh = load_dataset(root, cache=False)
+    ds = load_dataset(root)
+    for a, b in [(ds.train, fresh.train), *((ds.valid[s], fresh.valid[s]) for s in SPLITS)]:
+        assert a.ids.dtype == torch.long and a.types.dtype == torch.int8
+        assert torch.equal(a.ids, b.ids) and torch.equal(a.types, b.types)
+    assert ds.patch_len == fresh.patch_len
+    monkeypatch.setattr(data_mod, "_parse_dir", lambda *a: pytest.fail("the rewritten cache was not used"))
+    assert torch.equal(load_dataset(root).train.ids, fresh.train.ids)
+    assert [p.name for p in (root / ".jepa_cache").iterdir()] == [f"{ds.fingerprint}.npz"]
+
+
+def cache_file(root):
+    (path,) = (root / ".jepa_cache").glob("*.npz")
+    return path
+
+
+def test_a_cache_of_other_data_copied_over_ours_is_a_miss(osu_copy, tmp_path, monkeypatch):
+    """The cache's name is the fingerprint of the three files; what it holds must be theirs too."""
+    other = tmp_path / "other"
+    shutil.copytree(osu_copy, other)
+    edit_json(other / "train.json", lambda o: o.reverse())
+    theirs, ours = load_dataset(other), load_dataset(osu_copy)
+    assert not torch.equal(theirs.train.ids, ours.train.ids)
+    shutil.copyfile(cache_file(other), cache_file(osu_copy))  # a valid cache, of other content, under our name
+    assert_loads_as_parsed(osu_copy, monkeypatch)
+
+
+def npy_bytes(array) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def npz_with(z, **changes) -> bytes:
+    """The arrays ``z`` of a good cache with some replaced (None: left out)."""
+    return npz_bytes(**{k: v for k, v in {**z, **changes}.items() if v is not None})
+
+
+# name: (bytes of a good cache, its arrays) -> bytes of a cache that must be a miss
+BROKEN_CACHES = {
+    "truncated": lambda b, z: b[: len(b) // 2],
+    "tail cut": lambda b, z: b[:-10],  # a zip's directory is at its end
+    "zero bytes": lambda b, z: b"",
+    "garbage": lambda b, z: b"garbage",
+    "a flipped byte": lambda b, z: b[: len(b) // 2] + bytes([b[len(b) // 2] ^ 0xFF]) + b[len(b) // 2 + 1:],  # bad CRC
+    "a .npy": lambda b, z: npy_bytes(z["train_ids"]),
+    "pickled array": lambda b, z: npz_with(z, train_ids=np.array([None, 1], dtype=object)),
+    "array missing": lambda b, z: npz_with(z, valid_test_ids=None),
+    "ids float": lambda b, z: npz_with(z, train_ids=z["train_ids"].astype(np.float32)),
+    "ids int32": lambda b, z: npz_with(z, valid_atomic_ids=z["valid_atomic_ids"].astype(np.int32)),
+    "ids a column short": lambda b, z: npz_with(z, valid_test_ids=z["valid_test_ids"][:, :-1]),
+    "ids flat": lambda b, z: npz_with(z, train_ids=z["train_ids"].ravel()),
+    "types int64": lambda b, z: npz_with(z, train_types=z["train_types"].astype(np.int64)),
+    "types shorter than ids": lambda b, z: npz_with(z, valid_train_types=z["valid_train_types"][:3]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_CACHES))
+def test_an_unreadable_cache_is_a_miss(osu_copy, monkeypatch, case):
+    load_dataset(osu_copy)
+    path = cache_file(osu_copy)
+    with np.load(path) as z:
+        arrays = dict(z)
+    path.write_bytes(BROKEN_CACHES[case](path.read_bytes(), arrays))
+    assert_loads_as_parsed(osu_copy, monkeypatch)
 
 
 def test_entities_are_distinct_name_pairs(osu_dir):
@@ -127,4 +209,10 @@ def test_a_json_boolean_is_not_a_token_id(osu_copy):
     items[3]["target_text"][0][1] = True  # numpy alone would read it as id 1
     (osu_copy / "train.json").write_text(json.dumps(items))
     with pytest.raises(DataError, match=r"train.json: item 3 has a target patch that is not a list of integer ids"):
+        load_dataset(osu_copy)
+
+
+def test_a_data_file_that_is_not_utf8_is_named(osu_copy):
+    (osu_copy / "valid.json").write_bytes(b'{"caf\xe9": []}')
+    with pytest.raises(DataError, match=r"valid.json: not UTF-8 text \(invalid continuation byte\)"):
         load_dataset(osu_copy)

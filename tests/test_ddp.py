@@ -8,13 +8,16 @@ import pytest
 import torch
 import yaml
 
-from jepa_kit.train import TrainConfig, load_run, train
+from jepa_kit.config import TrainConfig
+from jepa_kit.rundir import load_run
+from jepa_kit.train import train
 
 RUNNER = """
 import sys
 import torch
 torch.set_num_threads(1)
-from jepa_kit.train import TrainConfig, train
+from jepa_kit.config import TrainConfig
+from jepa_kit.train import train
 train(TrainConfig.from_yaml(sys.argv[1]))
 """
 

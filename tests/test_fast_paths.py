@@ -6,11 +6,11 @@ import json
 import pytest
 import torch
 
-import jepa_kit.model as model_mod
-from jepa_kit.losses import jepa_distance
-from jepa_kit.model import GPT2WithJEPA, ObjectiveConfig, _static_dropout_keep
+from jepa_kit.config import TrainConfig
+from jepa_kit.losses import jepa_distance, loss_dropout_keep_static
 from jepa_kit.reversal import reverse_view
-from jepa_kit.train import TrainConfig, _EvalClock, train, train_step
+from jepa_kit.runtime import EvalClock
+from jepa_kit.train import train, train_step
 from jepa_kit.vocab import Vocab
 
 from test_model import TINY, TOL, Spy, alone, losses_and_grads, make, random_batch
@@ -87,10 +87,10 @@ def test_static_loss_dropout_skips_exactly_round_dropout_n_and_is_seeded(vocab):
     is_jepa = torch.tensor([True, False, True, True, True, False, True, True, True, True, True, False])
     n = int(is_jepa.sum())
     for dropout in (0.25, 0.5, 0.9):
-        keep = _static_dropout_keep(is_jepa, dropout, torch.Generator().manual_seed(3))
+        keep = loss_dropout_keep_static(is_jepa, dropout, torch.Generator().manual_seed(3))
         assert int((is_jepa & ~keep).sum()) == round(dropout * n)
         assert keep[~is_jepa].all()
-        again = _static_dropout_keep(is_jepa, dropout, torch.Generator().manual_seed(3))
+        again = loss_dropout_keep_static(is_jepa, dropout, torch.Generator().manual_seed(3))
         assert torch.equal(keep, again)
     model = make(vocab, loss_dropout=0.5, mode="static").train()
     ids, types = random_batch(vocab, 40, seed=3, types=(0,))
@@ -189,7 +189,7 @@ def test_eval_budget_skips_periodic_evaluations(tiny_data, tmp_path):
 
 
 def test_eval_clock():
-    clock = _EvalClock(0.5, torch.device("cpu"))
+    clock = EvalClock(0.5, torch.device("cpu"))
     assert clock.due()
     with clock:
         pass
@@ -197,7 +197,7 @@ def test_eval_clock():
     assert not clock.due()
     clock.since -= 6.0  # 21 s of training: 10 <= 0.5 * 21
     assert clock.due()
-    assert _EvalClock(0.0, torch.device("cpu")).due()
+    assert EvalClock(0.0, torch.device("cpu")).due()
 
 
 

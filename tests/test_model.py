@@ -3,7 +3,8 @@ import pytest
 import torch
 
 import jepa_kit.model as model_mod
-from jepa_kit.model import GPT2WithJEPA, ObjectiveConfig, _Layout, _Packed
+from jepa_kit.masks import PackedBatch, PackedLayout
+from jepa_kit.model import GPT2WithJEPA, ObjectiveConfig
 from jepa_kit.reversal import reverse_view
 from jepa_kit.vocab import Vocab
 
@@ -111,8 +112,8 @@ def test_bf16_autocast_modes_agree(vocab):
 
 
 def run_rows(model, tokens, blocks, width):
-    layout = _Layout(width, (blocks,), ((0,),), (0,))
-    packed = _Packed(tokens, torch.zeros(len(tokens), dtype=torch.long), layout)
+    layout = PackedLayout(width, (blocks,), ((0,),), (0,))
+    packed = PackedBatch(tokens, torch.zeros(len(tokens), dtype=torch.long), layout)
     return model._packed_blocks(packed, all_positions=True)
 
 

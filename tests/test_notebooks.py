@@ -12,7 +12,7 @@ import nbformat
 import pytest
 import yaml
 
-from jepa_kit import runs
+from jepa_kit import cli, launch
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -26,7 +26,7 @@ def execute(name: str, out: Path, **parameters) -> nbformat.NotebookNode:
     import papermill as pm
 
     pm.execute_notebook(str(ROOT / "notebooks" / name), str(out), parameters=parameters,
-                        kernel_name=runs.default_kernel(), cwd=str(ROOT / "notebooks"), progress_bar=False)
+                        kernel_name=launch.default_kernel(), cwd=str(ROOT / "notebooks"), progress_bar=False)
     return nbformat.read(out, as_version=4)
 
 
@@ -59,7 +59,7 @@ def test_committed_notebook_has_no_outputs(path):
 
 
 def test_train_notebook_parameters_are_exactly_trainconfig_fields():
-    from jepa_kit.train import TrainConfig
+    from jepa_kit.config import TrainConfig
 
     nb = nbformat.read(ROOT / "notebooks" / "02_train.ipynb", as_version=4)
     tree = ast.parse(parameters_cell(nb).source)
@@ -120,7 +120,7 @@ def local_sweep(tmp_path_factory):
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        rc = runs.sweep_main([str(sweep), "--local", "--out", str(tmp / "out")])
+        rc = cli.main(["sweep", str(sweep), "--local", "--out", str(tmp / "out")])
     return rc, buf.getvalue(), tmp / "out" / "local"
 
 
@@ -164,7 +164,7 @@ def test_train_notebook_output_has_its_figures_and_run_directory(local_sweep):
 
 def test_analysis_notebook_compares_the_runs(local_sweep, tmp_path):
     _, _, folder = local_sweep
-    html = runs.render_report(folder, tmp_path / "report.html")  # what the demo calls
+    html = launch.render_report(folder, tmp_path / "report.html")  # what the demo calls
     assert "plotly.js v" in html.read_text() and "trains on test facts" in html.read_text()
     nb = nbformat.read(tmp_path / "report.ipynb", as_version=4)
     text = json.dumps([o.get("data", {}) for o in outputs(nb)])

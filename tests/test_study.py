@@ -32,6 +32,20 @@ def test_a_real_improvement_is_reported():
     assert "No JEPA setting" not in text
 
 
+def test_beats_is_welchs_test_over_seeds():
+    base = [rec("ntp", s, 0.01 * s) for s in range(3)]  # 0.00, 0.01, 0.02
+    # a lead of 0.019 with seed std 0.01 on both sides: Welch t = 2.33 on 4 df, one-sided p = 0.04
+    rows = base + [rec("jepa", s, 0.019 + 0.01 * s, k_pred=2) for s in range(3)]
+    assert "beat the baseline on reversal beyond seed noise: jepa k_pred=2." in study.render(rows)
+    # a lead of 0.015: p = 0.07, within seed noise
+    rows = base + [rec("jepa", s, 0.015 + 0.01 * s, k_pred=2) for s in range(3)]
+    assert "No JEPA setting beats the baseline" in study.render(rows)
+    # one seed: neither a win nor a loss
+    text = study.render(base + [rec("jepa", 0, 0.5, k_pred=4)])
+    assert "No JEPA setting beats the baseline" in text and "- Cannot tell (one seed on a side): jepa k_pred=4." in text
+    assert "| jepa k_pred=4 | 1 | 1.000 ± – | 0.500 ± – |" in text
+
+
 def test_readme_results_match_committed_csv():
     csv = ROOT / "papermill_runs" / "results" / "study.csv"
     assert csv.exists(), "the committed study table is missing: run `jepa-kit study ... --readme README.md`"

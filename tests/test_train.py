@@ -12,12 +12,16 @@ import pytest
 import torch
 
 from jepa_kit import checkpoint as ckpt
+from jepa_kit import config as C
+from jepa_kit import runtime
 from jepa_kit import train as T
 from jepa_kit.data import TYPE_CODES, DataError, first_match, load_dataset, rows_in
 from jepa_kit.model import MODEL_PRESETS, GPT2WithJEPA, ObjectiveConfig
 from jepa_kit.reversal import reverse_view
-from jepa_kit.train import (ConfigError, LeakageError, Preempted, TrainConfig, TrainingDiverged, load_run,
-                            train)
+from jepa_kit.config import ConfigError, TrainConfig
+from jepa_kit.rundir import load_run
+from jepa_kit.runtime import Preempted, TrainingDiverged
+from jepa_kit.train import LeakageError, train
 
 # A 1-layer, 32-wide model: every run here takes a second or two on two cores.
 SMALL = dict(n_layer=1, n_embd=32, n_head=2, batch_size=32, lr=3e-3, steps=12, log_every=2, eval_every=0,
@@ -46,6 +50,17 @@ def config(data, out, **kw):
 
 def rows(run_dir, kind="train"):
     return [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if r["kind"] == kind]
+
+
+def assert_weights_of(model, ckpt_dir):
+    """Every weight of ``model`` equals the checkpoint's stored tensor (read with safetensors only)."""
+    from safetensors.torch import load_file
+
+    stored = load_file(str(ckpt_dir / "model.safetensors"))
+    state = model.state_dict()
+    assert stored and set(stored) <= set(state)
+    for name, tensor in stored.items():
+        assert torch.equal(state[name], tensor), name
 
 
 def weights(run_dir, checkpoint="last"):
@@ -105,13 +120,13 @@ def test_values_are_coerced_and_validated(tmp_path):
 
 def test_command_line_flags_override_yaml_override_preset(tmp_path):
     (tmp_path / "c.yaml").write_text("lr: 0.002\nbatch_size: 64\nobjective: ntp\n")
-    parser = T.add_config_arguments(argparse.ArgumentParser())
+    parser = C.add_config_arguments(argparse.ArgumentParser())
     ns = parser.parse_args(["--preset", "tiny", "--config", str(tmp_path / "c.yaml"), "--lr", "3e-3",
                             "--stop_grad", "true", "--k-pred", "2", "--data", "D", "--out", "R"])
-    cfg = T.config_from_args(ns)
+    cfg = C.config_from_args(ns)
     assert (cfg.model, cfg.batch_size, cfg.lr, cfg.objective, cfg.stop_grad, cfg.k_pred, cfg.data, cfg.out) == \
         ("tiny", 64, 3e-3, "ntp", True, 2, "D", "R")
-    assert T.config_from_args(parser.parse_args([])) == TrainConfig()
+    assert C.config_from_args(parser.parse_args([])) == TrainConfig()
 
 
 def test_learning_rate_schedule():
@@ -164,7 +179,7 @@ def test_resume_after_sigterm_equals_uninterrupted_run(data, tmp_path):
     cfg = config(data, tmp_path / "resumed", **kw)
     with pytest.raises(Preempted) as e:
         train(cfg, callback=preempt_at_step_5)
-    assert e.value.step == 5 and e.value.exit_code == T.PREEMPTED_EXIT_CODE
+    assert e.value.step == 5 and e.value.exit_code == runtime.PREEMPTED_EXIT_CODE
     run = tmp_path / "resumed"
     assert json.loads((run / "status.json").read_text())["state"] == "preempted"
     assert ckpt.latest_checkpoint(run).name == "step_00000005"
@@ -214,8 +229,8 @@ def test_killed_checkpoint_write_leaves_previous_loadable(data, tmp_path, monkey
     assert ckpt.latest_checkpoint(run).name == "step_00000004"
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "failed" and "node killed" in status["error"]
-    model, _ = load_run(run)
-    assert model is not None
+    model, _ = load_run(run)  # the last complete checkpoint, not the torn one
+    assert_weights_of(model, ckpt.step_dir(run, 4))
     monkeypatch.undo()
     train(cfg)  # resumes from step 4 and finishes; the torn .tmp directory is gone
     assert not list(ckpt.checkpoint_root(run).glob("*.tmp"))
@@ -256,8 +271,9 @@ def test_checkpoints_load_without_pickle(data, tmp_path, monkeypatch):
     for name in ("load", "loads", "Unpickler"):
         monkeypatch.setattr(pickle, name, refuse)
     monkeypatch.setattr(torch, "load", refuse)
-    model, _ = load_run(tmp_path / "r")
-    assert model is not None
+    model, loaded_cfg = load_run(tmp_path / "r")
+    assert_weights_of(model, ckpt.latest_checkpoint(tmp_path / "r"))
+    assert loaded_cfg == cfg and not model.training
     train(cfg.replace(steps=6))  # resuming loads weights, optimizer and RNG state: still no pickle
     assert rows(tmp_path / "r")[-1]["step"] == 6
 
@@ -273,6 +289,66 @@ def test_resume_rejects_a_changed_config_but_allows_longer_training(data, tmp_pa
         train(cfg.replace(objective="ntp"))
     train(cfg.replace(steps=6, log_every=3))
     assert [r["step"] for r in rows(tmp_path / "r")] == [2, 4, 6]
+
+
+def test_a_run_cannot_be_shortened_on_resume(data, tmp_path):
+    cfg = config(data, tmp_path / "r", steps=6)
+    train(cfg)
+    before = {name: (tmp_path / "r" / name).read_bytes() for name in ("config.json", "status.json", "results.json")}
+    with pytest.raises(ConfigError, match="is at step 6, past the 4 steps asked for.*at least 6 steps"):
+        train(cfg.replace(steps=4))
+    after = {name: (tmp_path / "r" / name).read_bytes() for name in before}
+    assert after == before  # nothing rewritten: config, status and results still agree
+    train(cfg)  # the same length: already finished, still fine
+
+
+def test_a_stop_signal_during_start_up_is_a_resumable_preemption(data, tmp_path, monkeypatch, capsys):
+    """SIGTERM while Python, torch and the data load (before the loop's handlers): exit 75 after one
+    step with a checkpoint, and the rerun finishes the run."""
+    from jepa_kit import cli
+
+    out = tmp_path / "r"
+    argv = ["train", "--preset", "tiny", "--data", str(data), "--out", str(out),
+            *[f"--{k}={v}" for k, v in SMALL.items()]]
+    real = cli.build_parser
+
+    def parser_then_sigterm(*a, **k):  # the signal arrives while the command line is being read
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(*a, **k)
+
+    monkeypatch.setattr(cli, "build_parser", parser_then_sigterm)
+    assert cli.main(argv) == runtime.PREEMPTED_EXIT_CODE
+    assert json.loads((out / "status.json").read_text())["state"] == "preempted"
+    assert ckpt.latest_checkpoint(out).name == "step_00000001"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # both handlers are gone again
+    monkeypatch.setattr(cli, "build_parser", real)
+    assert cli.main(argv) == 0
+    assert json.loads((out / "results.json").read_text())["run"]["steps"] == SMALL["steps"]
+
+
+def test_a_damaged_newest_checkpoint_is_named_not_skipped_silently(data, tmp_path):
+    run = train(config(data, tmp_path / "r", steps=4, ckpt_every=2, keep_last=3))
+    (ckpt.step_dir(run, 4) / "checkpoint.json").unlink()
+    with pytest.warns(ckpt.CheckpointWarning, match=r"step_00000004 is incomplete .*using step_00000002"):
+        model, _ = load_run(run)
+    assert_weights_of(model, ckpt.step_dir(run, 2))
+
+
+def test_a_truncated_safetensors_file_is_named(data, tmp_path, capsys):
+    from jepa_kit.cli import main
+
+    run = train(config(data, tmp_path / "r", steps=2))
+    weights_file = ckpt.latest_checkpoint(run) / "model.safetensors"
+    weights_file.write_bytes(weights_file.read_bytes()[:100])
+    with pytest.raises(ckpt.CheckpointError, match=f"{weights_file}: unreadable, truncated"):
+        load_run(run)
+    assert main(["eval", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(weights_file) in err[0]
+    rng_file = ckpt.latest_checkpoint(run) / "rng.safetensors"
+    rng_file.write_bytes(b"not safetensors")
+    with pytest.raises(ckpt.CheckpointError, match=f"{rng_file}: unreadable"):
+        ckpt.restore_rng(ckpt.latest_checkpoint(run))
 
 
 def test_other_data_or_vocabulary_is_a_clear_error(data, tmp_path):
@@ -389,15 +465,15 @@ def test_log_lines_not_a_bar_under_slurm(data, tmp_path, monkeypatch, capsys):
 def test_progress_mode_auto(monkeypatch):
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     monkeypatch.delenv("JEPA_KIT_PROGRESS", raising=False)
-    monkeypatch.setattr(T, "_notebook_kernel", lambda: "headless")  # papermill / nbconvert
-    assert T._progress_mode("auto") == "log"
-    monkeypatch.setattr(T, "_notebook_kernel", lambda: "live")  # JupyterLab
-    assert T._progress_mode("auto") == "bar"
+    monkeypatch.setattr(runtime, "_notebook_kernel", lambda: "headless")  # papermill / nbconvert
+    assert runtime.progress_mode("auto") == "log"
+    monkeypatch.setattr(runtime, "_notebook_kernel", lambda: "live")  # JupyterLab
+    assert runtime.progress_mode("auto") == "bar"
     monkeypatch.setenv("SLURM_JOB_ID", "1")
-    assert T._progress_mode("auto") == "log"
+    assert runtime.progress_mode("auto") == "log"
     monkeypatch.setenv("JEPA_KIT_PROGRESS", "none")
-    assert T._progress_mode("auto") == "none"
-    assert T._progress_mode("bar") == "bar"
+    assert runtime.progress_mode("auto") == "none"
+    assert runtime.progress_mode("bar") == "bar"
 
 
 def test_epoch_order_depends_only_on_seed_and_epoch():

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from jepa_kit import runs, viz
+from jepa_kit import analysis, collect, viz
 from jepa_kit.data import load_dataset
 
 F, PRED, R, FUTURE, OTHER = 2, 3, 4, 1, 0  # indices into viz.MASK_CATEGORIES
@@ -117,13 +117,13 @@ def _table():
                      "atomic.exact_match": 1.0, "note": ""})
         recs.append({**recs[-1], "run": f"k_pred=2_seed={seed}", "k_pred": 2, "test.exact_match": em_k2})
     recs.append({**recs[0], "run": "objective=reverse_aug", "objective": "reverse_aug", "test.exact_match": 1.0,
-                 "note": runs.REVERSE_AUG_LABEL, "atomic.per_layer": [{"entity_mrr": 0.2}, {"entity_mrr": 0.9}],
+                 "note": analysis.REVERSE_AUG_LABEL, "atomic.per_layer": [{"entity_mrr": 0.2}, {"entity_mrr": 0.9}],
                  "test.per_layer": [{"entity_mrr": 0.1}, {"entity_mrr": 0.8}]})
     return pd.DataFrame(recs)
 
 
 def test_ablation_summary_groups_by_factor_with_mean_and_std():
-    summary = runs.ablation_summary(_table(), metrics=("atomic.exact_match", "test.exact_match"))
+    summary = collect.ablation_summary(_table(), metrics=("atomic.exact_match", "test.exact_match"))
     k = summary[(summary["factor"] == "k_pred") & (summary["objective"] == "jepa")].set_index("value")
     assert k.loc["2", "n"] == 2 and k.loc["2", "test.exact_match mean"] == pytest.approx(0.6)
     assert k.loc["2", "test.exact_match std"] == pytest.approx(0.1414213, rel=1e-5)
@@ -134,7 +134,7 @@ def test_ablation_summary_groups_by_factor_with_mean_and_std():
     fig = viz.ablation_figure(summary, "k_pred")
     assert "mean ± std" in fig.layout.title.text and len(fig.data) == 2
     # runs that vary nothing: one group per objective
-    plain = runs.ablation_summary(_table()[lambda t: t["k_pred"] == 1], metrics=("test.exact_match",))
+    plain = collect.ablation_summary(_table()[lambda t: t["k_pred"] == 1], metrics=("test.exact_match",))
     assert list(plain["factor"]) == ["defaults", "defaults"]
     assert list(plain["n"]) == [2, 1]
 
@@ -143,7 +143,7 @@ def test_reverse_aug_is_labelled_in_every_chart():
     table = _table()
     bars = viz.forward_reverse_figure(table)
     assert "objective=reverse_aug (trains on test facts)" in bars.data[0].x
-    lens = viz.logit_lens_figure(runs.per_layer(table, "entity_mrr"))
+    lens = viz.logit_lens_figure(collect.per_layer(table, "entity_mrr"))
     assert [t.name for t in lens.data] == ["objective=reverse_aug (trains on test facts)"] * 2
     assert list(lens.data[1].y) == [0.1, 0.8] and list(lens.data[1].x) == [1, 2]
     curves = {"objective=reverse_aug": [{"kind": "eval", "step": 5, "splits": {"test": {"exact_match": 0.9}}}]}

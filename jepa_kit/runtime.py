@@ -1,0 +1,259 @@
+"""What a training process needs around its loop: device, precision, DDP, signals, progress.
+
+* ``init_distributed``: one process, or one rank of ``torchrun`` (WORLD_SIZE > 1), and its device.
+* ``training_precision``: auto = bf16 autocast on CUDA (fp16 with a scaler where bf16 is
+  missing), fp32 on CPU.
+* ``global_loss``: under DDP the loss each rank backpropagates so that the averaged gradient
+  equals the single-process mean over the global batch.
+* ``StopSignal``: SIGTERM/SIGUSR1 (SLURM preemption) set a flag; ``Preempted`` is raised after
+  the checkpoint. ``TrainingDiverged``: a NaN/inf loss.
+* ``Progress``: a tqdm bar in a terminal or live notebook, log lines under SLURM or papermill.
+* ``EvalClock``: keeps periodic evaluations under a fraction of the training time.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from jepa_kit.config import ConfigError
+
+PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: the run is resumable, requeue it
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; nothing after the last good checkpoint was written."""
+
+    def __init__(self, message: str, step: int, last_checkpoint: Path | None):
+        super().__init__(message)
+        self.step, self.last_checkpoint = step, last_checkpoint
+
+
+class Preempted(Exception):
+    """SIGTERM/SIGUSR1 arrived: a checkpoint was written, the run can be resumed."""
+
+    exit_code = PREEMPTED_EXIT_CODE
+
+    def __init__(self, run_dir: Path, step: int, signum: int):
+        name = signal.Signals(signum).name if signum else "stop request"
+        super().__init__(f"{name} received: checkpoint written at step {step} in {run_dir}; "
+                         f"run `train` on the same run directory to resume")
+        self.run_dir, self.step, self.signum = run_dir, step, signum
+
+
+
+def _notebook_kernel() -> str | None:
+    """"live" in an interactive notebook, "headless" in one executed by papermill or nbconvert
+    (nbclient starts those kernels with an in-memory history), None outside a notebook."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    if shell is None or type(shell).__name__ != "ZMQInteractiveShell":
+        return None
+    hist = str(getattr(getattr(shell, "history_manager", None), "hist_file", ""))
+    return "headless" if hist == ":memory:" else "live"
+
+
+def progress_mode(setting: str) -> str:
+    """auto: a bar in a terminal or a live notebook; log lines under SLURM, papermill or a pipe.
+    The environment variable JEPA_KIT_PROGRESS (bar | log | none) overrides auto."""
+    if setting != "auto":
+        return setting
+    forced = os.environ.get("JEPA_KIT_PROGRESS", "").strip().lower()
+    if forced in ("bar", "log", "none"):
+        return forced
+    if os.environ.get("SLURM_JOB_ID"):
+        return "log"  # batch logs: no bar redraws
+    kernel = _notebook_kernel()
+    if kernel is not None:
+        return "bar" if kernel == "live" else "log"
+    return "bar" if sys.stderr.isatty() else "log"
+
+
+class Progress:
+    """A tqdm bar (terminal or notebook) or plain log lines on stderr."""
+
+    def __init__(self, mode: str, total: int, initial: int, enabled: bool):
+        self.mode = progress_mode(mode) if enabled else "none"
+        self.bar = None
+        if self.mode == "bar":
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+
+    def step(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def row(self, row: dict, total: int) -> None:
+        if self.mode == "bar":
+            self.bar.set_postfix(loss=f"{row['loss']:.4f}", ntp=f"{row['ntp_loss']:.4f}",
+                                 jepa=f"{row['jepa_loss']:.4f}", refresh=False)
+        elif self.mode == "log":
+            self.line(f"step {row['step']}/{total}  loss {row['loss']:.4f}  ntp {row['ntp_loss']:.4f}  "
+                      f"jepa {row['jepa_loss']:.4f}  lr {row['lr']:.2e}  {row['items_per_s']:,.0f} items/s  "
+                      f"{row['elapsed_s']:.0f}s")
+
+    def line(self, text: str) -> None:
+        if self.mode == "bar":
+            self.bar.write(text, file=sys.stderr)
+        elif self.mode == "log":
+            print(f"[jepa_kit.train] {text}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class EvalClock:
+    """Keeps periodic evaluations under ``budget`` x the training time between them: a scheduled
+    evaluation is skipped while the last one took longer than ``budget`` times the training time
+    since it ended. ``budget`` 0: every scheduled evaluation runs. Use ``due()``, then ``with clock:``
+    around the evaluation."""
+
+    def __init__(self, budget: float, device: torch.device):
+        self.budget, self.device = budget, device
+        self.last_s: float | None = None
+        self.since = time.time()
+
+    def _now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # count queued training work as training time
+        return time.time()
+
+    def due(self) -> bool:
+        if self.budget <= 0 or self.last_s is None:
+            return True
+        return self.last_s <= self.budget * (self._now() - self.since)
+
+    def __enter__(self):
+        self.start = self._now()
+        return self
+
+    def __exit__(self, *exc):
+        self.since = self._now()
+        self.last_s = self.since - self.start
+
+
+class StopSignal:
+    """SIGTERM/SIGUSR1 set a flag; the loop checkpoints at the end of the current step.
+
+    ``pending``: a signal caught before (an int, or an object whose ``signum`` is read when the
+    handlers are installed, such as the CLI's early catcher): it counts as already received."""
+
+    SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s)
+
+    def __init__(self, pending=0):
+        self.signum = 0
+        self.pending = pending
+        self._old = {}
+
+    def __enter__(self):
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._old[s] = signal.signal(s, self.handler)
+        self.signum = self.signum or int(getattr(self.pending, "signum", self.pending) or 0)
+        return self
+
+    def handler(self, signum, frame) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for s, old in self._old.items():
+            signal.signal(s, old)
+
+
+# -- distributed ----------------------------------------------------------------------------
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    created: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+
+def resolve_device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r} requested but CUDA is not available")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    return device
+
+
+def init_distributed(device_name: str) -> tuple[Dist, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist(), resolve_device(device_name, 0)
+    dist = Dist(rank=int(os.environ["RANK"]), world=world, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+    device = resolve_device(device_name, dist.local_rank)
+    if not torch.distributed.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        # long timeout: rank 0 evaluates and checkpoints while the others wait in the next collective
+        torch.distributed.init_process_group(backend, timeout=_dt.timedelta(hours=2),
+                                             **({"device_id": device} if device.type == "cuda" else {}))
+        dist.created = True
+    return dist, device
+
+
+
+def training_precision(setting: str, device: torch.device) -> str:
+    """The precision a run trains in: ``auto`` is bf16 autocast on CUDA (fp16 with a grad scaler on
+    cards without bf16), fp32 on CPU."""
+    precision = setting
+    if precision == "auto":
+        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device.type == "cuda" else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("precision fp16 needs a CUDA device (use fp32 or bf16 on CPU)")
+    return precision
+
+
+def global_loss(out: dict, gamma_ntp: float, lambda_jepa: float, dist: Dist, device: torch.device, stop: bool):
+    """(loss to backpropagate, detached [loss, ntp, jepa] of the global batch on the device,
+    JEPA rows in the global batch, whether any rank was asked to stop).
+
+    Single process: the model's own loss. Under DDP (which averages gradients over ranks) each
+    rank's terms are weighted by its share of the global items / JEPA rows, so the averaged
+    gradient is that of the single-process mean over the whole global batch. One all_reduce per
+    step carries the counts, the stats and the stop flag (so every rank stops at the same step).
+    """
+    ntp, jepa = out["ntp_loss"], out["jepa_loss"]
+    n, nj = out["n_items"], out["n_jepa"]
+    if dist.world == 1:
+        loss = out["loss"]
+        return loss, torch.stack([loss.detach(), ntp.detach(), jepa.detach()]).double(), nj, stop
+    counts = torch.stack([torch.as_tensor(x, dtype=torch.float64, device=device) for x in (n, nj, float(stop))])
+    sums = torch.cat([torch.stack([ntp.detach().double() * n, jepa.detach().double() * nj]), counts])
+    torch.distributed.all_reduce(sums)  # [sum ntp*n, sum jepa*nj, N, NJ, stops]
+    n_all, nj_all = sums[2], sums[3].clamp(min=1)
+    w = dist.world
+    loss = (gamma_ntp * ntp * (w * n / n_all).to(ntp.dtype)
+            + lambda_jepa * jepa * (w * nj / nj_all).to(jepa.dtype))
+    ntp_g, jepa_g = sums[0] / n_all, sums[1] / nj_all
+    stats = torch.stack([gamma_ntp * ntp_g + lambda_jepa * jepa_g, ntp_g, jepa_g])
+    stops = float(sums[4])  # one host sync per step: every rank must agree to stop at the same step
+    return loss, stats, sums[3], stops > 0
+
