@@ -24,9 +24,14 @@ def _data_generate(args) -> int:
     from jepa_kit.datagen import GenParams, generate, resolve
 
     overrides = {f.name: getattr(args, f.name) for f in fields(GenParams) if getattr(args, f.name, None) is not None}
-    params = resolve(args.preset, **overrides)
+    try:
+        params = resolve(args.preset, **overrides)
+    except ValueError as e:  # an unknown preset or impossible sizes: a usage error
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     out = generate(params, args.out, seed=args.seed, force=args.force)
-    print(f"wrote {out}/vocab.json, train.json, valid.json ({args.preset}, seed {args.seed})")
+    print(f"wrote {out}/vocab.json, train.json, valid.json ({args.preset}, seed {args.seed}, "
+          f"{params.entity_tokens} token{'s' if params.entity_tokens > 1 else ''} per entity)")
     return 0
 
 
@@ -266,14 +271,18 @@ def build_parser(train_fields: bool = True) -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="generate or check a dataset").add_subparsers(dest="data_command", required=True)
     g = data.add_parser("generate", help="write vocab.json, train.json, valid.json")
-    g.add_argument("--preset", default="tiny", help="tiny | small | paper")
+    from jepa_kit.datagen import PRESETS, GenParams
+    g.add_argument("--preset", default="tiny",
+                   help=f"{' | '.join(PRESETS)} (*_abstract: one token per entity)")
     g.add_argument("--out", required=True)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--force", action="store_true", help="replace a dataset already in --out (never a run directory)")
-    from jepa_kit.datagen import GenParams
     for f in fields(GenParams):
         g.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=int, default=None,
-                       help=f"override the preset's {f.name}")
+                       choices=(1, 2) if f.name == "entity_tokens" else None,
+                       help="1: one token per entity (the abstract setting), 2: first and last name"
+                       if f.name == "entity_tokens" else f"override the preset's {f.name}")
+    g.add_argument("--patch-len", dest="entity_tokens", type=int, choices=(1, 2), help=argparse.SUPPRESS)  # old name
     g.set_defaults(func=_data_generate)
     c = data.add_parser("check", help="validate a dataset and print a summary; non-zero exit on bad data")
     c.add_argument("dir")

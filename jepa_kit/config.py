@@ -28,7 +28,7 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
 EVAL_PRECISIONS = RANKING_PRECISIONS  # jepa_kit.ranking: auto | fp32 | checked | bf16
 # per-split numbers of jepa_kit.evaluate that can pick the best checkpoint (a typo must not pass silently)
 BEST_METRICS = ("exact_match", "mrr_first", "mrr_last", "entity_mrr", "entity_hits1", "entity_rank_mean",
-                "joint_mrr_approx", "ntp_loss")
+                "joint_mrr_approx", "ntp_loss", "concept_mrr", "concept_mrr_paper_ties", "concept_rank_mean")
 
 # Fields that may differ when a run is resumed: how long, how often, where, on what hardware.
 # ``mode`` is among them: every mode computes the same losses (tests/test_model.py).
@@ -62,6 +62,8 @@ class TrainConfig:
     n_embd: int | None = _f(None, "override the preset's width")
     n_head: int | None = _f(None, "override the preset's number of heads")
     attn_implementation: str = _f("sdpa", "attention implementation: sdpa | eager")
+    pos_emb: bool = _f(True, "learned position embeddings (GPT-2's); the binding paper's models have none")
+    dropout: float = _f(0.0, "dropout of embeddings, attention and residuals (the binding paper uses 0.1)")
     # objective (defaults: ObjectiveConfig)
     objective: str = _f(_OBJ.objective, "; ".join(f"{n}: {h}" for n, h in OBJECTIVE_HELP.items()))
     k_pred: int = _f(_OBJ.k_pred, "number of <PRED> tokens appended to the forward view, 0..4")
@@ -71,6 +73,13 @@ class TrainConfig:
     infonce_temperature: float = _f(_OBJ.infonce_temperature, "temperature of the infonce distance")
     loss_dropout: float = _f(_OBJ.loss_dropout, "fraction of JEPA items whose JEPA term is skipped")
     stop_grad: bool = _f(_OBJ.stop_grad, "detach the target (reverse view) side")
+    n_recognition: int = _f(_OBJ.n_recognition, "concept objective: recognition blocks run on each entity/relation "
+                                                "patch alone (W); the other n_layer - W blocks run over the concepts")
+    concept_norm: str = _f(_OBJ.concept_norm, "concept objective: norm of the prediction: rms (the paper's: no mean, "
+                                              "no gain) | layernorm")
+    concept_negatives: str = _f(_OBJ.concept_negatives, "concept objective: all (every patch of the batch is a "
+                                                        "candidate, as the paper) | distinct (other copies of the "
+                                                        "true tail are masked)")
     mode: str = _f(_OBJ.mode, "auto (static on CUDA, packed on CPU) | packed (one pass) | static (one pass, "
                               "fixed shapes: no host sync) | two_pass (the seed's structure, reference)")
     # optimisation (defaults: the seed's setup)
@@ -144,6 +153,8 @@ class TrainConfig:
             at_least(name, 1, optional=True)
         for name in ("batch_size", "log_every", "ckpt_every", "keep_last"):
             at_least(name, 1)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1); got {self.dropout}")
         if self.lr <= 0 or self.epochs <= 0:
             raise ConfigError(f"lr and epochs must be > 0; got {self.lr}, {self.epochs}")
         try:  # the objective's fields are checked where their defaults live
@@ -201,7 +212,7 @@ class TrainConfig:
     def model_preset(self) -> dict:
         """The model preset with this config's size overrides applied."""
         sizes = {k: getattr(self, k) for k in ("n_layer", "n_embd", "n_head") if getattr(self, k) is not None}
-        return {**MODEL_PRESETS[self.model], **sizes}
+        return {**MODEL_PRESETS[self.model], **sizes, "pos_emb": self.pos_emb, "dropout": self.dropout}
 
 
 # Named starting points. "seed" is the dataclass defaults: the seed's own setup (model preset

@@ -2,7 +2,9 @@
 
 One item ``{"input_text": [[h_f, h_l], [r], [mask]], "target_text": [[t_f, t_l]], "type": ...}``
 becomes one row ``[h_f, h_l, r, <mask>, t_f, t_l]`` of an ``ids`` tensor. Entity patches may
-also be one token long (rows ``[h, r, <mask>, t]``); every row of a dataset has the same length.
+also be one token long (the abstract setting, rows ``[h, r, <mask>, t]``, as the binding paper's
+``inversionid.*`` data: entity tokens ``<s_i>``/``<t_j>``, no ``<PRED>``); every row of a dataset
+has the same length.
 
 Everything is validated: a malformed item is reported by file, split, index and what is wrong.
 Parsed tensors are cached beside the data, keyed by a hash of the three files; the cache stores
@@ -63,8 +65,13 @@ class Dataset:
     valid: dict[str, Split]      # valid.json: "train", "atomic", "test"
     path: str
     fingerprint: str             # hash of the three files' bytes
-    patch_len: int = 2
+    patch_len: int = 2           # tokens per entity: 2 (first, last name) or 1 (the abstract setting)
     _entities: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def entity_tokens(self) -> int:
+        """Tokens per entity (the generator's name for ``patch_len``): 1 or 2."""
+        return self.patch_len
 
     def entities(self) -> torch.Tensor:
         """Every distinct entity (its name tokens) in train.json and valid.json: [E, patch_len], sorted."""
@@ -121,6 +128,9 @@ def _parse_items(items, where: str, patch_len: int | None) -> tuple[np.ndarray, 
             patch_len = len(items[0]["input_text"][0])
         except (TypeError, KeyError, IndexError):
             raise DataError(_explain(items[0], f"{where}: item 0", None)) from None
+        if patch_len not in (1, 2):
+            raise DataError(f"{where}: item 0 has a head of {patch_len} tokens, expected 1 (one token per entity) "
+                            "or 2 (first and last name)")
     rows, types = [], []
     for i, it in enumerate(items):
         try:
@@ -382,7 +392,7 @@ def summarize(ds: Dataset) -> dict:
         rel_counts[s] = {vocab.tokens[i]: int(c) for i, c in zip(r.tolist(), n.tolist())}
     ents = ds.entities()
     sharing = {}
-    for j, label in enumerate(["first", "last"][:p] if p == 2 else ["entity"]):
+    for j, label in enumerate(["first", "last"] if p == 2 else ["entity"]):
         _, c = torch.unique(ents[:, j], return_counts=True)
         sharing[label] = {"tokens": len(c), "entities_per_token_min": int(c.min()), "entities_per_token_max": int(c.max())}
 
@@ -400,6 +410,7 @@ def summarize(ds: Dataset) -> dict:
         "pred_appended": vocab.pred_appended,
         "relation_pairs": vocab.n_relation_pairs,
         "patch_len": p,
+        "entity_tokens": p,
         "counts": counts,
         "relations": rel_counts,
         "entities": len(ents),

@@ -1,7 +1,16 @@
 """Synthetic entity-relation-entity facts in the user's format (the OSU reversal-curse layout).
 
-Entities are (first, last) name pairs over A and B together; each name token is shared by
-exactly ``multiplicity`` entities and every pair is unique. Facts over A are written in both
+Two settings, chosen by ``entity_tokens``:
+
+* 2, the surface setting: entities are (first, last) name pairs ``<f_i> <l_j>`` over A and B
+  together; each name token is shared by exactly ``multiplicity`` entities and every pair is
+  unique. Rows ``[h_f, h_l, r, <mask>, t_f, t_l]``.
+* 1, the abstract setting of the binding paper: every entity is one token of its own, named as
+  that paper's generator names them, ``<s_i>`` for the i-th entity of A and ``<t_j>`` for the j-th
+  of B (multiplicity 1). Rows ``[h, r, <mask>, t]``.
+
+The vocabulary is laid out as the paper's: entity tokens (ids in arbitrary order), ``<mask>``,
+``<r_i>``/``<r_i_inv>`` interleaved, ``<pad>``, then ``<PRED>``. Facts over A are written in both
 directions (type "train"); facts over B in one direction chosen by a coin flip (type "atomic"),
 and the other direction is held out (type "test"). Within one relation pair every entity is the
 head of at most one fact and the tail of at most one, so every query has a single answer, in
@@ -12,6 +21,7 @@ Deterministic: the same parameters and seed give byte-identical files.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -29,29 +39,55 @@ class GenParams:
     relation_pairs: int = 6
     facts_per_entity: int = 3  # facts per entity as head, on average (<= relation_pairs)
     valid_per_split: int = 3000
-    patch_len: int = 2       # 2: (first, last) names; 1: one token per entity (the "abstract" setting)
+    entity_tokens: int = 2   # 2: (first, last) names, the surface setting; 1: one token per entity, the abstract one
 
 
+_surface = dict(multiplicity=10, relation_pairs=6, facts_per_entity=3, entity_tokens=2)
+_abstract = dict(multiplicity=1, relation_pairs=6, facts_per_entity=3, entity_tokens=1)
 PRESETS = {
-    "paper": GenParams(entities_a=50_000, entities_b=30_000, multiplicity=10, relation_pairs=6,
-                       facts_per_entity=3, valid_per_split=3000),
-    "small": GenParams(entities_a=5_000, entities_b=3_000, multiplicity=10, relation_pairs=6,
-                       facts_per_entity=3, valid_per_split=1000),
-    "tiny": GenParams(entities_a=400, entities_b=200, multiplicity=10, relation_pairs=6,
-                      facts_per_entity=3, valid_per_split=200),
+    "paper": GenParams(entities_a=50_000, entities_b=30_000, valid_per_split=3000, **_surface),
+    "small": GenParams(entities_a=5_000, entities_b=3_000, valid_per_split=1000, **_surface),
+    "tiny": GenParams(entities_a=400, entities_b=200, valid_per_split=200, **_surface),
+    # the same sizes and splits with one token per entity (the paper's abstract data is paper_abstract)
+    "paper_abstract": GenParams(entities_a=50_000, entities_b=30_000, valid_per_split=3000, **_abstract),
+    "small_abstract": GenParams(entities_a=5_000, entities_b=3_000, valid_per_split=1000, **_abstract),
+    "tiny_abstract": GenParams(entities_a=400, entities_b=200, valid_per_split=200, **_abstract),
 }
+
+_RENAMED = {"patch_len": "entity_tokens"}  # old name -> current name, still accepted with a warning
+
+
+def _renamed(d: dict) -> dict:
+    out = dict(d)
+    for old, new in _RENAMED.items():
+        if old in out:
+            warnings.warn(f"GenParams.{old} is now called {new}", DeprecationWarning, stacklevel=3)
+            if new in out and out[new] != out[old]:
+                raise ValueError(f"both {old}={out[old]} and {new}={out[new]} given; {old} is the old name of {new}")
+            out[new] = out.pop(old)
+    return out
 
 
 def resolve(preset_or_params: str | GenParams | dict, **overrides) -> GenParams:
+    """A preset name, a GenParams or a dict of its fields, with ``overrides`` applied, validated.
+
+    With ``entity_tokens`` 1 every entity is its own token, so ``multiplicity`` becomes 1 (asking
+    for another multiplicity with 1-token entities is an error)."""
+    overrides = _renamed(overrides)
     if isinstance(preset_or_params, GenParams):
         params = preset_or_params
     elif isinstance(preset_or_params, dict):
-        params = GenParams(**preset_or_params)
+        params = GenParams(**_renamed(preset_or_params))
     elif preset_or_params in PRESETS:
         params = PRESETS[preset_or_params]
     else:
         raise ValueError(f"unknown data preset {preset_or_params!r}; choose one of {', '.join(PRESETS)}")
     params = replace(params, **overrides)
+    if params.entity_tokens == 1 and params.multiplicity != 1:
+        if "multiplicity" in overrides:
+            raise ValueError(f"multiplicity {params.multiplicity} needs name tokens shared between entities; with "
+                             "entity_tokens=1 every entity is its own token (multiplicity 1)")
+        params = replace(params, multiplicity=1)
     _validate(params)
     return params
 
@@ -62,9 +98,13 @@ def _validate(p: GenParams) -> None:
         raise ValueError("entities_a and entities_b must each be at least 2")
     if not 1 <= p.facts_per_entity <= p.relation_pairs:
         raise ValueError(f"facts_per_entity must be in 1..relation_pairs ({p.relation_pairs}), got {p.facts_per_entity}")
-    if p.patch_len not in (1, 2):
-        raise ValueError(f"patch_len must be 1 or 2, got {p.patch_len}")
-    if p.patch_len == 2:
+    if p.entity_tokens not in (1, 2):
+        raise ValueError(f"entity_tokens must be 1 (one token per entity) or 2 (first and last name), got {p.entity_tokens}")
+    if p.entity_tokens == 1 and p.multiplicity != 1:
+        raise ValueError(f"with entity_tokens=1 every entity is its own token: multiplicity must be 1, got {p.multiplicity}")
+    if p.multiplicity < 1:
+        raise ValueError(f"multiplicity must be at least 1, got {p.multiplicity}")
+    if p.entity_tokens == 2:
         if n % p.multiplicity:
             raise ValueError(f"entities_a + entities_b ({n}) must be a multiple of multiplicity ({p.multiplicity})")
         if n // p.multiplicity < p.multiplicity:
@@ -73,10 +113,12 @@ def _validate(p: GenParams) -> None:
 
 
 def _names(p: GenParams, rng: np.random.Generator) -> tuple[list[str], np.ndarray]:
-    """Name tokens (in vocab order) and each entity's token indices [n_entities, patch_len]."""
+    """Name tokens (in vocab order) and each entity's token ids [n_entities, entity_tokens]:
+    entities 0..entities_a-1 are set A, the rest set B."""
     n = p.entities_a + p.entities_b
-    if p.patch_len == 1:
-        tokens = [f"<e_{i}>" for i in range(n)]
+    if p.entity_tokens == 1:
+        # the paper's abstract vocabulary: <s_i> is the i-th entity of A, <t_j> the j-th of B
+        tokens = [f"<s_{i}>" for i in range(p.entities_a)] + [f"<t_{j}>" for j in range(p.entities_b)]
         ent = np.arange(n)[:, None]
     else:
         # Entity s*k + i = (first i, last (i + shift_s) mod k): k = n / multiplicity names of each kind,
@@ -92,6 +134,8 @@ def _names(p: GenParams, rng: np.random.Generator) -> tuple[list[str], np.ndarra
     token_id[order] = np.arange(len(tokens))
     vocab_names = [tokens[i] for i in order]
     ents = token_id[ent]
+    if p.entity_tokens == 1:
+        return vocab_names, ents  # the token names which set an entity is in: keep the order
     return vocab_names, ents[rng.permutation(n)]
 
 
@@ -179,7 +223,7 @@ def generate(preset_or_params: str | GenParams | dict = "tiny", out_dir: str | P
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    pl = p.patch_len
+    pl = p.entity_tokens
     train_text = _array_json(np.concatenate([train_rows, atomic_rows]),
                              ["train"] * len(train_rows) + ["atomic"] * len(atomic_rows), pl)
     valid_text = "{" + ", ".join(f'"{s}": ' + _array_json(a, [s] * len(a), pl) for s, a in valid.items()) + "}"

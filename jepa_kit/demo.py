@@ -20,19 +20,23 @@ OBJECTIVES = ("ntp", "jepa", "reverse_aug")
 FORWARD_FLOOR = 0.95  # below this the baseline has not memorised its facts and reversal numbers mean nothing
 
 
+SHOWN = OBJECTIVES + ("concept",)  # a table that also has a concept run (the positive control) shows it
+
+
 def demo_table(table) -> list[dict]:
-    """One row per objective from collect.collect(): the numbers the demo prints and saves."""
+    """One row per objective from collect.collect(): the numbers the demo prints and saves. A metric
+    an objective does not have (exact match of a concept run) is None."""
     from jepa_kit.data import SPLITS
 
     rows = []
-    for objective in OBJECTIVES:
+    for objective in SHOWN:
         hit = table[table["objective"] == objective] if "objective" in table else table.iloc[0:0]
         if hit.empty:
             continue
         r = hit.iloc[0]
         row = {"objective": objective_label(objective), "state": r.get("state")}
         for split in SPLITS:
-            for metric in ("exact_match", "entity_mrr"):
+            for metric in ("exact_match", "entity_mrr", "concept_mrr"):
                 v = r.get(f"{split}.{metric}")
                 row[f"{split}.{metric}"] = None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
         rows.append(row)
@@ -40,14 +44,17 @@ def demo_table(table) -> list[dict]:
 
 
 def format_demo_table(rows: list[dict]) -> str:
+    """Fixed-width table; the concept MRR columns appear only when a row has them."""
     cols = [("train.exact_match", "train EM"), ("atomic.exact_match", "forward EM (atomic)"),
             ("test.exact_match", "reverse EM (test)"), ("atomic.entity_mrr", "forward entity MRR"),
             ("test.entity_mrr", "reverse entity MRR")]
+    if any(r.get("test.concept_mrr") is not None for r in rows):
+        cols += [("atomic.concept_mrr", "forward concept MRR"), ("test.concept_mrr", "reverse concept MRR")]
     width = max(len(r["objective"]) for r in rows) + 2
     head = "objective".ljust(width) + "  ".join(h.rjust(max(len(h), 8)) for _, h in cols)
     lines = [head, "-" * len(head)]
     for r in rows:
-        cells = ["-" if r[k] is None else f"{r[k]:.3f}" for k, _ in cols]
+        cells = ["-" if r.get(k) is None else f"{r[k]:.3f}" for k, _ in cols]
         lines.append(r["objective"].ljust(width) + "  ".join(c.rjust(max(len(h), 8)) for c, (_, h) in zip(cells, cols)))
     return "\n".join(lines)
 

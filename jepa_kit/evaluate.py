@@ -34,11 +34,12 @@ import torch
 from transformers import GPT2LMHeadModel
 
 from jepa_kit.data import SPLITS, load_dataset
-from jepa_kit.objectives import get_objective
+from jepa_kit.objectives import Objective, get_objective
 from jepa_kit.ranking import (EntityIndex, build_entity_index, check_precision, full_fp32, item_metrics,
                               resolve_precision)
 
 TABLE_COLUMNS = ("exact_match", "mrr_first", "mrr_last", "entity_mrr", "ntp_loss", "n")
+CONCEPT_COLUMNS = ("concept_mrr", "concept_mrr_paper_ties", "concept_rank_mean", "n")
 
 
 def _summary(items: dict[str, torch.Tensor], k: int) -> dict:
@@ -197,30 +198,36 @@ def evaluate(model_or_run_dir, dataset, splits=SPLITS, batch_size: int = 256, lo
         model = getattr(model_or_run_dir, "module", model_or_run_dir)  # unwrap DistributedDataParallel
     if isinstance(dataset, (str, Path)):
         dataset = load_dataset(dataset)
-    lm = hf_model(model)
+    name = getattr(getattr(model, "objective", None), "objective", None)  # a kit model's objective
+    objective = get_objective(name) if name is not None else None
+    own_metrics = objective is not None and type(objective).split_metrics is not Objective.split_metrics
+    vocab_size = model.gpt2.config.vocab_size if own_metrics else hf_model(model).config.vocab_size
     splits = (splits,) if isinstance(splits, str) else tuple(splits)
     for split in splits:
         if split not in dataset.valid:
             raise ValueError(f"unknown split {split!r}; valid.json has {', '.join(dataset.valid)}")
-    if len(dataset.vocab) > lm.config.vocab_size:
+    if len(dataset.vocab) > vocab_size:
         raise ValueError(f"the dataset's vocabulary has {len(dataset.vocab)} tokens but the model only "
-                         f"{lm.config.vocab_size}: was it trained on another dataset?")
+                         f"{vocab_size}: was it trained on another dataset?")
 
     first_param = next(model.parameters())
     old_device, was_training = first_param.device, model.training
     device = torch.device(device) if device is not None else old_device
     model.to(device).eval()
     try:
-        index = build_entity_index(dataset.entities(), lm.config.vocab_size)
+        entities = dataset.entities()
+        index = None if own_metrics else build_entity_index(entities, vocab_size)
         results = {}
         for split in splits:
             ids = dataset.valid[split].ids
             ids = ids[sample_rows(len(ids), max_items, sample_seed)].to(device)
+            if own_metrics:  # a model without an LM head (the concept objective) ranks in its own space
+                with full_fp32():
+                    results[split] = objective.split_metrics(model, ids, entities, batch_size)
+                continue
             results[split] = evaluate_split(model, ids, index, logit_lens=logit_lens, batch_size=batch_size,
                                             candidate_batch=candidate_batch, per_item=per_item,
                                             precision=precision, margin=margin)
-        name = getattr(getattr(model, "objective", None), "objective", None)  # a GPT2WithJEPA's objective
-        objective = get_objective(name) if name is not None else None
         if objective is not None and "train" in dataset.valid:
             seen = dataset.valid["train"]  # a sample of training rows, not held out
             rows = sample_rows(len(seen.ids), max_items, sample_seed)  # the train split's evaluated rows
@@ -243,16 +250,23 @@ def chance_entity_mrr(n_entities: int) -> float:
 
 
 def format_table(results: dict) -> str:
-    """A fixed-width table: one row per split, columns ``TABLE_COLUMNS``."""
-    splits = [k for k, v in results.items() if isinstance(v, dict) and "exact_match" in v]
+    """A fixed-width table: one row per split, columns ``TABLE_COLUMNS`` (``CONCEPT_COLUMNS`` for a
+    concept model, which has no token metrics)."""
+    splits = [k for k, v in results.items() if k in SPLITS and isinstance(v, dict)]
+    concept = any("concept_mrr" in results[s] for s in splits)
+    columns = CONCEPT_COLUMNS if concept else TABLE_COLUMNS
     width = max([5] + [len(s) for s in splits])
-    lines = [f"{'split':<{width}}" + "".join(f"{c:>13}" for c in TABLE_COLUMNS)]
-    def cell(v):
+    head = "".join(f"{c:>{max(13, len(c) + 2)}}" for c in columns)
+    lines = [f"{'split':<{width}}" + head]
+
+    def cell(v, c):
         text = "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
-        return f"{text:>13}"
+        return f"{text:>{max(13, len(c) + 2)}}"
 
     for s in splits:
-        lines.append(f"{s:<{width}}" + "".join(cell(results[s].get(c)) for c in TABLE_COLUMNS))
+        lines.append(f"{s:<{width}}" + "".join(cell(results[s].get(c), c) for c in columns))
+    if concept:
+        lines.append("concept_mrr: ties count half (the kit's rule); concept_mrr_paper_ties: ties count for the truth")
     if "jepa" in results:
         j = results["jepa"]
         lines.append(f"jepa ({j['metric']}, n={j['n']}): distance {j['jepa_distance']:.4f}, "

@@ -132,6 +132,10 @@ def run_local(sweep: Sweep | list[dict] | str | Path, out_dir: str | Path = DEFA
 
     if jobs > 1:
         from concurrent.futures import ThreadPoolExecutor
+
+        from jepa_kit.datagen import ensure_data
+        for data in sorted({r.params.get("data") for r in planned if r.params.get("data")}):
+            ensure_data(data)  # here, once, rather than two runs generating the same dataset at once
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             outcomes = list(pool.map(one, range(1, n + 1), planned))

@@ -68,7 +68,7 @@ MODEL_PRESETS: dict[str, dict] = {
 # Architecture fields a preset dict may set, with their defaults. "gelu_pytorch_tanh" is
 # GPT-2's own "gelu_new" function (max difference 2e-7) as one fused kernel; the Python
 # "gelu_new" costs ~8x more time on CPU, in every mode alike.
-_ARCH_DEFAULTS = dict(dropout=0.0, activation="gelu_pytorch_tanh")
+_ARCH_DEFAULTS = dict(dropout=0.0, activation="gelu_pytorch_tanh", pos_emb=True)
 
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 _REFUSED_ATTN = {
@@ -78,6 +78,8 @@ _REFUSED_ATTN = {
 }
 MODES = ("auto", "packed", "static", "two_pass")
 MAX_K_PRED = 4
+CONCEPT_NORMS = ("rms", "layernorm")
+CONCEPT_NEGATIVES = ("all", "distinct")
 TRAIN = TYPE_CODES["train"]
 
 
@@ -94,6 +96,10 @@ class ObjectiveConfig:
     loss_dropout: float = 0.0  # fraction of JEPA items skipped per batch (per item; see losses.loss_dropout_keep)
     stop_grad: bool = False  # detach the target (R) side
     mode: str = "auto"  # "auto" (static on CUDA, else packed) | "packed" | "static" (fixed shapes) | "two_pass" (seed structure)
+    # the concept objective (jepa_kit.concept): recognition blocks W, prediction norm, in-batch negatives
+    n_recognition: int = 1
+    concept_norm: str = "rms"  # rms (the paper's: no mean, no gain) | layernorm (the model's ln_f)
+    concept_negatives: str = "all"  # all (every patch of the batch, as the paper) | distinct (other copies of the tail masked)
 
     def __post_init__(self):
         def check(ok: bool, what: str, value) -> None:
@@ -108,10 +114,34 @@ class ObjectiveConfig:
         check(self.lambda_jepa >= 0, "lambda_jepa must be >= 0", self.lambda_jepa)
         check(self.gamma_ntp >= 0, "gamma_ntp must be >= 0", self.gamma_ntp)
         check(self.infonce_temperature > 0, "infonce_temperature must be > 0", self.infonce_temperature)
+        check(self.n_recognition >= 0, "n_recognition must be >= 0", self.n_recognition)
+        check(self.concept_norm in CONCEPT_NORMS, f"concept_norm must be one of {', '.join(CONCEPT_NORMS)}",
+              self.concept_norm)
+        check(self.concept_negatives in CONCEPT_NEGATIVES,
+              f"concept_negatives must be one of {', '.join(CONCEPT_NEGATIVES)}", self.concept_negatives)
 
     @property
     def uses_jepa(self) -> bool:
         return self.objective == "jepa" and self.lambda_jepa != 0
+
+
+def resolve_arch(preset: str | dict) -> tuple[str | None, dict]:
+    """(preset name or None, architecture dict with every field) of a preset name or dict."""
+    if isinstance(preset, str):
+        if preset not in MODEL_PRESETS:
+            raise ValueError(f"model preset {preset!r} unknown; choose one of {', '.join(MODEL_PRESETS)}")
+        name, arch = preset, dict(MODEL_PRESETS[preset])
+    else:
+        name, arch = None, dict(preset)
+    unknown = set(arch) - {"n_layer", "n_embd", "n_head"} - set(_ARCH_DEFAULTS)
+    if unknown:
+        raise ValueError(f"model preset has unknown fields {sorted(unknown)}")
+    return name, {**_ARCH_DEFAULTS, **arch}
+
+
+def arch_from_config_dict(d: dict) -> dict:
+    """The architecture fields stored in a model's ``config_dict``."""
+    return {k: d[k] for k in ("n_layer", "n_embd", "n_head", *_ARCH_DEFAULTS) if k in d}
 
 
 def check_attn_implementation(name: str) -> str:
@@ -135,16 +165,7 @@ class GPT2WithJEPA(nn.Module):
         n_positions: int = 32,
     ):
         super().__init__()
-        if isinstance(preset, str):
-            if preset not in MODEL_PRESETS:
-                raise ValueError(f"model preset {preset!r} unknown; choose one of {', '.join(MODEL_PRESETS)}")
-            self.preset_name, arch = preset, dict(MODEL_PRESETS[preset])
-        else:
-            self.preset_name, arch = None, dict(preset)
-        unknown = set(arch) - {"n_layer", "n_embd", "n_head"} - set(_ARCH_DEFAULTS)
-        if unknown:
-            raise ValueError(f"model preset has unknown fields {sorted(unknown)}")
-        self.arch = {**_ARCH_DEFAULTS, **arch}
+        self.preset_name, self.arch = resolve_arch(preset)
         self.objective = objective or ObjectiveConfig()
         self.attn_implementation = check_attn_implementation(attn_implementation)
         self.n_positions = n_positions
@@ -161,6 +182,10 @@ class GPT2WithJEPA(nn.Module):
         config._attn_implementation = self.attn_implementation
         self.gpt2 = GPT2LMHeadModel(config)
         self.gpt2.loss_type = "ForCausalLM"  # HF's NTP loss in two_pass mode (silences its default-loss notice)
+        if not a["pos_emb"]:  # no position information but the causal order (the binding paper's baseline)
+            wpe = self.gpt2.transformer.wpe.weight
+            wpe.data.zero_()
+            wpe.requires_grad_(False)
         if config.reorder_and_upcast_attn or config.add_cross_attention:
             raise ValueError("reorder_and_upcast_attn / cross-attention are not supported by the packed pass")
         # relation id -> inverse relation id (-1 elsewhere); derived from vocab, so not saved
@@ -178,7 +203,7 @@ class GPT2WithJEPA(nn.Module):
     def from_config_dict(cls, vocab: Vocab, d: dict) -> "GPT2WithJEPA":
         if d.get("vocab_size", len(vocab)) != len(vocab):
             raise ValueError(f"model was built for a vocabulary of {d['vocab_size']} tokens, this one has {len(vocab)}")
-        arch = {k: d[k] for k in ("n_layer", "n_embd", "n_head", *_ARCH_DEFAULTS) if k in d}
+        arch = arch_from_config_dict(d)
         saved = d.get("objective", {})
         objective = ObjectiveConfig(**{f.name: saved[f.name] for f in fields(ObjectiveConfig) if f.name in saved})
         model = cls(vocab, preset=arch, objective=objective,

@@ -8,6 +8,10 @@ Ties: rank = 1 + #(others scoring strictly higher) + #(others scoring exactly th
 expected rank under random tie-breaking. A model whose outputs ignore the input therefore sits at
 chance, not at rank 1. Greedy decoding takes the first maximal token (``argmax``).
 
+With one token per entity (rows ``[h, r, <mask>, t]``, the abstract setting) the entity score is
+log p(e | prompt), read for all entities off the one teacher-forced pass; there is no pruning and no
+candidate pass. With two tokens per entity (rows ``[h_f, h_l, r, <mask>, t_f, t_l]``):
+
 Entity ranks are exact but never score every (query, entity) pair with a Python loop. Entities are
 grouped by first name (CSR index tensors); one pass over ``[prompt, f]`` (the prompt's keys and
 values computed once and shared) gives log p(l | prompt, f) for all entities starting with f. A
@@ -295,11 +299,17 @@ def item_metrics(lm, ids: torch.Tensor, index: EntityIndex, lens: bool, candidat
     pred_first = logits[:, :, 0].argmax(-1)                  # [K, B] greedy first token
 
     if P == 1:
+        # One token per entity: every entity's score is read off the teacher-forced pass. s is one
+        # fp32 log-prob held in fp64, so comparing in fp32 is exact; one layer at a time, as
+        # [B, E] is 80 MB at the paper's 80 K entities.
         out["exact"] = (pred_first == t_f).double()
-        ent_lp = lp[:, :, 0, index.first_ids].double()       # [K, B, E]
         is_entity = (index.slot[t_f] >= 0).double()
-        greater = (ent_lp > s[..., None]).sum(-1).double()
-        equal = (ent_lp == s[..., None]).sum(-1).double() - is_entity
+        greater = torch.empty(K, B, dtype=torch.float64, device=ids.device)
+        equal = torch.empty_like(greater)
+        for k in range(K):
+            ent_lp, true = lp[k, :, 0, index.first_ids], s[k, :, None].float()  # [B, E], [B, 1]
+            greater[k] = (ent_lp > true).sum(-1).double()
+            equal[k] = (ent_lp == true).sum(-1).double() - is_entity  # the truth ties with itself
         out["entity_rank"] = 1 + greater + equal / 2
         for key in ("candidates", "rechecked", "fast_err"):
             out[key] = torch.zeros(B, dtype=torch.float64, device=ids.device)

@@ -1,7 +1,8 @@
 """The reverse view of a fact: ``[h, r, <mask>, t]`` -> ``[t, inv(r), <mask>, h]``.
 
 A row is ``patch_len`` head tokens, the relation, ``<mask>``, ``patch_len`` tail tokens
-(patch_len 2 for first/last names, 1 for single-token entities), so
+(patch_len 2 for first/last names, 1 for single-token entities: the generator's
+``entity_tokens``), so
 ``L = 2 * patch_len + 2`` and ``patch_len = (L - 2) // 2``. The inverse relation comes
 from the vocabulary's inverse map (derived from the ``_inv`` suffix), never from id parity.
 """
@@ -13,9 +14,10 @@ from jepa_kit.vocab import Vocab
 
 
 def patch_len_of(row_len: int) -> int:
-    """Entity patch length of a fact row of ``row_len`` tokens (6 -> 2, 4 -> 1)."""
-    if row_len < 4 or row_len % 2:
-        raise ValueError(f"a fact row has 2 * patch_len + 2 tokens (4 or 6); got rows of {row_len} tokens")
+    """Entity patch length (tokens per entity) of a fact row of ``row_len`` tokens: 6 -> 2, 4 -> 1."""
+    if row_len not in (4, 6):
+        raise ValueError(f"a fact row has 2 * patch_len + 2 tokens, 4 (one token per entity) or 6 (first and "
+                         f"last name); got rows of {row_len} tokens")
     return (row_len - 2) // 2
 
 

@@ -40,7 +40,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAIN_NOTEBOOK = REPO_ROOT / "notebooks" / "02_train.ipynb"
 DEFAULT_OUTPUT = Path("papermill_runs") / "output"
 SWEEP_KEYS = {"name", "preset", "presets", "base", "runs", "vary", "grid", "slurm", "notebook"}
-ALWAYS_NAMED = ("objective", "seed")  # shown in a run's name whenever they vary in the sweep
+ALWAYS_NAMED = ("objective", "data", "seed")  # shown in a run's name whenever they vary in the sweep
 
 
 class SweepError(ValueError):
@@ -206,7 +206,8 @@ def run_names(runs: list[dict], resolved: list[dict] | None = None) -> list[str]
     ``runs``: each run's overrides (which keys the sweep sets); ``resolved``: the full configs
     (values compared), defaults to ``runs``. A key is named when its value varies across the
     sweep and the run's value is not the most common one, except ``objective`` and ``seed``,
-    named whenever they vary. A run named by its seed alone is ``default_seed=N``.
+    named whenever they vary. A run named by its seed alone is ``default_seed=N``. A path (the
+    data directory) is named by its last folder.
     """
     resolved = resolved or runs
     keys: list[str] = []
@@ -218,7 +219,7 @@ def run_names(runs: list[dict], resolved: list[dict] | None = None) -> list[str]
     common = _common([{k: r.get(k) for k in varying} for r in resolved])
     names, used = [], set()
     for r in resolved:
-        parts = [f"{k}={_fmt(r.get(k))}" for k in varying
+        parts = [f"{k}={_fmt(Path(r[k]).name if k in _PATH_FIELDS and r.get(k) else r.get(k))}" for k in varying
                  if k in ALWAYS_NAMED or enc(r.get(k)) != enc(common.get(k))]
         if not parts or all(p.startswith("seed=") for p in parts):
             parts.insert(0, "default")

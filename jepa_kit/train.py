@@ -119,6 +119,14 @@ def eval_precision(cfg: TrainConfig, device: torch.device, final: bool) -> str:
     return cfg.eval_precision
 
 
+def _headline(metrics: dict) -> str:
+    """The number a log line shows for a split: exact match, or the concept MRR of a concept model."""
+    for key, label in (("exact_match", "exact"), ("concept_mrr", "concept MRR")):
+        if metrics.get(key) is not None:
+            return f"{label} {metrics[key]:.3f}"
+    return "-"
+
+
 def _lower_is_better(metric: str) -> bool:
     return "loss" in metric or "rank" in metric
 
@@ -445,7 +453,7 @@ class Trainer:
                                "precision": precision, "splits": {s: res[s] for s in SPLITS if s in res},
                                "jepa": res.get("jepa")})
         self.progress.line(f"eval step {self.step}: " + "  ".join(
-            f"{s} exact {res[s]['exact_match']:.3f}" for s in SPLITS if s in res))
+            f"{s} {_headline(res[s])}" for s in SPLITS if s in res))
         value = (res.get(cfg.best_split) or {}).get(cfg.best_metric)
         if value is None or not math.isfinite(value):
             return False

@@ -1,24 +1,28 @@
-"""Figures for the notebooks: the block-causal mask, training curves, run comparisons.
+"""Figures for the notebooks: the block-causal mask, the concept objective's two attention patterns,
+training curves, run comparisons (MRR against steps for every objective).
 
 All figures are plotly. ``setup_plotly()`` picks a renderer that works both live in
 JupyterLab (the plotly mime type) and in HTML exported by nbconvert (plotly.js embedded
 once in the page, no network needed): "plotly_mimetype+notebook".
 
 Token names such as ``<f_12>`` are HTML-escaped wherever plotly shows text, otherwise
-plotly would treat them as tags and drop them.
+plotly would treat them as tags and drop them. What the mask figures draw (which query may attend
+to which key, the packed-vs-separate check) is computed in ``jepa_kit.mask_views``, without plotly.
 """
 from __future__ import annotations
-
-import html
-from dataclasses import dataclass
 
 import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.subplots import make_subplots
 
 from jepa_kit.analysis import REVERSE_AUG_LABEL, run_label
-from jepa_kit.collect import of_kind
+from jepa_kit.collect import mrr_curve, of_kind
 from jepa_kit.data import SPLITS
+# what the mask figures draw; equivalence_table is re-exported for notebook 01, whose one import is viz
+from jepa_kit.mask_views import (CONCEPT_SLOTS, MASK_CATEGORIES, MaskView, concept_mask_view, mask_view,
+                                 packed_vs_separate, small_model)
+from jepa_kit.mask_views import equivalence_table as equivalence_table  # noqa: F401 (re-export)
+from jepa_kit.mask_views import esc as _esc
 
 RENDERER = "plotly_mimetype+notebook"
 SPLIT_LABELS = {"train": "train (both directions seen)", "atomic": "atomic (forward, seen)", "test": "test (reverse, never seen)"}
@@ -30,68 +34,7 @@ def setup_plotly(renderer: str = RENDERER) -> None:
     pio.renderers.default = renderer
 
 
-def _esc(text: str) -> str:
-    return html.escape(str(text), quote=False)
-
-
 # -- the block-causal mask ---------------------------------------------------------------------
-# cell categories of the heatmap, in colour-bar order
-MASK_CATEGORIES = (
-    ("blocked: other block", "#3b3b3b"),
-    ("blocked: future (causal)", "#c9c9c9"),
-    ("forward block F", "#1f77b4"),
-    ("PRED query", "#ff7f0e"),
-    ("reverse block R", "#2ca02c"),
-)
-
-
-@dataclass
-class MaskView:
-    """One packed JEPA row ``[F | R]`` and who may attend to whom."""
-    tokens: list[str]          # token names, F then R
-    roles: list[str]           # "F", "PRED" or "R" per position
-    positions: list[int]       # position ids (restart at 0 in R)
-    block_lengths: tuple[int, int]
-    category: list[list[int]]  # [L, L] index into MASK_CATEGORIES (row = query, column = key)
-    k: int
-
-    @property
-    def labels(self) -> list[str]:
-        """Axis labels: role, position id and the token, HTML-escaped."""
-        return [f"{r} {p}: {_esc(t)}" for r, p, t in zip(self.roles, self.positions, self.tokens)]
-
-
-def packed_row(row_ids, vocab, k: int):
-    """``(F, R)`` id tensors of one fact row: F = row + <PRED> x k, R = its reverse view."""
-    import torch
-    from jepa_kit.reversal import reverse_view
-    row = torch.as_tensor(row_ids, dtype=torch.long).reshape(1, -1)
-    f = torch.cat([row[0], torch.full((k,), vocab.pred_id, dtype=torch.long)])
-    r = reverse_view(row, vocab)[0]
-    return f, r
-
-
-def mask_view(row_ids, vocab, k: int) -> MaskView:
-    """The mask of one packed row as drawn: built by ``jepa_kit.masks`` (the mask the model uses)."""
-    from jepa_kit.masks import block_causal_allowed, block_position_ids
-    f, r = packed_row(row_ids, vocab, k)
-    lengths = (len(f), len(r))
-    allowed = block_causal_allowed(lengths)
-    pos = block_position_ids(lengths).tolist()
-    tokens = vocab.decode(f) + vocab.decode(r)
-    roles = ["F"] * (len(f) - k) + ["PRED"] * k + ["R"] * len(r)
-    block = [0] * len(f) + [1] * len(r)
-    L = len(tokens)
-    cat = [[0] * L for _ in range(L)]
-    for q in range(L):
-        for key in range(L):
-            if allowed[q, key]:
-                cat[q][key] = {"F": 2, "PRED": 3, "R": 4}[roles[q]]
-            else:
-                cat[q][key] = 1 if block[q] == block[key] else 0
-    return MaskView(tokens, roles, pos, lengths, cat, k)
-
-
 def _mask_hover(view: MaskView) -> list[list[str]]:
     names = [c[0] for c in MASK_CATEGORIES]
     lab = view.labels
@@ -168,53 +111,6 @@ def mask_figure_static(row_ids, vocab, ks=(0, 1, 2, 3, 4), k: int = 1, caption: 
     return fig
 
 
-# -- packed pass == separate passes ------------------------------------------------------------
-def packed_vs_separate(model, row_ids, k: int) -> float:
-    """Max |h_packed - h_separate| over every position of one item (final hidden states).
-
-    The packed pass is the kit's own (``GPT2WithJEPA.packed_hidden_states``: ``[F | R]``
-    under the block-causal mask, positions restarting in R); the reference runs F and R
-    as two plain sequences through the wrapped Hugging Face GPT-2.
-    """
-    import dataclasses
-    import torch
-    from jepa_kit.data import TYPE_CODES
-    model.objective = dataclasses.replace(model.objective, k_pred=k)
-    f, r = packed_row(row_ids, model.vocab, k)
-    with torch.no_grad():
-        row = torch.as_tensor(row_ids, dtype=torch.long).reshape(1, -1)
-        out = model.packed_hidden_states(row, torch.full((1,), TYPE_CODES["train"], dtype=torch.int8))
-        fed = out["tokens"][0, : len(f) + len(r)]
-        if not torch.equal(fed, torch.cat([f, r])):  # the kit must pack exactly what the figure draws
-            raise AssertionError(f"packed row {fed.tolist()} differs from [F | R] = {torch.cat([f, r]).tolist()}")
-        packed = torch.cat([out["jepa_f"][0], out["jepa_r"][0]])
-        h_f = model.gpt2(input_ids=f[None], output_hidden_states=True).hidden_states[-1][0]
-        h_r = model.gpt2(input_ids=r[None], output_hidden_states=True).hidden_states[-1][0]
-    return float((packed - torch.cat([h_f, h_r])).abs().max())
-
-
-def small_model(vocab, attn_implementation: str = "sdpa", seed: int = 0, n_layer: int = 2, n_embd: int = 64, n_head: int = 4):
-    """A small randomly initialised GPT2WithJEPA (same weights for every attention implementation, given the seed)."""
-    import torch
-    from jepa_kit.model import GPT2WithJEPA
-    torch.manual_seed(seed)
-    return GPT2WithJEPA(vocab, preset=dict(n_layer=n_layer, n_embd=n_embd, n_head=n_head),
-                        attn_implementation=attn_implementation).eval()
-
-
-def equivalence_table(row_ids, vocab, ks=(0, 1, 2, 3, 4), attn_implementations=None):
-    """packed_vs_separate for every (attention implementation, k): a pandas table (static, for HTML)."""
-    import pandas as pd
-    from jepa_kit.model import ATTN_IMPLEMENTATIONS
-    rows = []
-    for impl in attn_implementations or ATTN_IMPLEMENTATIONS:
-        model = small_model(vocab, impl)
-        rows += [{"attention": impl, "k": k, "max |dh|": packed_vs_separate(model, row_ids, k)} for k in ks]
-    table = pd.DataFrame(rows).pivot(index="attention", columns="k", values="max |dh|")
-    table.columns.name = "max |h_packed - h_separate| at k ="
-    return table
-
-
 class MaskExplorer:
     """Live explorer: k slider, item picker, attention implementation; the figure changes in place.
 
@@ -285,12 +181,57 @@ class MaskExplorer:
         display(self.widget)
 
 
+# -- the concept objective's attention (01_attention_masks) ------------------------------------
+ATTEND_COLORS = ("#d9d9d9", "#1f77b4")  # blocked, may attend
+
+
+def concept_mask_figure(row_ids=None, vocab=None, patch_len: int | None = None, n_recognition: int = 1,
+                        caption: str | None = None) -> go.Figure:
+    """Two heatmaps (rows = queries, columns = keys): within-patch recognition, then causal
+    attention over the 4 concepts (``concept_mask_view``)."""
+    view = concept_mask_view(row_ids, vocab, patch_len)
+    P, n = view.patch_len, len(CONCEPT_SLOTS)
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], horizontal_spacing=0.16, subplot_titles=[
+        f"recognition: blocks 1..W (W = n_recognition = {n_recognition}),<br>each patch alone, causal inside it",
+        "concept stack: the other blocks,<br>causal over [h, r, mask, t]"])
+    scale = [[0, ATTEND_COLORS[0]], [0.5, ATTEND_COLORS[0]], [0.5, ATTEND_COLORS[1]], [1, ATTEND_COLORS[1]]]
+    for col, (z, lab) in enumerate(((view.recognition, view.recognition_labels), (view.concepts, view.concept_labels)), 1):
+        hover = [[f"query {lab[q]}<br>key {lab[k]}<br>{'may attend' if z[q][k] else 'blocked'}" for k in range(len(lab))]
+                 for q in range(len(lab))]
+        fig.add_heatmap(z=z, zmin=0, zmax=1, colorscale=scale, showscale=False, xgap=1, ygap=1, hovertext=hover,
+                        hoverinfo="text", row=1, col=col)
+        ticks = list(range(len(lab)))
+        fig.update_xaxes(tickvals=ticks, ticktext=lab, tickangle=-60, title_text="key (attended to)", row=1, col=col)
+        fig.update_yaxes(tickvals=ticks, ticktext=lab, autorange="reversed", title_text="query (attending)",
+                         row=1, col=col)
+    for b in range(1, n):  # patch boundaries
+        edge = b * P - 0.5
+        fig.add_shape(type="line", x0=edge, x1=edge, y0=-0.5, y1=n * P - 0.5, line=dict(color="white", width=3),
+                      row=1, col=1)
+        fig.add_shape(type="line", y0=edge, y1=edge, x0=-0.5, x1=n * P - 0.5, line=dict(color="white", width=3),
+                      row=1, col=1)
+    fig.add_shape(type="rect", x0=-0.5, x1=2.5, y0=1.5, y1=2.5, line=dict(color="#ff7f0e", width=3), row=1, col=2)
+    title = ("concept objective: recognition per patch, then causal attention over concepts<br><sup>"
+             "the prediction is the mask concept's output (orange); it never sees the tail, whose concept is the target"
+             + (f"; {_esc(caption)}" if caption else "") + "</sup>")
+    fig.update_layout(title=title, width=1000, height=560, margin=dict(l=140, b=170, t=130, r=30))
+    return fig
+
+
 # -- training curves (02_train) ----------------------------------------------------------------
-def loss_figure(rows: list[dict], title: str = "training loss") -> go.Figure:
-    """NTP and JEPA loss (and the total) over steps from metrics.jsonl rows."""
+def loss_series(objective: str | None = None) -> tuple[tuple[str, str, str], ...]:
+    """(metrics.jsonl key, legend name, dash) of the loss curves: NTP, JEPA and the total; a concept
+    run has one loss, its contrastive loss (logged as jepa_loss; its ntp_loss is 0)."""
+    if objective == "concept":
+        return (("jepa_loss", "concept (contrastive)", "solid"), ("loss", "total", "dot"))
+    return (("ntp_loss", "NTP", "solid"), ("jepa_loss", "JEPA", "solid"), ("loss", "total", "dot"))
+
+
+def loss_figure(rows: list[dict], title: str = "training loss", objective: str | None = None) -> go.Figure:
+    """NTP and JEPA loss (and the total) over steps from metrics.jsonl rows (``loss_series``)."""
     tr = of_kind(rows, "train")
     fig = go.Figure()
-    for key, name, dash in (("ntp_loss", "NTP", "solid"), ("jepa_loss", "JEPA", "solid"), ("loss", "total", "dot")):
+    for key, name, dash in loss_series(objective):
         pts = [(r["step"], r[key]) for r in tr if r.get(key) is not None]
         if pts:
             fig.add_scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], name=name, mode="lines", line=dict(dash=dash))
@@ -298,9 +239,22 @@ def loss_figure(rows: list[dict], title: str = "training loss") -> go.Figure:
     return fig
 
 
-def eval_figure(rows: list[dict], metrics=("exact_match", "entity_mrr"), title: str = "evaluation over steps") -> go.Figure:
-    """Per-split evaluation metrics over steps (one panel per metric)."""
+TOKEN_EVAL_METRICS = ("exact_match", "entity_mrr")
+CONCEPT_EVAL_METRICS = ("concept_mrr", "concept_mrr_paper_ties")  # the kit's tie rule, then the paper's
+
+
+def eval_metrics(rows: list[dict]) -> tuple[str, ...]:
+    """The per-split metrics a run's eval rows hold: concept MRR (both tie rules) for a concept
+    run, which has no token metrics; exact match and entity MRR otherwise."""
+    concept = any(isinstance(m, dict) and m.get("concept_mrr") is not None
+                  for r in of_kind(rows, "eval") for m in (r.get("splits") or {}).values())
+    return CONCEPT_EVAL_METRICS if concept else TOKEN_EVAL_METRICS
+
+
+def eval_figure(rows: list[dict], metrics=None, title: str = "evaluation over steps") -> go.Figure:
+    """Per-split evaluation metrics over steps (one panel per metric; ``metrics`` None: ``eval_metrics``)."""
     ev = of_kind(rows, "eval")
+    metrics = tuple(metrics or eval_metrics(rows))
     fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=list(metrics))
     for j, metric in enumerate(metrics, 1):
         for split in SPLITS:
@@ -321,11 +275,12 @@ def eval_figure(rows: list[dict], metrics=("exact_match", "entity_mrr"), title: 
 class LiveLoss:
     """A FigureWidget of the loss that grows in place while ``train(config, callback=live.update)`` runs."""
 
-    def __init__(self, title: str = "training loss (live)"):
+    def __init__(self, title: str = "training loss (live)", objective: str | None = None):
         self.figure = go.FigureWidget(loss_figure([], title=title))
-        for name in ("NTP", "JEPA", "total"):
-            self.figure.add_scatter(x=[], y=[], name=name, mode="lines", line=dict(dash="dot" if name == "total" else "solid"))
-        self._keys = ("ntp_loss", "jepa_loss", "loss")
+        series = loss_series(objective)
+        for _, name, dash in series:
+            self.figure.add_scatter(x=[], y=[], name=name, mode="lines", line=dict(dash=dash))
+        self._keys = tuple(key for key, _, _ in series)
 
     def update(self, row: dict) -> None:
         if not of_kind([row], "train"):
@@ -342,12 +297,17 @@ class LiveLoss:
 
 
 TABLE_COLUMNS = ("exact_match", "mrr_first", "mrr_last", "entity_mrr", "joint_mrr_approx", "ntp_loss", "n")
+CONCEPT_TABLE_COLUMNS = ("concept_mrr", "concept_mrr_paper_ties", "concept_rank_mean", "n")
 
 
 def results_frame(results: dict):
-    """results.json (or evaluate()'s dict) as a table: one row per split."""
+    """results.json (or evaluate()'s dict) as a table: one row per split (a concept run: its concept
+    MRR under both tie rules and mean rank; it has no token metrics)."""
     import pandas as pd
-    rows = {s: {c: results[s].get(c) for c in TABLE_COLUMNS} for s in SPLITS if isinstance(results.get(s), dict)}
+    splits = [s for s in SPLITS if isinstance(results.get(s), dict)]
+    concept = any(results[s].get("concept_mrr") is not None for s in splits)
+    columns = CONCEPT_TABLE_COLUMNS if concept else TABLE_COLUMNS
+    rows = {s: {c: results[s].get(c) for c in columns} for s in splits}
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index = [SPLIT_LABELS[s] for s in frame.index]
     if results.get("trains_on_test_facts"):
@@ -356,9 +316,13 @@ def results_frame(results: dict):
 
 
 # -- comparing runs (03_reverse_accuracy) ------------------------------------------------------
-def forward_reverse_figure(table, metrics=("exact_match", "entity_mrr")) -> go.Figure:
-    """Per run: forward (atomic) vs reverse (test) for each metric, as grouped bars."""
-    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=list(metrics))
+METRIC_TITLES = {"mrr": "MRR over every entity (entity MRR; concept MRR for concept runs)"}
+
+
+def forward_reverse_figure(table, metrics=("exact_match", "mrr")) -> go.Figure:
+    """Per run: forward (atomic) vs reverse (test) for each metric, as grouped bars. ``mrr`` is
+    ``collect``'s ``<split>.mrr``: entity MRR, or concept MRR for concept runs (which have no exact match)."""
+    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[METRIC_TITLES.get(m, m) for m in metrics])
     labels = [run_label(r) for r in table.to_dict("records")]
     for j, metric in enumerate(metrics, 1):
         for split, name in (("atomic", "forward (atomic)"), ("test", "reverse (test)")):
@@ -373,10 +337,13 @@ def forward_reverse_figure(table, metrics=("exact_match", "entity_mrr")) -> go.F
 
 def ablation_figure(summary, factor: str, metric: str = "exact_match") -> go.Figure:
     """mean ± std over seeds against one ablation factor, forward (atomic) and reverse (test),
-    from ``jepa_kit.collect.ablation_summary``; one group of bars per objective and value."""
+    from ``jepa_kit.collect.ablation_summary``; one group of bars per objective (and setting) and value."""
     sub = summary[summary["factor"] == factor]
     fig = go.Figure()
-    x = [[o for o in sub["objective"]], [str(v) for v in sub["value"]]]
+    groups = list(sub["objective"])
+    if "setting" in sub:  # runs of different data or architecture (collect.SETTING_FIELDS): name the setting
+        groups = [f"{o} [{st}]" if st else o for o, st in zip(groups, sub["setting"])]
+    x = [groups, [str(v) for v in sub["value"]]]
     for split, name in (("atomic", "forward (atomic)"), ("test", "reverse (test)")):
         mean, std = f"{split}.{metric} mean", f"{split}.{metric} std"
         if mean in sub:
@@ -409,6 +376,57 @@ def learning_curves_figure(curves: dict[str, list[dict]], table=None, metric: st
     if "loss" not in metric and "rank" not in metric:
         fig.update_yaxes(range=[0, 1.02])
     fig.update_layout(title=f"learning curves: {metric}", height=400)
+    return fig
+
+
+MRR_NAMES = {"entity_mrr": "entity MRR", "concept_mrr": "concept MRR"}
+
+
+def _entity_counts(table, n_entities) -> list[int]:
+    if n_entities is not None:
+        return [int(n) for n in (n_entities if isinstance(n_entities, (list, tuple, set)) else [n_entities])]
+    if table is None or "n_entities" not in table:
+        return []
+    return sorted({int(n) for n in table["n_entities"] if n is not None and n == n})
+
+
+def mrr_curves_figure(curves: dict[str, list[dict]], table=None, splits=("atomic", "test"), n_entities=None,
+                      above: float = 5.0, log_x: bool = False) -> go.Figure:
+    """Every run's MRR over every entity against steps, one panel per split: entity MRR for
+    token-level objectives, concept MRR for concept runs (``jepa_kit.collect.mrr_curve``; each
+    legend entry names which). ``curves``: run name -> metrics.jsonl rows (``collect.learning_curves``),
+    read while a run is still training. A dashed line marks chance (H_n / n for n entities, the
+    same for both MRRs under the kit's tie rule) and a dotted one ``above`` x chance; ``n_entities``
+    (one or several) defaults to the ``n_entities`` column of ``table`` (``collect.collect``)."""
+    from jepa_kit.evaluate import chance_entity_mrr
+    labels = {r["run"]: run_label(r) for r in table.to_dict("records")} if table is not None else {}
+    palette = pio.templates["plotly"].layout.colorway
+    fig = make_subplots(rows=1, cols=len(splits), subplot_titles=[SPLIT_LABELS[s] for s in splits], shared_yaxes=True)
+    for i, (name, rows) in enumerate(curves.items()):
+        for j, split in enumerate(splits, 1):
+            metric, pts = mrr_curve(rows, split)
+            if not pts:
+                continue
+            concept = metric == "concept_mrr"
+            fig.add_scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
+                            name=f"{labels.get(name, name)} · {MRR_NAMES[metric]}", legendgroup=name,
+                            showlegend=j == 1, line=dict(color=palette[i % len(palette)], dash="dash" if concept else "solid"),
+                            marker=dict(symbol="diamond" if concept else "circle"), row=1, col=j)
+    for n in _entity_counts(table, n_entities):
+        chance = chance_entity_mrr(n)
+        for j in range(1, len(splits) + 1):
+            last = j == len(splits)
+            fig.add_hline(y=chance, line=dict(color="black", dash="dash", width=1), row=1, col=j,
+                          annotation_text=f"chance, {n} entities" if last else None)
+            fig.add_hline(y=above * chance, line=dict(color="grey", dash="dot", width=1), row=1, col=j,
+                          annotation_text=f"{above:g} x chance" if last else None)
+    fig.update_xaxes(title_text="step", type="log" if log_x else None)
+    fig.update_yaxes(range=[0, 1.02])
+    fig.update_yaxes(title_text="MRR over every entity", row=1, col=1)
+    fig.update_layout(title="MRR against steps, every objective: entity MRR (token-level objectives, solid) and "
+                            "concept MRR (concept objective, dashed)<br><sup>on 1-token data (the abstract setting) a "
+                            "token-level run's entity MRR is the number comparable to concept MRR; both count ties half"
+                            "</sup>", height=460, legend=dict(font=dict(size=10)))
     return fig
 
 

@@ -16,7 +16,9 @@ MASK, PAD, PRED = "<mask>", "<pad>", "<PRED>"
 _RELATION = re.compile(r"^<r_(\d+)(_inv)?>$")
 _FIRST = re.compile(r"^<f_(\d+)>$")
 _LAST = re.compile(r"^<l_(\d+)>$")
-_ENTITY = re.compile(r"^<e_(\d+)>$")  # single-token entities (the planned "abstract" setting)
+# Single-token entities (the abstract setting): the binding paper's generator names the entities of
+# set A <s_i> and those of set B <t_j>; <e_i> is accepted too.
+_ENTITY = re.compile(r"^<[est]_(\d+)>$")
 
 
 class VocabError(ValueError):

@@ -1,8 +1,10 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from jepa_kit.cli import main
 
@@ -102,3 +104,59 @@ def test_cli_errors_are_one_line_with_documented_exit_codes(tmp_path):
     assert rc == 2 and "vocab.json: not UTF-8" in line
     rc, line = run(*base, "--out", str(tmp_path / "r3"), "--device", "tpu")
     assert rc in (1, 2) and "tpu" in line
+
+
+def test_generate_then_check_one_token_per_entity(tmp_path, capsys):
+    out = tmp_path / "d"
+    assert main(["data", "generate", "--preset", "tiny_abstract", "--out", str(out), "--seed", "1"]) == 0
+    assert "1 token per entity" in capsys.readouterr().out
+    train = json.loads((out / "train.json").read_text())
+    assert all(len(it["input_text"][0]) == len(it["target_text"][0]) == 1 for it in train)
+    assert main(["data", "check", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "2400 train + 600 atomic" in text and "entities        600 (patch length 1)" in text
+    assert "600 tokens, each shared by 1..1 entities" in text and "leakage         none" in text
+    assert main(["data", "check", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["entity_tokens"] == 1 and summary["entities"] == 600 and summary["vocab_size"] == 600 + 15
+    # the flag on a surface preset gives the same data; --patch-len is its old name
+    for flag in ("--entity-tokens", "--patch-len"):
+        other = tmp_path / flag
+        assert main(["data", "generate", "--preset", "tiny", flag, "1", "--out", str(other), "--seed", "1"]) == 0
+        for name in ("vocab.json", "train.json", "valid.json"):
+            assert (other / name).read_bytes() == (out / name).read_bytes(), (flag, name)
+
+
+def test_check_fails_on_leak_in_one_token_data(tmp_path, capsys):
+    out = tmp_path / "d"
+    main(["data", "generate", "--preset", "tiny_abstract", "--out", str(out)])
+    train = json.loads((out / "train.json").read_text())
+    valid = json.loads((out / "valid.json").read_text())
+    (out / "train.json").write_text(json.dumps(train + [dict(valid["test"][5], type="atomic")]))
+    capsys.readouterr()
+    assert main(["data", "check", str(out)]) == 1
+    assert f"LEAK: valid.json test item 5 appears in train.json (item {len(train)}: <" in capsys.readouterr().out
+
+
+def test_the_papers_abstract_format_checks(tmp_path, capsys):
+    src = Path(__file__).parent / "fixtures" / "binding_abstract"
+    dst = tmp_path / "abstract"
+    dst.mkdir()
+    for name in ("vocab.json", "train.json", "valid.json"):
+        (dst / name).write_bytes((src / name).read_bytes())
+    assert main(["data", "check", str(dst)]) == 0
+    text = capsys.readouterr().out
+    assert "31 tokens (6 relation pairs, <PRED> appended)" in text and "60 train + 18 atomic" in text
+    assert "16 tokens, each shared by 1..1 entities" in text
+
+
+def test_bad_generator_settings_are_usage_errors(tmp_path, capsys):
+    out = str(tmp_path / "d")
+    assert main(["data", "generate", "--preset", "tiny_abstract", "--multiplicity", "10", "--out", out]) == 2
+    assert "every entity is its own token" in capsys.readouterr().err
+    assert main(["data", "generate", "--preset", "huge", "--out", out]) == 2
+    assert "unknown data preset 'huge'; choose one of paper, small, tiny, paper_abstract" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["data", "generate", "--preset", "tiny", "--entity-tokens", "3", "--out", out])
+    assert e.value.code == 2 and "invalid choice: 3" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()

@@ -112,3 +112,112 @@ def test_learning_curves_and_per_layer_are_keyed_by_run(tmp_path):
     assert list(curves) == ["s/a"] and curves["s/a"][0]["loss"] == 2.5
     table = pd.DataFrame([{"run": "x", "objective": "jepa", "note": "", "test.per_layer": [{"entity_mrr": 0.1}, {}]}])
     assert collect.per_layer(table) == {"x": {"test": [0.1, None]}}
+
+
+# -- concept runs (the binding paper's positive control) and the MRR every objective shares ----------
+
+CONCEPT_METRICS = {"concept_mrr": 0.5, "concept_mrr_paper_ties": 0.55, "concept_rank_mean": 4.0, "n": 20}
+
+
+def _concept_run(folder: Path, name: str, data=None, seed: int = 0, steps=(250, 500), test=(0.01, 0.2),
+                 finished: bool = True) -> Path:
+    """A concept run as the trainer writes it: train rows with ntp_loss 0, eval rows of concept metrics only."""
+    d = folder / name
+    d.mkdir(parents=True)
+    config = {"objective": "concept", "seed": seed, "k_pred": 1, "n_layer": 2, "n_recognition": 1, "pos_emb": False,
+              **({"data": str(data)} if data else {})}
+    (d / "config.json").write_text(json.dumps({"config": config}))
+    (d / "status.json").write_text(json.dumps({"state": "finished" if finished else "running", "step": steps[-1]}))
+    rows = []
+    for step, t in zip(steps, test):
+        rows.append({"kind": "train", "step": step, "loss": 1.5, "ntp_loss": 0.0, "jepa_loss": 1.5})
+        rows.append({"kind": "eval", "step": step, "splits": {"atomic": {**CONCEPT_METRICS, "concept_mrr": 0.97},
+                                                              "test": {**CONCEPT_METRICS, "concept_mrr": t}}})
+    (d / "metrics.jsonl").write_text("\n".join(map(json.dumps, rows)) + "\n")
+    if finished:
+        (d / "results.json").write_text(json.dumps({s: {**CONCEPT_METRICS, "concept_mrr": v}
+                                                    for s, v in (("atomic", 0.97), ("test", test[-1]))}))
+    return d
+
+
+def test_collect_and_summary_show_a_concept_run_without_token_metrics(tmp_path, osu_dir):
+    _concept_run(tmp_path, "concept", data=osu_dir)
+    done = _fake_run(tmp_path, "ntp", {"state": "finished", "step": 100}, objective="ntp")
+    # a token-level run on 1-token data: mrr_last is None (there is no second name token)
+    (done / "results.json").write_text(json.dumps({"test": {"exact_match": 0.0, "entity_mrr": 0.3, "mrr_last": None}}))
+    table = collect.collect(tmp_path).set_index("run")
+    c, n = table.loc["concept"], table.loc["ntp"]
+    assert c["test.concept_mrr"] == 0.2 and c["atomic.concept_mrr_paper_ties"] == 0.55
+    assert pd.isna(c.get("test.exact_match")) and pd.isna(c.get("test.entity_mrr")), "no token metrics: missing, not 0"
+    assert (c["mrr_metric"], c["test.mrr"], c["atomic.mrr"]) == ("concept_mrr", 0.2, 0.97)
+    assert (n["mrr_metric"], n["test.mrr"]) == ("entity_mrr", 0.3)
+    # the concept run's data is the 2-token excerpt: read from its data directory
+    assert c["entity_tokens"] == 2 and c["n_entities"] > 100
+    assert c["chance_mrr"] == pytest.approx(sum(1 / r for r in range(1, int(c["n_entities"]) + 1)) / c["n_entities"])
+    assert n["entity_tokens"] == 1 and n["mrr_note"] == "entity MRR (1-token data: comparable to concept MRR)"
+    assert c["mrr_note"] == "concept MRR"
+    cols = list(collect.summary(table.reset_index()).columns)
+    assert {"atomic.concept_mrr", "test.concept_mrr", "test.mrr", "mrr_note", "n_recognition"} <= set(cols)
+    # without a concept run the concept columns are not shown
+    plain = collect.summary(table.reset_index().drop(columns=[k for k in table.columns if "concept" in k])
+                            .query("objective != 'concept'"))
+    assert not any("concept_mrr" in k for k in plain.columns) and "n_recognition" not in plain.columns
+
+
+def test_runs_command_shows_concept_mrr(tmp_path, capsys):
+    _concept_run(tmp_path, "c", finished=False)
+    assert cli.main(["runs", str(tmp_path)]) == 0
+    line = capsys.readouterr().out.splitlines()[1]
+    assert "0.200 c" in line and "running" in line  # test MRR of the latest evaluation, marked concept
+
+
+def test_ablation_summary_groups_settings_and_keeps_concept_runs(tmp_path):
+    recs = []
+    for seed in range(2):
+        base = {"seed": seed, "k_pred": 1, "jepa_metric": "cosine", "lambda_jepa": 1.0, "loss_dropout": 0.0}
+        recs += [{**base, "run": f"a_ntp_pos_{seed}", "objective": "ntp", "data": "/x/tiny_abstract", "pos_emb": True,
+                  "test.exact_match": 0.0, "test.entity_mrr": 0.5 + seed / 10, "test.mrr": 0.5 + seed / 10},
+                 {**base, "run": f"a_ntp_{seed}", "objective": "ntp", "data": "/x/tiny_abstract", "pos_emb": False,
+                  "test.exact_match": 0.0, "test.entity_mrr": 0.1 + seed / 100, "test.mrr": 0.1 + seed / 100},
+                 {**base, "run": f"a_concept_{seed}", "objective": "concept", "data": "/x/tiny_abstract", "pos_emb": False,
+                  "test.concept_mrr": 0.8 + seed / 100, "test.mrr": 0.8 + seed / 100},
+                 {**base, "run": f"s_ntp_{seed}", "objective": "ntp", "data": "/y/tiny", "pos_emb": False,
+                  "test.exact_match": 0.0, "test.entity_mrr": 0.01, "test.mrr": 0.01}]
+    table = pd.DataFrame(recs)
+    out = collect.ablation_summary(table, compare_on="test.mrr").set_index(["setting", "objective"])
+    assert set(out.index) == {("data=tiny_abstract, pos_emb=True", "ntp (baseline)"),
+                              ("data=tiny_abstract, pos_emb=False", "ntp (baseline)"),
+                              ("data=tiny_abstract, pos_emb=False", "concept"),
+                              ("data=tiny, pos_emb=False", "ntp (baseline)")}
+    concept = out.loc[("data=tiny_abstract, pos_emb=False", "concept")]
+    assert concept["n"] == 2 and concept["test.concept_mrr mean"] == pytest.approx(0.805)
+    assert pd.isna(concept["test.exact_match mean"]), "a metric the objective lacks is NaN, not 0"
+    # compared with the ntp runs of its own setting (0.10, 0.11), not with those with positions
+    assert concept["test.mrr vs ntp"].startswith("better (p = ")
+    assert out.loc[("data=tiny_abstract, pos_emb=True", "ntp (baseline)"), "test.mrr vs ntp"] == "baseline"
+    # the default compare_on (reverse exact match): a concept run has none to compare
+    assert collect.ablation_summary(table).set_index(["setting", "objective"]).loc[
+        ("data=tiny_abstract, pos_emb=False", "concept"), "test.exact_match vs ntp"] == "cannot tell (no runs)"
+
+
+def test_mrr_curve_and_curve_stats_read_a_run_still_training(tmp_path):
+    from jepa_kit.evaluate import chance_entity_mrr
+
+    d = _concept_run(tmp_path, "c", steps=(250, 500, 750, 1000), test=(0.01, 0.02, 0.2, 0.3), finished=False)
+    rows = collect.read_metrics(d)
+    assert collect.mrr_curve(rows, "test") == ("concept_mrr", [(250, 0.01), (500, 0.02), (750, 0.2), (1000, 0.3)])
+    assert collect.mrr_curve([{"kind": "eval", "step": 1, "splits": {"test": {"exact_match": 1.0}}}]) == (None, [])
+    stats = collect.curve_stats(rows, n_entities=600)
+    chance = chance_entity_mrr(600)
+    assert 0.02 < 5 * chance < 0.2  # so the reverse counts as learned from step 750
+    assert stats["reverse_step"] == 750 and stats["chance_mrr"] == pytest.approx(chance)
+    assert (stats["forward_step"], stats["best_step"], stats["best_test_mrr"], stats["final_test_mrr"]) == (250, 1000, 0.3, 0.3)
+    assert stats["slope_per_1k"] == pytest.approx(0.4)  # last half: (750, 0.2), (1000, 0.3)
+    ntp = [{"kind": "eval", "step": s, "splits": {"atomic": {"exact_match": em, "entity_mrr": 1.0},
+                                                  "test": {"exact_match": 0.0, "entity_mrr": 0.001}}}
+           for s, em in ((100, 0.5), (200, 0.96))]
+    stats = collect.curve_stats(ntp, n_entities=600)
+    assert stats["mrr_metric"] == "entity_mrr" and stats["forward_step"] == 200 and stats["reverse_step"] is None
+    table = collect.collect(tmp_path)
+    summary = collect.curve_summary(table, collect.learning_curves(tmp_path))
+    assert summary.loc[0, "run"] == "c" and summary.loc[0, "best_test_mrr"] == 0.3 and summary.loc[0, "state"] == "running"

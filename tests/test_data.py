@@ -1,6 +1,7 @@
 import io
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import torch
 
 from jepa_kit import data as data_mod
 from jepa_kit.data import SPLITS, TYPE_CODES, DataError, is_type, load_dataset
+from jepa_kit.reversal import reverse_view
 
 
 def test_real_fixtures_load_unchanged(osu_dir):
@@ -216,3 +218,103 @@ def test_a_data_file_that_is_not_utf8_is_named(osu_copy):
     (osu_copy / "valid.json").write_bytes(b'{"caf\xe9": []}')
     with pytest.raises(DataError, match=r"valid.json: not UTF-8 text \(invalid continuation byte\)"):
         load_dataset(osu_copy)
+
+
+# -- one token per entity (the abstract setting) ----------------------------------------------
+
+ABSTRACT = Path(__file__).parent / "fixtures" / "binding_abstract"
+
+
+@pytest.fixture
+def abstract_copy(tmp_path) -> Path:
+    """A writable copy of the abstract-setting fixture (loading writes a cache beside the data)."""
+    dst = tmp_path / "abstract"
+    dst.mkdir()
+    for name in ("vocab.json", "train.json", "valid.json"):
+        shutil.copyfile(ABSTRACT / name, dst / name)
+    return dst
+
+
+def test_the_binding_papers_abstract_files_load_unchanged(abstract_copy):
+    """Files in the format of the paper's abstract setting (tests/fixtures/binding_abstract/make.py):
+    <s_i>/<t_j> entity tokens, no <PRED>, one-token patches."""
+    before = {name: (abstract_copy / name).read_bytes() for name in ("vocab.json", "train.json", "valid.json")}
+    ds = load_dataset(abstract_copy)
+    items = json.loads(before["train.json"])
+    assert ds.patch_len == ds.entity_tokens == 1 and ds.train.ids.shape == (78, 4)
+    assert ds.train.ids.tolist() == [it["input_text"][0] + it["input_text"][1] + it["input_text"][2] + it["target_text"][0]
+                                     for it in items]
+    assert ds.train.types.tolist() == [0] * 60 + [1] * 18
+    assert {k: len(v) for k, v in ds.valid.items()} == {"train": 10, "atomic": 10, "test": 10}
+    v = ds.vocab
+    assert v.pred_appended and len(v) == 31 and v.tokens[-2:] == ["<pad>", "<PRED>"] and v.mask_id == 16
+    assert v.decode(ds.train.ids[0]) == ["<s_2>", "<r_0>", "<mask>", "<s_1>"]
+    ents = ds.entities()
+    assert ents.shape == (16, 1) and sorted(v.decode(ents[:, 0])) == sorted(
+        [f"<s_{i}>" for i in range(10)] + [f"<t_{j}>" for j in range(6)])
+    assert v.is_name.nonzero().flatten().tolist() == list(range(16))
+    summary = ds.summary()
+    assert summary["leakage_problems"] == [] and summary["warnings"] == []
+    assert summary["entity_tokens"] == 1 and summary["entities"] == 16
+    assert {name: (abstract_copy / name).read_bytes() for name in before} == before
+
+
+def test_an_abstract_dataset_round_trips_through_the_cache(abstract_copy, monkeypatch):
+    assert_loads_as_parsed(abstract_copy, monkeypatch)
+    # a cache whose splits disagree on the row length (4 and 6) is not one a parse gives: a miss
+    path = cache_file(abstract_copy)
+    with np.load(path) as z:
+        arrays = dict(z)
+    wide = np.concatenate([arrays["valid_test_ids"][:, :1], arrays["valid_test_ids"], arrays["valid_test_ids"][:, -1:]], 1)
+    path.write_bytes(npz_with(arrays, valid_test_ids=wide))
+    monkeypatch.undo()
+    assert_loads_as_parsed(abstract_copy, monkeypatch)
+
+
+ABSTRACT_BAD_CASES = {
+    "two-token head": ("train.json", lambda o: o[3]["input_text"][0].append(4),
+                       r"train.json: item 3 has a head of 2 tokens, expected 1"),
+    "two-token target in valid": ("valid.json", lambda o: o["test"][2]["target_text"][0].append(4),
+                                  r"valid.json: split 'test': item 2 has a target of 2 tokens, expected 1"),
+    "three-token entities": ("train.json", lambda o: [it[k][0].extend([4, 5]) for it in o for k in ("input_text", "target_text")],
+                             r"train.json: item 0 has a head of 3 tokens, expected 1 \(one token per entity\) or 2"),
+    "empty head": ("train.json", lambda o: o[0]["input_text"][0].clear(), r"train.json: item 0 has a head of 0 tokens"),
+    "mask as entity": ("train.json", lambda o: o[5]["target_text"][0].__setitem__(0, 16),
+                       r"train.json: item 5 has '<mask>' \(id 16\) in an entity slot, expected a name token"),
+    "pad in mask slot": ("valid.json", lambda o: o["atomic"][1]["input_text"][2].__setitem__(0, 29),
+                         r"valid.json: split 'atomic': item 1 has '<pad>' \(id 29\) in the mask slot"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ABSTRACT_BAD_CASES))
+def test_malformed_abstract_input_named_precisely(abstract_copy, case):
+    name, fn, message = ABSTRACT_BAD_CASES[case]
+    edit_json(abstract_copy / name, fn)
+    with pytest.raises(DataError, match=message):
+        load_dataset(abstract_copy)
+
+
+def test_leakage_guard_on_one_token_rows(abstract_copy):
+    """The three ways a held-out fact can reach training, each found on [h, r, <mask>, t] rows."""
+    ds = load_dataset(abstract_copy)
+    v, test = ds.vocab, ds.valid["test"].ids
+    assert data_mod.leakage_problems(ds.train.ids, ds.train.types, test, v) == []
+    # (1) a test item among the training rows, as an atomic item; (3) it and the atomic item it
+    # reverses are each the reverse of an atomic row
+    ids = torch.cat([ds.train.ids, test[4:5]])
+    types = torch.cat([ds.train.types, torch.tensor([TYPE_CODES["atomic"]], dtype=torch.int8)])
+    problems = data_mod.leakage_problems(ids, types, test, v)
+    j = data_mod.first_match(reverse_view(test[4:5], v)[0], ds.train.ids)
+    shown, other = " ".join(v.decode(test[4])), " ".join(v.decode(ds.train.ids[j]))
+    assert problems == [f"valid.json test item 4 appears in train.json (item 78: {shown})",
+                        f"train.json: item {j} ({other}) is the reverse view of atomic item 78: "
+                        "the held-out direction of an atomic fact",
+                        f"train.json: item 78 ({shown}) is the reverse view of atomic item {j}: "
+                        "the held-out direction of an atomic fact"]
+    # (2) an atomic fact relabelled "train": the JEPA objective would feed its reverse, a test item
+    types = ds.train.types.clone()
+    k = data_mod.first_match(reverse_view(test[7:8], v)[0], ds.train.ids)
+    types[k] = TYPE_CODES["train"]
+    problems = data_mod.leakage_problems(ds.train.ids, types, test, v)
+    assert len(problems) == 1 and problems[0].startswith(f"valid.json test item 7 is the reverse view of 'train' item {k} ")
+    assert k >= 60  # it was an atomic row

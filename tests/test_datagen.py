@@ -1,6 +1,9 @@
+import json
 from collections import Counter
+from dataclasses import asdict, replace
 
 import pytest
+import torch
 
 from jepa_kit.data import TYPE_CODES, load_dataset, row_set
 from jepa_kit.datagen import PRESETS, generate, resolve
@@ -10,8 +13,9 @@ from jepa_kit.reversal import reverse_view
 def facts_of(rows, vocab):
     """Direction-free fact keys: (head, forward relation, tail) for every row."""
     out = []
+    P = (rows.shape[1] - 2) // 2
     for row in rows.tolist():
-        h, r, t = tuple(row[:2]), row[2], tuple(row[4:])
+        h, r, t = tuple(row[:P]), row[P], tuple(row[P + 2:])
         if vocab.tokens[r].endswith("_inv>"):
             h, r, t = t, int(vocab.inverse[r]), h
         out.append((h, r, t))
@@ -27,13 +31,25 @@ def check_invariants(ds, params):
     # counts: facts over A in both directions, facts over B once
     assert len(train) == 2 * n_a * f and len(atomic) == n_b * f
     assert ds.train.types.tolist() == [0] * len(train) + [1] * len(atomic), "train block, then atomic block"
-    assert len(v) == 2 * (n_a + n_b) // m + 1 + 2 * params.relation_pairs + 2
-    # names: every (first, last) pair unique, each token shared by exactly `multiplicity` entities
+    P = params.entity_tokens
+    assert ds.entity_tokens == ds.patch_len == P and ds.train.ids.shape[1] == 2 * P + 2
     ents = ds.entities()
-    assert len(ents) == n_a + n_b
-    assert set(Counter(ents[:, 0].tolist()).values()) == {m}
-    assert set(Counter(ents[:, 1].tolist()).values()) == {m}
-    assert v.is_name[ents[:, 0]].all() and all(v.tokens[i].startswith("<f_") for i in ents[:, 0].tolist())
+    assert len(ents) == n_a + n_b and ents.shape[1] == P
+    if P == 2:
+        assert len(v) == 2 * (n_a + n_b) // m + 1 + 2 * params.relation_pairs + 2
+        # names: every (first, last) pair unique, each token shared by exactly `multiplicity` entities
+        assert set(Counter(ents[:, 0].tolist()).values()) == {m}
+        assert set(Counter(ents[:, 1].tolist()).values()) == {m}
+        assert v.is_name[ents[:, 0]].all() and all(v.tokens[i].startswith("<f_") for i in ents[:, 0].tolist())
+        assert all(v.tokens[i].startswith("<l_") for i in ents[:, 1].tolist())
+    else:
+        # one token per entity, named as the binding paper names them: <s_i> in A, <t_j> in B
+        assert m == 1 and len(v) == n_a + n_b + 1 + 2 * params.relation_pairs + 2
+        assert sorted(v.tokens[:n_a + n_b]) == sorted([f"<s_{i}>" for i in range(n_a)] + [f"<t_{j}>" for j in range(n_b)])
+        assert torch.equal(v.entity_token_ids, torch.arange(n_a + n_b)) and v.is_name[ents[:, 0]].all()
+        seen_a = {v.tokens[e] for row in train.tolist() for e in (row[0], row[-1])}
+        seen_b = {v.tokens[e] for row in atomic.tolist() for e in (row[0], row[-1])}
+        assert all(t.startswith("<s_") for t in seen_a) and all(t.startswith("<t_") for t in seen_b)
     # every train fact in both directions, every atomic fact in exactly one
     train_facts = Counter(facts_of(train, v))
     assert set(train_facts.values()) == {2}
@@ -47,7 +63,8 @@ def check_invariants(ds, params):
     ents_b = {h for h, _, t in atomic_facts} | {t for h, _, t in atomic_facts}
     assert len(ents_a) == n_a and len(ents_b) == n_b and not ents_a & ents_b
     # each query has one answer: (head, relation) never repeats across the whole training file
-    keys = Counter(tuple(r[:3]) for r in ds.train.ids.tolist()) + Counter(tuple(r[:3]) for r in reverse_view(atomic, v).tolist())
+    keys = Counter(tuple(r[:P + 1]) for r in ds.train.ids.tolist()) + \
+        Counter(tuple(r[:P + 1]) for r in reverse_view(atomic, v).tolist())
     assert max(keys.values()) == 1
     # valid: train/atomic are items of train.json, test items are reverses of atomic facts, none in train.json
     assert row_set(ds.valid["train"].ids) <= row_set(train)
@@ -62,6 +79,8 @@ def check_invariants(ds, params):
 @pytest.mark.parametrize("preset, overrides", [
     ("tiny", {}),
     ("small", {"entities_a": 2000, "entities_b": 1000, "multiplicity": 5, "relation_pairs": 4, "facts_per_entity": 2}),
+    ("tiny_abstract", {}),
+    ("small_abstract", {"entities_a": 2000, "entities_b": 1000, "relation_pairs": 4, "facts_per_entity": 2}),
 ])
 def test_generator_invariants(tmp_path, preset, overrides):
     params = resolve(preset, **overrides)
@@ -94,10 +113,46 @@ def test_paper_preset_numbers():
     assert 2 * (p.entities_a + p.entities_b) // p.multiplicity + 15 == 16_015
 
 
-def test_single_token_entities(tmp_path):
-    ds = load_dataset(generate("tiny", tmp_path / "d", seed=0, patch_len=1))
-    assert ds.patch_len == 1 and ds.train.ids.shape[1] == 4
-    assert len(ds.entities()) == 600 and ds.summary()["leakage_problems"] == []
+def test_abstract_presets_are_the_surface_ones_with_one_token_per_entity():
+    for size in ("tiny", "small", "paper"):
+        surface, abstract = PRESETS[size], PRESETS[f"{size}_abstract"]
+        assert (surface.entity_tokens, abstract.entity_tokens, abstract.multiplicity) == (2, 1, 1)
+        assert replace(surface, entity_tokens=1, multiplicity=1) == abstract, size
+        assert resolve(size, entity_tokens=1) == abstract, "multiplicity follows entity_tokens"
+    p = PRESETS["paper_abstract"]
+    # the binding paper's inversionid.50000.30000: 80,000 entity tokens + <mask>, 12 relations, <pad> (+ <PRED>)
+    assert p.entities_a + p.entities_b + 1 + 2 * p.relation_pairs + 1 == 80_014
+
+
+def test_single_token_entities_deterministic_and_leak_free(tmp_path):
+    a = generate("tiny_abstract", tmp_path / "a", seed=5)
+    b = generate("tiny", tmp_path / "b", seed=5, entity_tokens=1)
+    for name in ("vocab.json", "train.json", "valid.json", "generator.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    assert json.loads((a / "generator.json").read_text())["params"]["entity_tokens"] == 1
+    ds = load_dataset(a)
+    item = json.loads((a / "train.json").read_text())[0]
+    assert [len(x) for x in item["input_text"]] == [1, 1, 1] and len(item["target_text"][0]) == 1
+    assert ds.train.ids[0].tolist() == [*item["input_text"][0], *item["input_text"][1], *item["input_text"][2],
+                                        *item["target_text"][0]]
+    assert ds.summary()["leakage_problems"] == [] and ds.summary()["warnings"] == []
+    assert ds.summary()["name_sharing"] == {"entity": {"tokens": 600, "entities_per_token_min": 1,
+                                                       "entities_per_token_max": 1}}
+
+
+def test_patch_len_is_the_deprecated_name_of_entity_tokens(tmp_path):
+    with pytest.warns(DeprecationWarning, match="patch_len is now called entity_tokens"):
+        assert resolve("tiny", patch_len=1) == PRESETS["tiny_abstract"]
+    old = asdict(PRESETS["tiny"])  # the params of an older generator.json
+    del old["entity_tokens"]
+    with pytest.warns(DeprecationWarning):
+        assert resolve({**old, "patch_len": 1}) == PRESETS["tiny_abstract"]
+    with pytest.warns(DeprecationWarning):
+        d = generate("tiny", tmp_path / "d", seed=0, patch_len=1)
+    assert load_dataset(d).entity_tokens == 1
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="both patch_len=1 and entity_tokens=2"):
+        resolve("tiny", patch_len=1, entity_tokens=2)
+    assert not hasattr(PRESETS["tiny"], "patch_len")
 
 
 def test_bad_parameters_are_explained():
@@ -105,3 +160,10 @@ def test_bad_parameters_are_explained():
         resolve("tiny", entities_a=401)
     with pytest.raises(ValueError, match="unknown data preset 'huge'"):
         resolve("huge")
+    with pytest.raises(ValueError, match="entity_tokens must be 1 .* or 2 .*, got 3"):
+        resolve("tiny", entity_tokens=3)
+    with pytest.raises(ValueError, match="with entity_tokens=1 every entity is its own token"):
+        resolve("tiny_abstract", multiplicity=10)
+    with pytest.raises(ValueError, match="multiplicity must be at least 1"):
+        resolve("tiny", multiplicity=0)
+    assert resolve("tiny_abstract", entities_a=401).entities_a == 401  # no name sharing to constrain it

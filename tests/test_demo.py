@@ -34,3 +34,14 @@ def test_one_seed_never_claims_a_win_and_a_baseline_that_did_not_learn_is_flagge
 def test_chance_level():
     assert chance_entity_mrr(1) == 1.0
     assert abs(chance_entity_mrr(600) - 0.0117) < 1e-4
+
+
+def test_a_concept_run_shows_its_concept_mrr_and_no_exact_match():
+    concept = {"objective": "concept", "state": "finished", "atomic.concept_mrr": 0.9, "test.concept_mrr": 0.4}
+    rows = demo.demo_table(pd.DataFrame([row("ntp", 0.99, 0.0, 0.01), concept]))
+    assert [r["objective"] for r in rows] == ["ntp (baseline)", "concept"]
+    assert rows[1]["test.exact_match"] is None and rows[1]["test.concept_mrr"] == 0.4
+    lines = demo.format_demo_table(rows).splitlines()
+    assert "reverse concept MRR" in lines[0]
+    assert lines[2].split()[-2:] == ["-", "-"] and lines[3].split()[-2:] == ["0.900", "0.400"]
+    assert "concept MRR" not in demo.format_demo_table(rows[:1]), "no concept columns without a concept run"

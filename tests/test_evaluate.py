@@ -633,3 +633,118 @@ def test_next_token_step_equals_a_plain_pass_over_prompt_and_token(lens):
         lp = rk._entity_log_probs(lm, kv, pick, tokens, row, last, lens, fast=False, head=head)
         ref = lm.lm_head(want).log_softmax(-1)[:, row, last].double()
         torch.testing.assert_close(lp, ref, atol=1e-5, rtol=0)
+
+
+# -- one token per entity (the abstract setting) ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def abstract_data(tmp_path_factory):
+    from jepa_kit.data import load_dataset
+    from jepa_kit.datagen import generate
+
+    return load_dataset(generate("tiny_abstract", tmp_path_factory.mktemp("abstract") / "data", seed=0))
+
+
+def abstract_lm(vocab_size, seed=0, n_layer=2):
+    torch.manual_seed(seed)
+    return GPT2LMHeadModel(GPT2Config(vocab_size=vocab_size, n_positions=16, n_embd=32, n_layer=n_layer, n_head=2,
+                                      bos_token_id=None, eos_token_id=None)).eval()
+
+
+@torch.no_grad()
+def brute_force_one_token(lm, rows, entities):
+    """Per layer, per row [h, r, <mask>, t]: one plain pass over the whole row; the score of entity e
+    is log p(e | h, r, <mask>), read at <mask> through each layer's lens, and the true tail is ranked
+    among all the other entities of the set (ties half)."""
+    n_layer, V_ = lm.config.n_layer, lm.config.vocab_size
+    ents = entities.flatten().tolist()
+    res = {k: [[] for _ in range(n_layer)] for k in ("exact", "rank_first", "entity_rank", "nll")}
+    for row in rows.tolist():
+        lp, logits = layer_log_probs(lm, row)
+        t = row[3]
+        for k in range(n_layer):
+            at_mask = lp[k][2]
+            res["exact"][k].append(float(argmax(logits[k][2]) == t))
+            res["nll"][k].append(-at_mask[t])
+            res["rank_first"][k].append(rank([at_mask[v] for v in range(V_) if v != t], at_mask[t]))
+            res["entity_rank"][k].append(rank([at_mask[e] for e in ents if e != t], at_mask[t]))
+    return {k: torch.tensor(v, dtype=torch.float64) for k, v in res.items()}
+
+
+def test_one_token_entity_ranks_on_generated_data_match_brute_force(abstract_data):
+    ds = abstract_data
+    lm = abstract_lm(len(ds.vocab))
+    entities = ds.entities()
+    assert entities.shape == (600, 1)
+    rows = ds.valid["test"].ids[:12].clone()
+    # one tail outside the entity set: then every entity counts as "another"
+    outside = int(rows[-1, 3])
+    entities = entities[entities[:, 0] != outside]
+    res = evaluate_split(lm, rows, entities, batch_size=5, per_item=True)
+    ref = brute_force_one_token(lm, rows, entities)
+    assert_matches(res["items"], ref, ("exact", "rank_first", "entity_rank", "nll"), layers=(0, 1))
+    assert math.isclose(res["entity_mrr"], float((1 / ref["entity_rank"][-1]).mean()), rel_tol=1e-12)
+    assert math.isclose(res["per_layer"][0]["entity_mrr"], float((1 / ref["entity_rank"][0]).mean()), rel_tol=1e-12)
+    assert res["mrr_last"] is None and res["joint_mrr_approx"] is None and res["entity_candidates_mean"] == 0
+
+
+def test_evaluate_on_a_one_token_dataset_ranks_among_its_entities(abstract_data):
+    ds = abstract_data
+    lm = abstract_lm(len(ds.vocab), seed=1, n_layer=1)
+    res = evaluate(lm, ds, max_items=8, logit_lens=False)
+    for name in ("train", "atomic", "test"):
+        rows = ds.valid[name].ids[sample_rows(len(ds.valid[name]), 8)]
+        ref = brute_force_one_token(lm, rows, ds.entities())
+        assert math.isclose(res[name]["entity_mrr"], float((1 / ref["entity_rank"][-1]).mean()), rel_tol=1e-12), name
+        assert math.isclose(res[name]["mrr_first"], float((1 / ref["rank_first"][-1]).mean()), rel_tol=1e-12), name
+        assert res[name]["mrr_last"] is None and res[name]["n"] == 8
+    assert format_table(res).splitlines()[1].split()[3] == "-"  # no last token: mrr_last is a dash
+
+
+def test_one_token_ties_count_half_so_a_constant_model_sits_at_chance(abstract_data):
+    ds = abstract_data
+    lm = abstract_lm(len(ds.vocab))
+    with torch.no_grad():
+        lm.transformer.wte.weight.zero_()
+    res = evaluate_split(lm, ds.valid["atomic"].ids[:6], ds.entities(), per_item=True)
+    assert torch.all(res["items"]["entity_rank"] == (600 + 1) / 2)
+    assert torch.all(res["items"]["rank_first"] == (len(ds.vocab) + 1) / 2)
+    assert res["entity_mrr"] == 2 / 601
+
+
+def test_entity_index_of_single_tokens():
+    a = build_entity_index(torch.tensor([[5], [3], [5], [8]]), vocab_size=10)
+    b = build_entity_index(torch.tensor([5, 3, 5, 8]), vocab_size=10)  # [E] reads as [E, 1]
+    for idx in (a, b):
+        assert idx.patch_len == 1 and idx.n_entities == 3
+        assert idx.first_ids.tolist() == [3, 5, 8] and idx.offsets.tolist() == [0, 0, 0, 0] and len(idx.last_ids) == 0
+        assert idx.slot.tolist() == [-1, -1, -1, 0, -1, 1, -1, -1, 2, -1]
+    lm = tiny_lm()
+    with pytest.raises(ValueError, match=r"rows must be \[N, 4\] for entities of 1 token"):
+        evaluate_split(lm, make_queries(make_entities(), n=2), torch.tensor([[1], [2]]))
+    with pytest.raises(ValueError, match=r"entities must be \[E, 1\] or \[E, 2\]"):
+        build_entity_index(torch.zeros(3, 3, dtype=torch.long), vocab_size=10)
+
+
+def test_a_run_on_one_token_data_reports_the_entity_mrr_of_its_model(abstract_data, tmp_path):
+    """End to end: an ntp run on tiny_abstract writes results.json whose entity MRR, on every split,
+    is the brute-force one of the model it saved."""
+    from jepa_kit.config import TrainConfig
+    from jepa_kit.rundir import load_run
+    from jepa_kit.train import train
+
+    ds = abstract_data
+    cfg = TrainConfig.from_preset("tiny", data=ds.path, out=str(tmp_path / "run"), objective="ntp", n_layer=1,
+                                  n_embd=32, n_head=2, batch_size=32, lr=3e-3, steps=12, log_every=2, eval_every=0,
+                                  eval_max_items=16, ckpt_every=100, progress="none")
+    run = train(cfg)
+    results = json.loads((run / "results.json").read_text())
+    assert results["trains_on_test_facts"] is False and results["run"]["steps"] == 12
+    model, _ = load_run(run)
+    lm = model.gpt2.eval()
+    for name in ("train", "atomic", "test"):
+        split = results[name]
+        ref = brute_force_one_token(lm, ds.valid[name].ids, ds.entities())  # the final evaluation takes every row
+        assert split["n"] == 200 and split["mrr_last"] is None, name
+        assert math.isclose(split["entity_mrr"], float((1 / ref["entity_rank"][-1]).mean()), rel_tol=1e-9), name
+        assert math.isclose(split["ntp_loss"], float(ref["nll"][-1].mean()), rel_tol=1e-5), name

@@ -1,7 +1,7 @@
 """Every notebook runs under papermill with tiny parameters; committed notebooks carry no outputs.
 
-The training notebook runs through `jepa-kit sweep FILE --local` (three papermill executions, one
-failing on purpose); its run directories then feed the analysis notebook.
+The training notebook runs through `jepa-kit sweep FILE --local` (four papermill executions, one
+failing on purpose, one of the concept objective); its run directories then feed the analysis notebook.
 """
 import ast
 import json
@@ -20,6 +20,9 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 # the smallest training that still goes through every notebook cell: 6 steps, 1 layer, 32 wide
 TINY_RUN = dict(n_layer=1, n_embd=32, n_head=2, steps=6, batch_size=32, log_every=2, eval_every=3,
                 eval_max_items=20, ckpt_every=3)
+# the concept objective in one block: W = 0 recognition blocks (a concept is the token embedding), 1 concept block
+CONCEPT_RUN = dict(objective="concept", n_recognition=0, best_metric="concept_mrr")
+CONCEPT_NAME = "objective=concept_best_metric=concept_mrr_n_recognition=0"
 
 
 def execute(name: str, out: Path, **parameters) -> nbformat.NotebookNode:
@@ -99,6 +102,13 @@ def test_mask_notebook_runs_and_its_html_shows_the_static_figure(tmp_path, tiny_
     assert "plotly.js v" in html and "Plotly.newPlot" in html
     assert "k (PRED tokens) = " in html
     assert "&amp;lt;PRED&amp;gt;" in html or "&lt;PRED&gt;" in html  # token names, escaped for plotly
+    # the concept objective's two patterns: 4 patches of 2 tokens, each alone, then the 4 concepts
+    from jepa_kit.masks import block_causal_allowed
+    concept = [f["data"]["application/vnd.plotly.v1+json"] for f in figures
+               if "concept objective" in f["data"]["application/vnd.plotly.v1+json"]["layout"]["title"]["text"]]
+    assert len(concept) == 1
+    assert concept[0]["data"][0]["z"] == block_causal_allowed((2, 2, 2, 2)).int().tolist()
+    assert concept[0]["data"][1]["z"] == block_causal_allowed((4,)).int().tolist()
 
 
 # -- 02 through `jepa-kit sweep --local`, then 03 on its runs ---------------------------------------
@@ -113,7 +123,8 @@ def local_sweep(tmp_path_factory):
     sweep.write_text(yaml.safe_dump({
         "name": "local", "preset": "tiny", "base": {"data": str(data), **TINY_RUN},
         # the first run fails inside the notebook (batch larger than the data); the others must still run
-        "runs": [{"objective": "ntp", "batch_size": 10**6}, {"objective": "jepa"}, {"objective": "reverse_aug"}],
+        "runs": [{"objective": "ntp", "batch_size": 10**6}, {"objective": "jepa"}, {"objective": "reverse_aug"},
+                 CONCEPT_RUN],
     }))
     import contextlib
     import io
@@ -127,10 +138,11 @@ def local_sweep(tmp_path_factory):
 def test_local_sweep_reports_the_failed_run_and_runs_the_others(local_sweep):
     rc, out, folder = local_sweep
     assert rc == 1, "a failed run makes the exit code non-zero"
-    assert re.search(r"\[1/3\] .*FAILED after .* cell \d+: ConfigError: batch_size 1000000 is larger", out), out
-    assert "[2/3] objective=jepa: finished" in out and "[3/3] objective=reverse_aug: finished" in out
+    assert re.search(r"\[1/4\] .*FAILED after .* cell \d+: ConfigError: batch_size 1000000 is larger", out), out
+    assert "[2/4] objective=jepa: finished" in out and "[3/4] objective=reverse_aug: finished" in out
+    assert f"[4/4] {CONCEPT_NAME}: finished" in out
     finished = sorted(p.name for p in folder.iterdir() if (p / "results.json").exists())
-    assert finished == ["objective=jepa", "objective=reverse_aug"]
+    assert finished == sorted([CONCEPT_NAME, "objective=jepa", "objective=reverse_aug"])
 
 
 def test_local_sweep_collects_one_table(local_sweep):
@@ -138,12 +150,18 @@ def test_local_sweep_collects_one_table(local_sweep):
 
     _, out, folder = local_sweep
     table = pd.read_csv(folder / "results.csv")
-    assert f"collected 2 runs -> {folder / 'results.csv'}" in out
-    assert sorted(table["run"]) == ["objective=jepa", "objective=reverse_aug"]
+    assert f"collected 3 runs -> {folder / 'results.csv'}" in out
+    assert sorted(table["run"]) == sorted([CONCEPT_NAME, "objective=jepa", "objective=reverse_aug"])
     assert set(table["state"]) == {"finished"} and set(table["step"]) == {6}
+    tokens = table[table["objective"] != "concept"]
     for col in ("atomic.exact_match", "test.exact_match", "atomic.entity_mrr", "test.entity_mrr"):
-        assert table[col].between(0, 1).all()
-    assert dict(zip(table["run"], table["note"].fillna(""))) == {"objective=jepa": "",
+        assert tokens[col].between(0, 1).all()
+    concept = table[table["objective"] == "concept"].iloc[0]
+    assert 0 < concept["test.concept_mrr"] <= 1 and concept["test.mrr"] == concept["test.concept_mrr"]
+    assert pd.isna(concept["test.exact_match"]) and pd.isna(concept["test.entity_mrr"]), "no token metrics"
+    assert (tokens["test.mrr"] == tokens["test.entity_mrr"]).all()
+    assert set(table["entity_tokens"]) == {2} and set(table["n_entities"]) == {600}
+    assert dict(zip(table["run"], table["note"].fillna(""))) == {"objective=jepa": "", CONCEPT_NAME: "",
                                                                   "objective=reverse_aug": "trains on test facts"}
 
 
@@ -160,6 +178,21 @@ def test_train_notebook_output_has_its_figures_and_run_directory(local_sweep):
     run = folder / "objective=jepa"
     evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]
     assert [e["step"] for e in evals][:2] == [3, 6]
+
+
+def test_train_notebook_trains_a_concept_run_through_its_parameters(local_sweep):
+    _, _, folder = local_sweep
+    nb = nbformat.read(folder / f"{CONCEPT_NAME}.ipynb", as_version=4)
+    figs = [o["data"]["application/vnd.plotly.v1+json"] for o in outputs(nb)
+            if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    names = [{t.get("name") for t in f["data"]} for f in figs]
+    assert "concept (contrastive)" in names[0] and "NTP" not in names[0], "its one loss"
+    panels = [[a["text"] for a in f["layout"].get("annotations", [])] for f in figs]
+    assert ["concept_mrr", "concept_mrr_paper_ties"] in panels, "evaluation over steps: concept MRR, no exact match"
+    frame = json.dumps([o.get("data", {}) for o in outputs(nb)][-1])
+    assert "concept_mrr_paper_ties" in frame and "exact_match" not in frame, "the final table: concept columns"
+    results = json.loads((folder / CONCEPT_NAME / "results.json").read_text())
+    assert set(results["test"]) >= {"concept_mrr", "concept_mrr_paper_ties", "n"} and "exact_match" not in results["test"]
 
 
 def test_analysis_notebook_compares_the_runs(local_sweep, tmp_path):
@@ -179,3 +212,9 @@ def test_analysis_notebook_compares_the_runs(local_sweep, tmp_path):
     assert [t for t in titles if "mean ± std" in t] == ["exact_match by objective (mean ± std over seeds)"]
     bars = next(f for f, t in zip(figs, titles) if "forward vs reverse" in t)
     assert "objective=reverse_aug (trains on test facts)" in bars["data"][0]["x"]
+    # every objective in one view: entity MRR, and concept MRR for the concept run, against steps
+    curves = next(f for f, t in zip(figs, titles) if t.startswith("MRR against steps"))
+    names = {t["name"] for t in curves["data"]}
+    assert {f"{CONCEPT_NAME} · concept MRR", "objective=jepa · entity MRR"} <= names
+    assert len(curves["layout"]["shapes"]) == 4, "chance and 5 x chance, in both panels"
+    assert "reverse_step" in text and "slope_per_1k" in text, "the per-run curve table"

@@ -58,15 +58,15 @@ def registered(monkeypatch):
 
 
 def test_the_builtin_objectives_are_registered():
-    assert objectives.NAMES == ("jepa", "ntp", "reverse_aug")
+    assert objectives.NAMES == ("jepa", "ntp", "reverse_aug", "concept")
     for name in objectives.NAMES:
         obj = objectives.get_objective(name)
         assert obj.name == name and obj.help
         assert obj.trains_on_test_facts == (name == "reverse_aug")
         assert (obj.leakage_exemption is not None) == obj.trains_on_test_facts
-    with pytest.raises(ValueError, match="objective must be one of jepa, ntp, reverse_aug; got 'jepaa'"):
+    with pytest.raises(ValueError, match="objective must be one of jepa, ntp, reverse_aug, concept; got 'jepaa'"):
         objectives.get_objective("jepaa")
-    with pytest.raises(ConfigError, match="objective must be one of jepa, ntp, reverse_aug; got 'jepaa'"):
+    with pytest.raises(ConfigError, match="objective must be one of jepa, ntp, reverse_aug, concept; got 'jepaa'"):
         TrainConfig(objective="jepaa")
 
 

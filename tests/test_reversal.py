@@ -79,3 +79,38 @@ def test_patch_len_and_bad_shapes(vocab):
         reverse_view(torch.zeros(2, 5, dtype=torch.long), vocab)
     with pytest.raises(ValueError, match=r"\[N, L\]"):
         reverse_view(torch.zeros(6, dtype=torch.long), vocab)
+
+
+def abstract_rows():
+    """Rows of the abstract-setting fixture (binding paper's format): [h, r, <mask>, t]."""
+    from pathlib import Path
+
+    root = Path(__file__).parent / "fixtures" / "binding_abstract"
+    v = Vocab.load(root)
+    items = json.loads((root / "train.json").read_text())
+    valid = json.loads((root / "valid.json").read_text())
+
+    def rows(xs):
+        return torch.tensor([sum(it["input_text"], []) + it["target_text"][0] for it in xs])
+
+    return v, rows(items[:60]), rows(items[60:]), rows(valid["test"])
+
+
+def test_one_token_rows_of_the_papers_abstract_format():
+    v, train, atomic, test = abstract_rows()
+    assert train.shape[1] == 4 and patch_len_of(train.shape[1]) == 1
+    rev = reverse_view(train, v)
+    assert torch.equal(rev[:, 0], train[:, 3]) and torch.equal(rev[:, 3], train[:, 0])
+    assert torch.equal(rev[:, 1], v.inverse[train[:, 1]]) and (rev[:, 2] == v.mask_id).all()
+    # the paper writes each train fact as two adjacent items, (a, r, b) then (b, r_inv, a)
+    assert torch.equal(rev[0::2], train[1::2]) and torch.equal(rev[1::2], train[0::2])
+    assert torch.equal(reverse_view(rev, v), train)
+    # every held-out test item is the reverse view of an atomic item
+    assert set(map(tuple, test.tolist())) <= set(map(tuple, reverse_view(atomic, v).tolist()))
+    assert v.decode(reverse_view(train[:1], v)[0]) == ["<s_1>", "<r_0_inv>", "<mask>", "<s_2>"]
+
+
+def test_only_rows_of_one_or_two_token_entities():
+    for L in (2, 3, 5, 8):
+        with pytest.raises(ValueError, match=f"4 \\(one token per entity\\) or 6 .* got rows of {L} tokens"):
+            patch_len_of(L)

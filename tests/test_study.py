@@ -75,3 +75,25 @@ def test_readme_demo_table_is_the_committed_demo_output():
     block = readme[readme.index("<!-- demo:begin -->"):readme.index("<!-- demo:end -->")]
     shown = block.split("```\n", 2)[1]
     assert shown == (ROOT / "papermill_runs" / "results" / "demo_results.md").read_text()
+
+
+def test_concept_runs_enter_the_study_without_token_metrics(tmp_path):
+    import json
+
+    for name, objective, results in (
+            ("ntp", "ntp", {"atomic": {"exact_match": 1.0, "entity_mrr": 1.0}, "test": {"exact_match": 0.0, "entity_mrr": 0.01}}),
+            ("concept", "concept", {"atomic": {"concept_mrr": 0.9, "n": 5}, "test": {"concept_mrr": 0.4, "n": 5}})):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps({"config": {"objective": objective, "seed": 0, **study._defaults()}}))
+        (d / "status.json").write_text(json.dumps({"state": "finished", "step": 10}))
+        (d / "results.json").write_text(json.dumps(results))
+    rows = {r["run"]: r for r in study.run_rows(tmp_path)}
+    c = rows["concept"]
+    assert c["setting"] == "concept default" and c["test.concept_mrr"] == 0.4 and c["test.mrr"] == 0.4
+    assert c["test.exact_match"] is None and c["test.entity_mrr"] is None
+    assert rows["ntp"]["test.mrr"] == 0.01 and rows["ntp"]["test.concept_mrr"] is None
+    text = study.render(list(rows.values()))
+    assert "| concept default | 1 | – | – | – | – |" in text
+    assert "- concept default (the binding paper's concept-level JEPA, a positive control): reverse concept MRR " \
+           "0.400 ± –, forward 0.900 ± –." in text

@@ -84,8 +84,9 @@ def test_names_come_from_what_sets_runs_apart():
     assert sweeps.run_names([{"seed": 0}, {"seed": 1}]) == ["default_seed=0", "default_seed=1"]
     assert sweeps.run_names([{}]) == ["default"]
     # the most common value is the reference; only the odd one out is named, and its name is file- and shell-safe
+    # a varying data directory is always named, by its last folder; nothing of a path reaches a shell word
     assert sweeps.run_names([{"data": "c", "lr": 1}, {"data": "c", "lr": 2}, {"data": "a/b; rm -rf ~", "lr": 1}]) == [
-        "default", "lr=2", "data=a-b-rm--rf"]
+        "data=c", "data=c_lr=2", "data=b-rm--rf"]
 
 
 def test_identical_runs_are_planned_once_and_relative_data_becomes_absolute(tmp_path, monkeypatch):
@@ -158,3 +159,43 @@ def test_login_node_modules_do_not_import_torch(module):
     # `jepa-kit runs` and `jepa-kit sweep --slurm` run on login nodes: they must not pay for importing torch
     code = f"import sys, {module}; sys.exit('torch' in sys.modules or 'pandas' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_binding_control_files_expand_and_list(tmp_path, capsys):
+    """The binding paper's positive controls: the CPU study and the paper-scale reproduction."""
+    controls = sweeps.load_sweep(ROOT / "papermill_runs" / "binding_controls.yaml")
+    planned = sweeps.plan(controls.runs, tmp_path, controls.preset, controls.name)
+    assert len(planned) == 12 and len({p.name for p in planned}) == 12  # 6 runs x 2 seeds
+    setting = lambda p: (Path(p.params["data"]).name, p.params["objective"], p.params["pos_emb"])
+    assert sorted({setting(p) for p in planned}) == [
+        ("tiny", "concept", False), ("tiny", "jepa", False), ("tiny", "ntp", False),
+        ("tiny_abstract", "concept", False), ("tiny_abstract", "ntp", False), ("tiny_abstract", "ntp", True)]
+    for p in planned:
+        params = p.params
+        assert params["seed"] in (0, 1) and params["n_layer"] == 2 and params["dropout"] == 0.1
+        assert params["eval_every"] <= 250, "often enough to draw the test-MRR curve"
+        assert params["best_split"] == "atomic", "settings are chosen on the forward split only"
+        concept = params["objective"] == "concept"
+        assert params["best_metric"] == ("concept_mrr" if concept else "exact_match")
+        if concept:
+            assert params["n_recognition"] == 1  # 1 + 1 blocks, as the paper's
+    paper = sweeps.load_sweep(ROOT / "papermill_runs" / "binding_paper.yaml")
+    planned = sweeps.plan(paper.runs, tmp_path, paper.preset, paper.name)
+    assert sorted(setting(p) for p in planned) == [("paper", "concept", False), ("paper", "ntp", False),
+                                                    ("paper_abstract", "ntp", False)]
+    for p in planned:
+        params = p.params
+        assert (params["batch_size"], params["lr"], params["schedule"], params["warmup_steps"]) == (1024, 1e-4, "constant", 2000)
+        assert params["dropout"] == 0.1 and params["keep_last"] == 1
+        assert params["best_split"] == "test", "the paper's selection on the test split, labelled optimistic"
+        concept = params["objective"] == "concept"
+        assert params["best_metric"] == ("concept_mrr" if concept else "entity_mrr")
+        if concept:
+            assert (params["n_layer"], params["n_recognition"]) == (2, 1)
+    assert "time" in paper.slurm
+    from jepa_kit import launch
+    script = launch.slurm_dry_run(paper, tmp_path)
+    assert "#SBATCH --requeue" in script and f"#SBATCH --time={paper.slurm['time']}" in script
+    for name, n in (("binding_controls", 12), ("binding_paper", 3)):
+        assert cli.main(["sweep", str(ROOT / "papermill_runs" / f"{name}.yaml"), "--list", "--out", str(tmp_path)]) == 0
+        assert len(capsys.readouterr().out.splitlines()) == n

@@ -160,3 +160,79 @@ def test_setup_plotly_renders_offline():
     assert pio.renderers.default == "plotly_mimetype+notebook"
     bundle = pio.renderers["notebook"].to_mimebundle(viz.loss_figure([]).to_dict())
     assert "cdn.plot.ly" not in json.dumps(bundle), "exported HTML must not need the network"
+
+
+# -- the concept objective (the binding paper's positive control) ------------------------------------
+
+@pytest.mark.parametrize("patch_len", [1, 2])
+def test_concept_mask_figure_draws_the_masks_the_model_uses(patch_len):
+    from jepa_kit.masks import block_causal_allowed
+
+    fig = viz.concept_mask_figure(patch_len=patch_len)
+    recognition, concepts = fig.data
+    assert [list(r) for r in recognition.z] == block_causal_allowed((patch_len,) * 4).int().tolist()
+    assert [list(r) for r in concepts.z] == block_causal_allowed((4,)).int().tolist()
+    # independent check: inside a patch causal, across patches nothing
+    P = patch_len
+    for q in range(4 * P):
+        for k in range(4 * P):
+            assert recognition.z[q][k] == int(q // P == k // P and k <= q)
+    labels = list(fig.layout.yaxis.ticktext)
+    read = [i for i, lab in enumerate(labels) if lab.endswith("(concept)")]
+    assert read == [P - 1, P, 2 * P, 4 * P - 1], "a patch's concept is its last real token"
+    assert list(fig.layout.yaxis2.ticktext)[2] == "mask concept (prediction)"
+
+
+def test_concept_mask_figure_names_the_tokens_of_an_item(ds):
+    row = ds.valid["atomic"].ids[0]
+    view = viz.concept_mask_view(row, ds.vocab)
+    names = [viz._esc(t) for t in ds.vocab.decode(row)]
+    assert view.patch_len == 2
+    assert view.recognition_labels[0] == f"h 0: {names[0]}" and view.recognition_labels[1] == f"h 1: {names[1]} (concept)"
+    assert view.recognition_labels[2:4] == [f"r 0: {names[2]} (concept)", "r 1: &lt;pad&gt;"]
+    assert view.recognition_labels[6:] == [f"t 0: {names[4]}", f"t 1: {names[5]} (concept)"]
+    with pytest.raises(ValueError, match="2P \\+ 2 tokens"):
+        viz.concept_mask_view([1, 2, 3], ds.vocab)
+
+
+def _eval(step, split_metrics):
+    return {"kind": "eval", "step": step, "splits": split_metrics}
+
+
+def test_mrr_curves_figure_plots_each_runs_own_mrr_with_chance():
+    from jepa_kit.evaluate import chance_entity_mrr
+
+    concept = [_eval(s, {"atomic": {"concept_mrr": 0.9}, "test": {"concept_mrr": v}}) for s, v in ((250, 0.01), (500, 0.4))]
+    ntp = [{"kind": "train", "step": 10, "loss": 1.0},
+           _eval(250, {"atomic": {"exact_match": 1.0, "entity_mrr": 0.95}, "test": {"exact_match": 0.0, "entity_mrr": 0.002}})]
+    table = pd.DataFrame([{"run": "c", "objective": "concept", "note": "", "n_entities": 600},
+                          {"run": "n", "objective": "ntp", "note": "", "n_entities": 600}])
+    fig = viz.mrr_curves_figure({"c": concept, "n": ntp}, table)
+    traces = {(t.name, t.xaxis): t for t in fig.data}
+    test_c = traces[("c · concept MRR", "x2")]
+    assert list(test_c.x) == [250, 500] and list(test_c.y) == [0.01, 0.4]
+    assert list(traces[("n · entity MRR", "x2")].y) == [0.002] and list(traces[("n · entity MRR", "x")].y) == [0.95]
+    assert test_c.line.dash == "dash" and traces[("n · entity MRR", "x2")].line.dash == "solid"
+    lines = sorted({round(s.y0, 12) for s in fig.layout.shapes})
+    chance = chance_entity_mrr(600)
+    assert lines == [round(chance, 12), round(5 * chance, 12)]
+    assert "comparable to concept MRR" in fig.layout.title.text
+    assert not viz.mrr_curves_figure({"c": concept}).layout.shapes, "no entity count: no chance line"
+
+
+def test_training_figures_of_a_concept_run_show_concept_mrr():
+    rows = [{"kind": "train", "step": 1, "loss": 2.0, "ntp_loss": 0.0, "jepa_loss": 2.0},
+            _eval(1, {s: {"concept_mrr": 0.1, "concept_mrr_paper_ties": 0.2, "n": 3} for s in ("train", "atomic", "test")})]
+    ev = viz.eval_figure(rows)
+    assert [a.text for a in ev.layout.annotations] == ["concept_mrr", "concept_mrr_paper_ties"]
+    assert {t.name for t in ev.data} == set(viz.SPLIT_LABELS.values())
+    loss = viz.loss_figure(rows, objective="concept")
+    assert [t.name for t in loss.data] == ["concept (contrastive)", "total"] and list(loss.data[0].y) == [2.0]
+    live = viz.LiveLoss(objective="concept")
+    live.update(rows[0])
+    assert [t.name for t in live.figure.data] == ["concept (contrastive)", "total"] and list(live.figure.data[0].y) == [2.0]
+    frame = viz.results_frame({"test": {"concept_mrr": 0.5, "concept_mrr_paper_ties": 0.6, "concept_rank_mean": 3.0, "n": 9}})
+    assert list(frame.columns) == list(viz.CONCEPT_TABLE_COLUMNS) and frame.iloc[0]["concept_mrr"] == 0.5
+    table = pd.DataFrame([{"run": "c", "objective": "concept", "note": "", "atomic.mrr": 0.9, "test.mrr": 0.5}])
+    bars = viz.forward_reverse_figure(table)
+    assert [list(t.y) for t in bars.data] == [[0.9], [0.5]], "a concept run's bars: its concept MRR"

@@ -78,3 +78,13 @@ def test_build_matches_user_layout():
     assert len(v) == 16015 and v.mask_id == 16000 and v.pad_id == 16013 and v.pred_id == 16014
     assert v["<r_2_inv>"] == 16006
     assert v.is_relation(torch.tensor([16001, 16012, 16000, -5, 99999])).tolist() == [True, True, False, False, False]
+
+
+def test_single_token_entity_names():
+    """The binding paper's abstract setting names set A's entities <s_i> and set B's <t_j>; <e_i> is
+    accepted too. They are entity tokens; tokens that merely look alike are not."""
+    toks = ["<t_0>", "<s_1>", "<e_2>", "<s_1_0>", "<x_3>", "<mask>", "<r_0>", "<r_0_inv>", "<pad>"]
+    v = Vocab(toks)
+    assert v.entity_token_ids.tolist() == [0, 1, 2]
+    assert v.is_name.tolist() == [True, True, True, False, False, False, False, False, False, False]
+    assert len(v.first_name_ids) == len(v.last_name_ids) == 0 and v.pred_appended

@@ -14,8 +14,12 @@ An objective says three things (``jepa_kit.objectives.base.Objective``):
   reduction read; an objective without a second term returns 0 for it), ``n_items`` and
   ``n_jepa`` (the items the second term averages over). ``model_from_config(vocab, d)``
   rebuilds it from ``model.config_dict()`` (what a checkpoint stores).
-* **any extra evaluation**: ``eval_diagnostics(model, ids, types, batch_size)`` returns a dict
-  (or None) that evaluation stores under the objective's name next to the per-split metrics.
+* **its evaluation**: by default a split is evaluated at the token level (exact match, token and
+  entity MRR: jepa_kit.evaluate), which needs a Hugging Face LM head (``model.gpt2``). A model
+  without one returns its own per-split numbers from ``split_metrics(model, ids, entities,
+  batch_size)`` (the concept objective: concept MRR). ``eval_diagnostics(model, ids, types,
+  batch_size)`` returns a dict (or None) that evaluation stores under the objective's name next
+  to the per-split metrics.
 
 To add an objective: write ``jepa_kit/objectives/<name>.py`` with a subclass of ``Objective``,
 add ``"<name>": "jepa_kit.objectives.<name>:<Class>"`` to ``REGISTRY`` below, and give its
@@ -33,6 +37,7 @@ REGISTRY: dict[str, str] = {
     "jepa": "jepa_kit.objectives.jepa:JEPA",
     "ntp": "jepa_kit.objectives.ntp:NTP",
     "reverse_aug": "jepa_kit.objectives.reverse_aug:ReverseAug",
+    "concept": "jepa_kit.objectives.concept:Concept",
 }
 NAMES = tuple(REGISTRY)  # the built-in ones; check membership against REGISTRY (a test may add one)
 

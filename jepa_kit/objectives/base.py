@@ -27,5 +27,9 @@ class Objective:
     def model_from_config(self, vocab: Vocab, d: dict) -> torch.nn.Module:
         raise NotImplementedError
 
+    def split_metrics(self, model, ids: torch.Tensor, entities: torch.Tensor, batch_size: int) -> dict | None:
+        """Per-split numbers for a model without an LM head; None: the token-level evaluation."""
+        return None
+
     def eval_diagnostics(self, model, ids: torch.Tensor, types: torch.Tensor, batch_size: int) -> dict | None:
         return None
