@@ -162,7 +162,17 @@ def test_ties_count_half_in_the_kits_rule_and_for_the_truth_in_the_papers(data):
     assert paper.tolist() == [1.0] * 3  # the paper's rule: a model that ignores its input scores 1.0
 
 
-def test_concept_runs_train_evaluate_and_reload_without_test_facts(data, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def abstract_data(tmp_path_factory):
+    from jepa_kit.datagen import generate
+
+    return generate("tiny_abstract", tmp_path_factory.mktemp("concept_abstract") / "data", seed=0, valid_per_split=16)
+
+
+@pytest.mark.parametrize("setting", ["surface", "abstract"])
+def test_concept_runs_train_evaluate_and_reload_without_test_facts(data, abstract_data, setting, tmp_path,
+                                                                    monkeypatch):
+    data = abstract_data if setting == "abstract" else data
     seen = []
     real = ConceptJEPA.forward
 
