@@ -32,13 +32,13 @@ section() { echo; echo "== $1  (t = $(( $(date +%s) - T0 )) s)"; }
 if "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
   DEVICE=cuda DATA=paper
   "$PY" -c 'import torch, transformers; print("device:", torch.cuda.get_device_name(0), "| torch", torch.__version__, "| transformers", transformers.__version__)'
-  BENCH="--batch 1024 --steps 30 --rounds 2 --warmup 5 --modes two_pass_fp32 packed_bf16 static_bf16 static_bf16_compile ntp_bf16_compile"
+  BENCH="--batch 1024 --steps 30 --rounds 2 --warmup 5 --modes two_pass_fp32 packed_bf16 static_bf16 static_bf16_compile ntp_bf16_compile concept_bf16_compile"
   EVAL_N=9000 EVAL_FP32_N=200 PROBE_BATCH=1024 CMP_N=500
   TRAIN="--preset gpu --steps ${TRAIN_STEPS:-14000} --eval_every 1000 --eval_max_items 200 --eval_budget 0"
 else
   DEVICE=cpu DATA=tiny
   echo "device: cpu (no CUDA): CPU-sized check"
-  BENCH="--preset tiny --batch 32 --steps 2 --rounds 1 --warmup 1 --no-memory --modes two_pass_fp32 packed_fp32 static_fp32"
+  BENCH="--preset tiny --batch 32 --steps 2 --rounds 1 --warmup 1 --no-memory --modes two_pass_fp32 packed_fp32 static_fp32 concept_fp32"
   EVAL_N=2 EVAL_FP32_N=1 PROBE_BATCH=32 CMP_N=20
   TRAIN="--preset tiny --steps 40 --eval_every 20 --eval_max_items 20 --log_every 20"
 fi

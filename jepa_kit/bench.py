@@ -8,7 +8,9 @@ of the rows are JEPA (``train``) items, the rest atomic; k = 1 <PRED>, λ = 1, c
 Modes are ``{structure}_{fp32|bf16}[_compile|_cudagraphs]`` with structure ``two_pass`` (the
 seed's structure, the reference), ``packed`` (one pass, rows packed to the batch: shapes
 change every step), ``static`` (one pass, fixed shapes: no host sync) or ``ntp`` (the plain
-next-token objective in the fixed-shape layout); ``compile`` is ``torch.compile`` of the
+next-token objective in the fixed-shape layout) or ``concept`` (the binding paper's concept-level
+JEPA at 1 + 1 blocks of the preset's width, as papermill_runs/binding_paper.yaml trains it: no LM
+head, 4 patches per item); ``compile`` is ``torch.compile`` of the
 model's forward as ``train --compile true`` does it, ``cudagraphs`` the same in mode
 ``reduce-overhead``. Defaults: ``two_pass_fp32``, ``packed_fp32``, ``static_fp32`` on CPU; on
 CUDA ``two_pass_fp32``, ``packed_bf16``, ``static_bf16``, ``static_bf16_compile``,
@@ -51,7 +53,7 @@ from jepa_kit.vocab import Vocab
 
 TRAIN_FRACTION = 300 / 390  # train.json: 300,000 train + 90,000 atomic items
 BF16_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, per GPU
-STRUCTURES = ("two_pass", "packed", "static", "ntp")
+STRUCTURES = ("two_pass", "packed", "static", "ntp", "concept")
 CPU_MODES = ("two_pass_fp32", "packed_fp32", "static_fp32")
 CUDA_MODES = ("two_pass_fp32", "packed_bf16", "static_bf16", "static_bf16_compile", "ntp_bf16_compile")
 POOL_BATCHES = 16  # the device-resident random data holds this many batches
@@ -86,11 +88,11 @@ def parse_mode(mode: str) -> tuple[str, str, str | None]:
                 if extra in (None, "compile", "cudagraphs") and not (extra and structure in ("two_pass", "packed")):
                     return structure, rest[0], {None: None, "compile": "default", "cudagraphs": "reduce-overhead"}[extra]
     raise ValueError(f"benchmark mode {mode!r} not understood; expected {{{'|'.join(STRUCTURES)}}}_{{fp32|bf16}}, "
-                     f"with _compile or _cudagraphs for static and ntp")
+                     f"with _compile or _cudagraphs for static, ntp and concept")
 
 
-def non_embedding_params(model: GPT2WithJEPA) -> int:
-    tr = model.gpt2.transformer
+def non_embedding_params(model) -> int:
+    tr = getattr(model.gpt2, "transformer", model.gpt2)  # GPT2WithJEPA wraps an LM head; ConceptJEPA has none
     return sum(p.numel() for p in tr.parameters()) - tr.wte.weight.numel() - tr.wpe.weight.numel()
 
 
@@ -103,10 +105,18 @@ class _Runner:
         structure, precision, compile_mode = parse_mode(mode)
         self.mode, self.dev = mode, dev
         torch.manual_seed(seed)  # every mode starts from the same weights
-        objective = ObjectiveConfig(k_pred=k_pred, lambda_jepa=lambda_jepa,
-                                    objective="ntp" if structure == "ntp" else "jepa",
-                                    mode="static" if structure == "ntp" else structure)
-        self.model = GPT2WithJEPA(vocab, preset=preset, objective=objective).to(dev).train()
+        if structure == "concept":  # the binding paper's 1+1: one recognition block, one concept block
+            from jepa_kit.concept import ConceptJEPA
+            from jepa_kit.model import MODEL_PRESETS
+
+            objective = ObjectiveConfig(objective="concept", n_recognition=1)
+            arch = {**MODEL_PRESETS[preset], "n_layer": 2, "pos_emb": False}
+            self.model = ConceptJEPA(vocab, preset=arch, objective=objective).to(dev).train()
+        else:
+            objective = ObjectiveConfig(k_pred=k_pred, lambda_jepa=lambda_jepa,
+                                        objective="ntp" if structure == "ntp" else "jepa",
+                                        mode="static" if structure == "ntp" else structure)
+            self.model = GPT2WithJEPA(vocab, preset=preset, objective=objective).to(dev).train()
         self.opt = torch.optim.AdamW(weight_decay_groups(self.model, 0.01), lr=1e-4, fused=True)
         self.scaler = torch.amp.GradScaler(dev.type, enabled=False)
         self.fwd = self.model
@@ -128,7 +138,7 @@ class _Runner:
 
         (_, n_tokens, n_logits), _ = train_step(
             self.fwd, self.model, self.opt, self.scaler, ids, types, autocast_dtype=self.autocast_dtype,
-            grad_clip=1.0, global_loss=lambda out: (out["loss"], out["n_tokens"], out["n_logit_positions"]))
+            grad_clip=1.0, global_loss=lambda out: (out["loss"], out["n_tokens"], out.get("n_logit_positions", 0)))
         self.tokens, self.logit_positions = n_tokens, n_logits
 
     def sync(self):

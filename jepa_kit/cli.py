@@ -129,9 +129,11 @@ def _add_sweep_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--preset", help="TrainConfig preset (tiny|paper), overrides the file's `preset:`")
     p.add_argument("--out", default=str(DEFAULT_OUTPUT), help="output folder (default: %(default)s)")
     p.add_argument("--kernel", help="Jupyter kernel name (default: --local this Python; --slurm 'jepa_kit')")
-    p.add_argument("--account", help="SLURM account (#SBATCH --account)")
-    p.add_argument("--partition", help="SLURM partition")
-    p.add_argument("--time", help="SLURM walltime per task, e.g. 04:00:00")
+    p.add_argument("--account", help="SLURM account, e.g. PAS1234 (required for --slurm; default: $SBATCH_ACCOUNT)")
+    p.add_argument("--partition", help="SLURM partition (default: none, the cluster's default; OSC Ascend: cpuonly for --gpus 0)")
+    p.add_argument("--time", help="SLURM walltime per task, e.g. 04:00:00 (default: the sweep file's slurm.time, else 04:00:00)")
+    p.add_argument("--gpus", type=int, metavar="N", help="GPUs per array task (#SBATCH --gpus-per-node; default 1, 0 = CPU-only)")
+    p.add_argument("--cpus", type=int, metavar="N", help="CPU cores per array task (#SBATCH --cpus-per-task; default 8)")
     p.add_argument("--max-parallel", type=int, help="at most N array tasks at once")
     p.add_argument("--jobs", type=int, default=1, help="with --local: run N papermill executions at a time")
     p.add_argument("--list", action="store_true", help="only list the runs the file expands to")
@@ -157,8 +159,8 @@ def _sweep(args) -> int:
                 print("--dry-run applies to --slurm; with --local use --list to see the runs", file=sys.stderr)
                 return EXIT_USAGE
             return 0 if launch.run_sweep_local(sweep, args.out, kernel_name=args.kernel, jobs=args.jobs) else EXIT_FAILURE
-        settings = dict(account=args.account, partition=args.partition, time=args.time,
-                        max_parallel=args.max_parallel, kernel=args.kernel)
+        settings = dict(account=args.account, partition=args.partition, time=args.time, gpus_per_node=args.gpus,
+                        cpus_per_task=args.cpus, max_parallel=args.max_parallel, kernel=args.kernel)
         if args.dry_run:
             print(launch.slurm_dry_run(sweep, args.out, **settings), end="")
             return 0

@@ -175,22 +175,28 @@ def render_report(runs_dir: str | Path, out_html: str | Path, notebook: str | Pa
     pm.execute_notebook(str(notebook), str(executed), parameters={"runs_dir": str(Path(runs_dir).resolve()), **parameters},
                         kernel_name=kernel_name or default_kernel(), cwd=str(notebook.parent), progress_bar=False)
     html, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
-    atomic_write_text(out_html, html)
+    from jepa_kit import viz  # the headless notebook loads plotly.js from a CDN: the report works offline
+    atomic_write_text(out_html, viz.inline_plotly_js(html))
     return out_html
 
 
 # -- SLURM -------------------------------------------------------------------------------------
+# Checked against OSC's Ascend batch limit rules
+# (https://www.osc.edu/resources/technical_support/supercomputers/ascend/batch_limit_rules): GPU jobs
+# there name no partition and ask for GPUs per task or node; CPU-only jobs go to `cpuonly`.
+# With one task per job, --gpus-per-node and --gpus-per-task ask for the same GPUs.
 SLURM_DEFAULTS = {  # #SBATCH settings a sweep file's `slurm:` section or the command line may change
-    "account": "PAS0000",
-    "partition": "gpu",
+    "account": None,          # required: --account, `slurm: {account: ...}` or $SBATCH_ACCOUNT
+    "partition": None,        # none: the cluster's default (OSC Ascend GPU jobs give none)
     "time": "04:00:00",
-    "gpus_per_node": 1,
+    "gpus_per_node": 1,       # 0: a CPU-only job (no --gpus-per-node line)
     "cpus_per_task": 8,
     "max_parallel": 0,        # array throttle (%N); 0 = no limit
     "kernel": "jepa_kit",     # the Jupyter kernel registered by slurm/setup_osc_env.sh
     "conda_env": "jepa_kit",
     "signal_seconds": 300,    # USR1 this long before walltime: checkpoint, then requeue
 }
+NO_ACCOUNT = "NO_ACCOUNT_GIVEN"  # what --dry-run shows without an account; sbatch rejects it
 _SBATCH_VALUE = re.compile(r"^[A-Za-z0-9_.:,@%/+=-]+$")  # no spaces or shell syntax on an #SBATCH line
 _TASKS_BEGIN, _TASKS_END = "# >>> tasks", "# <<< tasks"
 
@@ -200,6 +206,41 @@ def _sbatch_value(key: str, value) -> str:
     if not _SBATCH_VALUE.match(text):
         raise SweepError(f"slurm.{key} = {text!r}: only letters, digits and _.:,@%/+=- are allowed")
     return text
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def slurm_settings(*layers: dict) -> dict:
+    """SLURM_DEFAULTS, then each layer (the sweep file's `slurm:`, then the command line) where it
+    gives a value; the account falls back to $SBATCH_ACCOUNT (sbatch's own variable)."""
+    unknown = set().union(*map(set, layers)) - set(SLURM_DEFAULTS) if layers else set()
+    if unknown:
+        raise SweepError(f"unknown slurm setting {sorted(unknown)[0]!r}; known: {', '.join(SLURM_DEFAULTS)}")
+    s = dict(SLURM_DEFAULTS)
+    for layer in layers:
+        s.update({k: v for k, v in layer.items() if v is not None})
+    if not s["account"]:
+        s["account"] = os.environ.get("SBATCH_ACCOUNT") or None
+    for key in ("gpus_per_node", "cpus_per_task", "max_parallel", "signal_seconds"):
+        try:
+            s[key] = int(s[key])
+        except (TypeError, ValueError):
+            raise SweepError(f"slurm.{key} = {s[key]!r}: a whole number is needed") from None
+    return s
+
+
+def slurm_warnings(planned: list[PlannedRun], settings: dict) -> list[str]:
+    """What a user would regret after submitting: CPU-sized runs (model preset ``tiny``) on GPU nodes."""
+    s = slurm_settings(settings)
+    gpus = int(s["gpus_per_node"])
+    tiny = [r for r in planned if r.params.get("model") == "tiny"]
+    if gpus <= 0 or not tiny:
+        return []
+    return [f"{len(tiny)} of {len(planned)} runs use the CPU-sized model preset 'tiny', yet each array task "
+            f"asks for {gpus} GPU(s) for {s['time']} ({gpus * len(planned)} GPUs in all): use --preset paper "
+            f"(or gpu) for GPU-sized runs, or --gpus 0 --partition cpuonly to send tiny runs to CPU nodes"]
 
 
 def papermill_command(run: PlannedRun, notebook: str | Path = TRAIN_NOTEBOOK) -> str:
@@ -214,33 +255,56 @@ def papermill_command(run: PlannedRun, notebook: str | Path = TRAIN_NOTEBOOK) ->
 
 
 def slurm_array_script(planned: list[PlannedRun], out_dir: str | Path, notebook: str | Path = TRAIN_NOTEBOOK,
-                       job_name: str = "jepa-sweep", template: str | Path = SWEEP_TEMPLATE, **settings) -> str:
-    """Fill slurm/sweep_array.sbatch: #SBATCH settings, the array range, one papermill line per task."""
-    unknown = set(settings) - set(SLURM_DEFAULTS)
-    if unknown:
-        raise SweepError(f"unknown slurm setting {sorted(unknown)[0]!r}; known: {', '.join(SLURM_DEFAULTS)}")
-    s = {**SLURM_DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
+                       job_name: str = "jepa-sweep", template: str | Path = SWEEP_TEMPLATE,
+                       placeholder_account: bool = False, **settings) -> str:
+    """Fill slurm/sweep_array.sbatch: #SBATCH settings, the array range, one papermill line per task.
+
+    An account is required (``account=`` or $SBATCH_ACCOUNT); ``placeholder_account`` writes
+    NO_ACCOUNT_GIVEN instead, for a dry run that says so. ``partition=None`` writes no partition
+    line and ``gpus_per_node=0`` no GPU line."""
+    s = slurm_settings(settings)
     if not planned:
         raise SweepError("the sweep has no runs")
+    if int(s["gpus_per_node"]) < 0 or int(s["cpus_per_task"]) < 1:
+        raise SweepError(f"slurm: gpus_per_node must be 0 or more and cpus_per_task 1 or more, "
+                         f"not {s['gpus_per_node']} and {s['cpus_per_task']}")
+    if not s["account"]:
+        if not placeholder_account:
+            raise SweepError("no SLURM account: pass --account PAS1234, set `slurm: {account: PAS1234}` in the "
+                             "sweep file, or export SBATCH_ACCOUNT=PAS1234")
+        s["account"] = NO_ACCOUNT
     text = Path(template).read_text()
     logs = Path(out_dir).resolve() / "slurm"
     throttle = f"%{int(s['max_parallel'])}" if int(s["max_parallel"]) > 0 else ""
-    directives = {
+    gpus = int(s["gpus_per_node"])
+    directives = {  # None: no such line in the script
         "--job-name": _safe(job_name),
         "--account": _sbatch_value("account", s["account"]),
-        "--partition": _sbatch_value("partition", s["partition"]),
+        "--partition": _sbatch_value("partition", s["partition"]) if s["partition"] else None,
         "--time": _sbatch_value("time", s["time"]),
-        "--gpus-per-node": _sbatch_value("gpus_per_node", s["gpus_per_node"]),
+        "--gpus-per-node": str(gpus) if gpus > 0 else None,
         "--cpus-per-task": _sbatch_value("cpus_per_task", s["cpus_per_task"]),
         "--array": f"0-{len(planned) - 1}{throttle}",
         "--output": _sbatch_value("output", f"{logs}/%x-%A_%a.out"),
         "--signal": f"B:USR1@{int(s['signal_seconds'])}",
     }
-    lines = []
-    for line in text.splitlines():
-        m = re.match(r"^#SBATCH (--[a-z-]+)=", line)
+    in_template = set(re.findall(r"^#SBATCH (--[a-z-]+)", text, flags=re.M))
+    header, lines = True, []
+    for line in text.splitlines()[1:]:
+        m = re.match(r"^#SBATCH (--[a-z-]+)", line)
+        if header and not m:
+            continue  # the template's own comment: replaced by the header below
+        header = False
         if m and m.group(1) in directives:
+            if directives[m.group(1)] is None:
+                continue
             line = f"#SBATCH {m.group(1)}={directives[m.group(1)]}"
+            if m.group(1) == "--job-name":  # the lines the template lacks (account, partition) go after it
+                lines.append(line)
+                line = "\n".join(f"#SBATCH {k}={v}" for k, v in directives.items()
+                                 if v is not None and k not in in_template)
+                if not line:
+                    continue
         lines.append(line)
     text = "\n".join(lines) + "\n"
     for var, value in (("KERNEL", s["kernel"]), ("CONDA_ENV", s["conda_env"])):
@@ -254,28 +318,42 @@ def slurm_array_script(planned: list[PlannedRun], out_dir: str | Path, notebook:
     begin = text.index("\n", text.index(_TASKS_BEGIN)) + 1
     end = text.index(_TASKS_END)
     text = text[:begin] + "\n".join(tasks) + "\n" + text[end:]
-    shebang, rest = text.split("\n", 1)
-    stamp = f"# Generated by jepa-kit sweep ({_safe(job_name)}, {len(planned)} runs) on {_dt.datetime.now():%Y-%m-%d %H:%M}.\n"
-    return f"{shebang}\n{stamp}{rest}"
+    head = [f"# Generated by jepa-kit sweep ({_safe(job_name)}, {len(planned)} runs) on {_dt.datetime.now():%Y-%m-%d %H:%M}.",
+            f"# Array task i runs one papermill execution of {Path(notebook).name} (the table below).",
+            f"# USR1 arrives {int(s['signal_seconds'])} s before the walltime: the run checkpoints and the task",
+            "# requeues itself; the next start resumes the same run directory."]
+    if s["account"] == NO_ACCOUNT:
+        head.append("# NO ACCOUNT GIVEN: sbatch will reject this script. Use --account PAS1234 or SBATCH_ACCOUNT.")
+    return "#!/bin/bash\n" + "\n".join(head) + "\n" + text
 
 
-def slurm_dry_run(sweep: Sweep, out_dir: str | Path = DEFAULT_OUTPUT, **settings) -> str:
-    """The array script ``write_slurm_sweep`` would write, without writing anything."""
+def slurm_dry_run(sweep: Sweep, out_dir: str | Path = DEFAULT_OUTPUT, warn=_warn, **settings) -> str:
+    """The array script ``write_slurm_sweep`` would write, without writing anything. Without an
+    account it shows NO_ACCOUNT_GIVEN and says so through ``warn``, with slurm_warnings'."""
     planned = plan(sweep.runs, out_dir, sweep.preset, sweep.name, sweep.source)
     folder = Path(out_dir).resolve() / sweep.name
-    merged = {**sweep.slurm, **{k: v for k, v in settings.items() if v is not None}}
-    return slurm_array_script(planned, folder, notebook=sweep.notebook, job_name=sweep.name, **merged)
+    merged = slurm_settings(sweep.slurm, settings)
+    if not merged["account"]:
+        warn("no SLURM account given (--account, the sweep file's slurm.account or $SBATCH_ACCOUNT): "
+             f"the script below shows --account={NO_ACCOUNT}, which sbatch rejects; --slurm without --dry-run refuses")
+    for message in slurm_warnings(planned, merged):
+        warn(message)
+    return slurm_array_script(planned, folder, notebook=sweep.notebook, job_name=sweep.name,
+                              placeholder_account=True, **merged)
 
 
-def write_slurm_sweep(sweep: Sweep, out_dir: str | Path = DEFAULT_OUTPUT, **settings) -> tuple[Path, str]:
-    """Plan the sweep and write its array script to OUT/<sweep>/sweep_array.sbatch."""
+def write_slurm_sweep(sweep: Sweep, out_dir: str | Path = DEFAULT_OUTPUT, warn=_warn, **settings) -> tuple[Path, str]:
+    """Plan the sweep and write its array script to OUT/<sweep>/sweep_array.sbatch. A SweepError
+    when no account is given; slurm_warnings' messages go to ``warn``."""
     planned = plan(sweep.runs, out_dir, preset=sweep.preset, sweep_name=sweep.name, where=sweep.source)
     folder = Path(out_dir).resolve() / sweep.name
-    settings = {**sweep.slurm, **{k: v for k, v in settings.items() if v is not None}}
+    settings = slurm_settings(sweep.slurm, settings)
+    script = slurm_array_script(planned, folder, notebook=sweep.notebook, job_name=sweep.name, **settings)
+    for message in slurm_warnings(planned, settings):
+        warn(message)
     from jepa_kit.datagen import ensure_data  # numpy and torch: only when a script is written
     for data in sorted({r.params.get("data") for r in planned if r.params.get("data")}):
         ensure_data(data)  # here, once, rather than racing in every array task
-    script = slurm_array_script(planned, folder, notebook=sweep.notebook, job_name=sweep.name, **settings)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "slurm").mkdir(exist_ok=True)
     path = folder / "sweep_array.sbatch"

@@ -74,6 +74,43 @@ def mask_view(row_ids, vocab, k: int) -> MaskView:
     return MaskView(tokens, roles, pos, lengths, cat, k)
 
 
+
+def mask_hover(view: MaskView) -> list[list[str]]:
+    names = [c[0] for c in MASK_CATEGORIES]
+    lab = view.labels
+    return [[f"query {lab[q]}<br>key {lab[kk]}<br>{names[view.category[q][kk]]}" for kk in range(len(lab))]
+            for q in range(len(lab))]
+
+
+def mask_layout_update(view: MaskView, title: str) -> dict:
+    """Everything about the mask figure's layout that depends on the row and k (flat keys, for sliders)."""
+    L, nf = len(view.tokens), view.block_lengths[0]
+    ticks = list(range(L))
+    edge = nf - 0.5
+    shapes = [
+        dict(type="line", x0=edge, x1=edge, y0=-0.5, y1=L - 0.5, line=dict(color="white", width=3)),
+        dict(type="line", y0=edge, y1=edge, x0=-0.5, x1=L - 0.5, line=dict(color="white", width=3)),
+    ]
+    annotations = [dict(x=(nf - 1) / 2, y=1.0, xref="x", yref="paper", yanchor="bottom", showarrow=False,
+                        text=f"<b>forward block F</b> ({nf - view.k} tokens + {view.k} PRED)"),
+                   dict(x=nf + (L - nf - 1) / 2, y=1.0, xref="x", yref="paper", yanchor="bottom", showarrow=False,
+                        text="<b>reverse block R</b> (positions restart at 0)")]
+    if view.k:
+        shapes.append(dict(type="rect", x0=nf - view.k - 0.5, x1=nf - 0.5, y0=nf - view.k - 0.5, y1=nf - 0.5,
+                           line=dict(color="#ff7f0e", width=2)))
+    return {
+        "title.text": title,
+        "xaxis.tickvals": ticks, "xaxis.ticktext": view.labels, "xaxis.range": [-0.5, L - 0.5],
+        "yaxis.tickvals": ticks, "yaxis.ticktext": view.labels, "yaxis.range": [L - 0.5, -0.5],
+        "shapes": shapes, "annotations": annotations,
+    }
+
+
+def mask_title(view: MaskView, caption: str | None) -> str:
+    head = f"block-causal mask, k = {view.k}: F = {view.block_lengths[0]} tokens, R = {view.block_lengths[1]}"
+    return head + (f"<br><sup>{esc(caption)}</sup>" if caption else "")
+
+
 # -- the concept objective's two patterns ---------------------------------------------------------
 CONCEPT_SLOTS = ("h", "r", "mask", "t")  # the four patches of an item, in order
 

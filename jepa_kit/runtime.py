@@ -48,7 +48,7 @@ class Preempted(Exception):
 
 
 
-def _notebook_kernel() -> str | None:
+def notebook_kernel() -> str | None:
     """"live" in an interactive notebook, "headless" in one executed by papermill or nbconvert
     (nbclient starts those kernels with an in-memory history), None outside a notebook."""
     try:
@@ -72,7 +72,7 @@ def progress_mode(setting: str) -> str:
         return forced
     if os.environ.get("SLURM_JOB_ID"):
         return "log"  # batch logs: no bar redraws
-    kernel = _notebook_kernel()
+    kernel = notebook_kernel()
     if kernel is not None:
         return "bar" if kernel == "live" else "log"
     return "bar" if sys.stderr.isatty() else "log"
@@ -84,6 +84,9 @@ class Progress:
     def __init__(self, mode: str, total: int, initial: int, enabled: bool):
         self.mode = progress_mode(mode) if enabled else "none"
         self.bar = None
+        # in a notebook, log lines are output, not errors (stderr shows on a red background there);
+        # elsewhere they stay on stderr so a command's stdout holds only its result
+        self.out = sys.stdout if notebook_kernel() is not None else sys.stderr
         if self.mode == "bar":
             from tqdm.auto import tqdm
 
@@ -104,9 +107,9 @@ class Progress:
 
     def line(self, text: str) -> None:
         if self.mode == "bar":
-            self.bar.write(text, file=sys.stderr)
+            self.bar.write(text, file=self.out)
         elif self.mode == "log":
-            print(f"[jepa_kit.train] {text}", file=sys.stderr, flush=True)
+            print(f"[jepa_kit.train] {text}", file=self.out, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -13,7 +13,8 @@ A sweep file (YAML, read with ``yaml.safe_load``) names TrainConfig fields only:
       k_pred: [0, 1, 2, 4]
     grid:                      # full product
       seed: [0, 1, 2]
-    slurm: {time: "04:00:00"}  # optional #SBATCH settings for --slurm
+    slurm: {time: "04:00:00"}  # optional #SBATCH settings for --slurm (jepa_kit.launch.SLURM_DEFAULTS:
+                               # account, partition, time, gpus_per_node, cpus_per_task, max_parallel, ...)
 
 Every run becomes one papermill execution of ``notebooks/02_train.ipynb`` with the
 *complete* resolved TrainConfig as parameters, so a run is defined by the sweep file and

@@ -290,6 +290,8 @@ class Trainer:
             "model": self.model.config_dict(),
             "version": __version__,
             "torch": torch.__version__,
+            "versions": {"python": sys.version.split()[0],  # beside constraints.txt: what this run really used
+                         **{m: __import__(m).__version__ for m in ("torch", "transformers", "safetensors", "numpy")}},
             "vocab_size": len(ds.vocab),
             "trains_on_test_facts": self.objective.trains_on_test_facts,
             "n_train_rows": self.n_rows,

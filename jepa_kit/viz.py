@@ -1,76 +1,72 @@
 """Figures for the notebooks: the block-causal mask, the concept objective's two attention patterns,
 training curves, run comparisons (MRR against steps for every objective).
 
-All figures are plotly. ``setup_plotly()`` picks a renderer that works both live in
-JupyterLab (the plotly mime type) and in HTML exported by nbconvert (plotly.js embedded
-once in the page, no network needed): "plotly_mimetype+notebook".
+All figures are plotly. ``setup_plotly()`` picks the renderer: in a live notebook
+"plotly_mimetype+notebook" (JupyterLab draws the plotly mime type; HTML exported by nbconvert
+has plotly.js embedded once, no network needed). In a notebook executed headless (papermill,
+nbconvert) "plotly_mimetype+notebook_connected": the same figures, but the HTML loads plotly.js
+from its CDN instead of carrying its 3.5 MB in every executed notebook (``inline_plotly_js``
+puts it back into an exported page that must work offline). Headless, the live widgets
+(``LiveLoss``, ``MaskExplorer``) are not created either: their saved state would carry
+plotly.js again, and exported HTML shows a widget as nothing, so a static figure stands in.
 
-Token names such as ``<f_12>`` are HTML-escaped wherever plotly shows text, otherwise
-plotly would treat them as tags and drop them. What the mask figures draw (which query may attend
-to which key, the packed-vs-separate check) is computed in ``jepa_kit.mask_views``, without plotly.
+Token names such as ``<f_12>`` are HTML-escaped wherever plotly shows text (plotly drops tags).
+What the figures draw is computed without plotly: the masks in ``jepa_kit.mask_views``, the
+series, settings and colours of runs in ``jepa_kit.run_views``.
 """
 from __future__ import annotations
+
+import re
 
 import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.subplots import make_subplots
 
-from jepa_kit.analysis import REVERSE_AUG_LABEL, run_label
 from jepa_kit.collect import mrr_curve, of_kind
 from jepa_kit.data import SPLITS
 # what the mask figures draw; equivalence_table is re-exported for notebook 01, whose one import is viz
-from jepa_kit.mask_views import (CONCEPT_SLOTS, MASK_CATEGORIES, MaskView, concept_mask_view, mask_view,
-                                 packed_vs_separate, small_model)
+from jepa_kit.mask_views import (CONCEPT_SLOTS, MASK_CATEGORIES, concept_mask_view, mask_hover,
+                                 mask_layout_update, mask_title, mask_view, packed_vs_separate, small_model)
 from jepa_kit.mask_views import equivalence_table as equivalence_table  # noqa: F401 (re-export)
 from jepa_kit.mask_views import esc as _esc
+# what the training and comparison figures draw; re-exported for the notebooks, whose one import is viz
+from jepa_kit.run_views import (CONCEPT_EVAL_METRICS, CONCEPT_TABLE_COLUMNS, METRIC_LABELS,  # noqa: F401
+                                SETTING_PALETTE, SPLIT_COLORS, SPLIT_LABELS, TABLE_COLUMNS, TOKEN_EVAL_METRICS,
+                                MRR_NAMES, entity_counts, by_setting, chance_level, eval_metrics, loss_series,
+                                natural_key, results_frame, run_styles, setting_colors, setting_label, strip_seed,
+                                swatch, table_settings)
 
 RENDERER = "plotly_mimetype+notebook"
-SPLIT_LABELS = {"train": "train (both directions seen)", "atomic": "atomic (forward, seen)", "test": "test (reverse, never seen)"}
-SPLIT_COLORS = {"train": "#7f7f7f", "atomic": "#1f77b4", "test": "#d62728"}
+HEADLESS_RENDERER = "plotly_mimetype+notebook_connected"  # plotly.js from cdn.plot.ly, not in every notebook
 
 
-def setup_plotly(renderer: str = RENDERER) -> None:
-    """Render live in JupyterLab and embedded (offline) in exported HTML."""
-    pio.renderers.default = renderer
+def headless() -> bool:
+    """True in a notebook executed by papermill or nbconvert (no one is watching; widgets are not kept)."""
+    from jepa_kit.runtime import notebook_kernel
+    return notebook_kernel() == "headless"
+
+
+def setup_plotly(renderer: str | None = None) -> str:
+    """Pick the renderer (None: ``RENDERER`` live, ``HEADLESS_RENDERER`` headless) and return it."""
+    pio.renderers.default = renderer or (HEADLESS_RENDERER if headless() else RENDERER)
+    return pio.renderers.default
+
+
+def inline_plotly_js(html: str) -> str:
+    """An exported page of a headless notebook, readable offline: plotly.js embedded once in
+    place of the CDN link that ``HEADLESS_RENDERER`` writes."""
+    from plotly.offline import get_plotlyjs
+    # every figure's <script src="https://cdn.plot.ly/..."> and the renderer's `import "https://cdn.plot.ly/..."`
+    link = re.compile(r'<script[^>]*src="https://cdn\.plot\.ly/[^"]*"[^>]*></script>'
+                      r'|<script type="module">import "https://cdn\.plot\.ly/[^"]*"</script>')
+    first = link.search(html)
+    if first is None:
+        return html
+    bundle = f'<script type="text/javascript">{get_plotlyjs()}</script>'
+    return html[:first.start()] + bundle + link.sub("", html[first.end():])
 
 
 # -- the block-causal mask ---------------------------------------------------------------------
-def _mask_hover(view: MaskView) -> list[list[str]]:
-    names = [c[0] for c in MASK_CATEGORIES]
-    lab = view.labels
-    return [[f"query {lab[q]}<br>key {lab[kk]}<br>{names[view.category[q][kk]]}" for kk in range(len(lab))]
-            for q in range(len(lab))]
-
-
-def _mask_layout_update(view: MaskView, title: str) -> dict:
-    """Everything about the mask figure's layout that depends on the row and k (flat keys, for sliders)."""
-    L, nf = len(view.tokens), view.block_lengths[0]
-    ticks = list(range(L))
-    edge = nf - 0.5
-    shapes = [
-        dict(type="line", x0=edge, x1=edge, y0=-0.5, y1=L - 0.5, line=dict(color="white", width=3)),
-        dict(type="line", y0=edge, y1=edge, x0=-0.5, x1=L - 0.5, line=dict(color="white", width=3)),
-    ]
-    annotations = [dict(x=(nf - 1) / 2, y=1.0, xref="x", yref="paper", yanchor="bottom", showarrow=False,
-                        text=f"<b>forward block F</b> ({nf - view.k} tokens + {view.k} PRED)"),
-                   dict(x=nf + (L - nf - 1) / 2, y=1.0, xref="x", yref="paper", yanchor="bottom", showarrow=False,
-                        text="<b>reverse block R</b> (positions restart at 0)")]
-    if view.k:
-        shapes.append(dict(type="rect", x0=nf - view.k - 0.5, x1=nf - 0.5, y0=nf - view.k - 0.5, y1=nf - 0.5,
-                           line=dict(color="#ff7f0e", width=2)))
-    return {
-        "title.text": title,
-        "xaxis.tickvals": ticks, "xaxis.ticktext": view.labels, "xaxis.range": [-0.5, L - 0.5],
-        "yaxis.tickvals": ticks, "yaxis.ticktext": view.labels, "yaxis.range": [L - 0.5, -0.5],
-        "shapes": shapes, "annotations": annotations,
-    }
-
-
-def _mask_title(view: MaskView, caption: str | None) -> str:
-    head = f"block-causal mask, k = {view.k}: F = {view.block_lengths[0]} tokens, R = {view.block_lengths[1]}"
-    return head + (f"<br><sup>{_esc(caption)}</sup>" if caption else "")
-
-
 def mask_figure(row_ids, vocab, k: int = 1, caption: str | None = None, widget: bool = False):
     """Labelled heatmap of the packed row's mask (rows = queries, columns = keys).
 
@@ -83,14 +79,14 @@ def mask_figure(row_ids, vocab, k: int = 1, caption: str | None = None, widget: 
         scale += [[i / n, color], [(i + 1) / n, color]]
     heat = go.Heatmap(
         z=view.category, zmin=-0.5, zmax=n - 0.5, colorscale=scale, xgap=1, ygap=1,
-        hovertext=_mask_hover(view), hoverinfo="text",
+        hovertext=mask_hover(view), hoverinfo="text",
         colorbar=dict(tickvals=list(range(n)), ticktext=[c[0] for c in MASK_CATEGORIES], title="cell"),
     )
     fig = (go.FigureWidget if widget else go.Figure)(data=[heat])
     fig.update_layout(width=820, height=800, margin=dict(l=150, b=190, t=110, r=40),
                       xaxis=dict(title="key (attended to)", tickangle=-60, constrain="domain"),
                       yaxis=dict(title="query (attending)", scaleanchor="x"))
-    fig.update_layout(_mask_layout_update(view, _mask_title(view, caption)))
+    fig.update_layout(mask_layout_update(view, mask_title(view, caption)))
     return fig
 
 
@@ -102,8 +98,8 @@ def mask_figure_static(row_ids, vocab, ks=(0, 1, 2, 3, 4), k: int = 1, caption: 
     for kk in ks:
         view = mask_view(row_ids, vocab, kk)
         steps.append(dict(label=str(kk), method="update",
-                          args=[{"z": [view.category], "hovertext": [_mask_hover(view)]},
-                                _mask_layout_update(view, _mask_title(view, caption))]))
+                          args=[{"z": [view.category], "hovertext": [mask_hover(view)]},
+                                mask_layout_update(view, mask_title(view, caption))]))
     fig.update_layout(sliders=[dict(active=ks.index(k) if k in ks else 0, steps=steps,
                                     currentvalue=dict(prefix="k (PRED tokens) = "),
                                     y=0, yanchor="top", pad=dict(t=150))])
@@ -115,11 +111,13 @@ class MaskExplorer:
     """Live explorer: k slider, item picker, attention implementation; the figure changes in place.
 
     ``explorer.figure`` is a ``go.FigureWidget``; ``explorer.check`` shows the packed-vs-separate
-    max difference for the chosen item. Display it with ``display(explorer.widget)``.
+    max difference for the chosen item. Display it with ``display(explorer)``. Headless (papermill)
+    ``figure`` is a static ``go.Figure`` and the explorer displays it with the check line: no one
+    can move a slider there, and a FigureWidget's saved state would carry plotly.js (3.5 MB).
     """
 
     def __init__(self, dataset, split: str = "train", index: int = 0, k: int = 1,
-                 attn_implementations=None, max_k: int = 4, model_seed: int = 0):
+                 attn_implementations=None, max_k: int = 4, model_seed: int = 0, live: bool | None = None):
         import ipywidgets as W
         from jepa_kit.model import ATTN_IMPLEMENTATIONS
         attn_implementations = attn_implementations or ATTN_IMPLEMENTATIONS
@@ -133,11 +131,12 @@ class MaskExplorer:
         self.attn = W.Dropdown(options=list(attn_implementations), description="attention")
         self.item_text = W.HTML()
         self.check = W.HTML()
-        self.figure = mask_figure(self.row(), dataset.vocab, k=k, caption=self.caption(), widget=True)
+        self.live = not headless() if live is None else live
+        self.figure = mask_figure(self.row(), dataset.vocab, k=k, caption=self.caption(), widget=self.live)
         for w in (self.split, self.index, self.k, self.attn):
             w.observe(self._changed, names="value")
         self.widget = W.VBox([W.HBox([self.split, self.index]), W.HBox([self.k, self.attn]),
-                              self.item_text, self.check, self.figure])
+                              self.item_text, self.check] + ([self.figure] if self.live else []))
         self.refresh_text()
 
     def row(self):
@@ -163,8 +162,8 @@ class MaskExplorer:
         view = mask_view(self.row(), self.dataset.vocab, self.k.value)
         with self.figure.batch_update():
             self.figure.data[0].z = view.category
-            self.figure.data[0].hovertext = _mask_hover(view)
-            self.figure.update_layout(_mask_layout_update(view, _mask_title(view, self.caption())))
+            self.figure.data[0].hovertext = mask_hover(view)
+            self.figure.update_layout(mask_layout_update(view, mask_title(view, self.caption())))
         self.refresh_text()
 
     def refresh_text(self) -> None:
@@ -177,8 +176,11 @@ class MaskExplorer:
                             f"({'equal within float tolerance' if ok else 'NOT EQUAL'})")
 
     def _ipython_display_(self):
-        from IPython.display import display
-        display(self.widget)
+        from IPython.display import HTML, display
+        if self.live:
+            display(self.widget)
+        else:  # static: what the controls would show, then the figure
+            display(HTML(f"{self.item_text.value}<br>{self.check.value}"), self.figure)
 
 
 # -- the concept objective's attention (01_attention_masks) ------------------------------------
@@ -219,12 +221,6 @@ def concept_mask_figure(row_ids=None, vocab=None, patch_len: int | None = None, 
 
 
 # -- training curves (02_train) ----------------------------------------------------------------
-def loss_series(objective: str | None = None) -> tuple[tuple[str, str, str], ...]:
-    """(metrics.jsonl key, legend name, dash) of the loss curves: NTP, JEPA and the total; a concept
-    run has one loss, its contrastive loss (logged as jepa_loss; its ntp_loss is 0)."""
-    if objective == "concept":
-        return (("jepa_loss", "concept (contrastive)", "solid"), ("loss", "total", "dot"))
-    return (("ntp_loss", "NTP", "solid"), ("jepa_loss", "JEPA", "solid"), ("loss", "total", "dot"))
 
 
 def loss_figure(rows: list[dict], title: str = "training loss", objective: str | None = None) -> go.Figure:
@@ -235,27 +231,16 @@ def loss_figure(rows: list[dict], title: str = "training loss", objective: str |
         pts = [(r["step"], r[key]) for r in tr if r.get(key) is not None]
         if pts:
             fig.add_scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], name=name, mode="lines", line=dict(dash=dash))
-    fig.update_layout(title=title, xaxis_title="step", yaxis_title="loss", height=380)
+    # log axis: the JEPA term (~0.003 with cosine) is three decades under NTP and flat on a linear one
+    fig.update_layout(title=title, xaxis_title="step", yaxis_title="loss (log scale)", yaxis_type="log", height=380)
     return fig
-
-
-TOKEN_EVAL_METRICS = ("exact_match", "entity_mrr")
-CONCEPT_EVAL_METRICS = ("concept_mrr", "concept_mrr_paper_ties")  # the kit's tie rule, then the paper's
-
-
-def eval_metrics(rows: list[dict]) -> tuple[str, ...]:
-    """The per-split metrics a run's eval rows hold: concept MRR (both tie rules) for a concept
-    run, which has no token metrics; exact match and entity MRR otherwise."""
-    concept = any(isinstance(m, dict) and m.get("concept_mrr") is not None
-                  for r in of_kind(rows, "eval") for m in (r.get("splits") or {}).values())
-    return CONCEPT_EVAL_METRICS if concept else TOKEN_EVAL_METRICS
 
 
 def eval_figure(rows: list[dict], metrics=None, title: str = "evaluation over steps") -> go.Figure:
     """Per-split evaluation metrics over steps (one panel per metric; ``metrics`` None: ``eval_metrics``)."""
     ev = of_kind(rows, "eval")
     metrics = tuple(metrics or eval_metrics(rows))
-    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=list(metrics))
+    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[METRIC_LABELS.get(m, m) for m in metrics])
     for j, metric in enumerate(metrics, 1):
         for split in SPLITS:
             pts = [(r["step"], r["splits"][split][metric]) for r in ev
@@ -273,17 +258,31 @@ def eval_figure(rows: list[dict], metrics=None, title: str = "evaluation over st
 
 
 class LiveLoss:
-    """A FigureWidget of the loss that grows in place while ``train(config, callback=live.update)`` runs."""
+    """The loss growing in place while ``train(config, callback=live.update)`` runs; use as
+    ``with viz.LiveLoss(objective=...) as live: train(config, callback=live.update)``.
 
-    def __init__(self, title: str = "training loss (live)", objective: str | None = None):
-        self.figure = go.FigureWidget(loss_figure([], title=title))
+    Live (JupyterLab) ``figure`` is a FigureWidget updated per metrics row; when the block ends the
+    widget is replaced by a static figure, which exported HTML can draw (a widget it shows as
+    nothing). Headless (papermill) no widget is made: the figure is drawn once, at the end."""
+
+    def __init__(self, title: str = "training loss (live)", objective: str | None = None, live: bool | None = None):
+        self.title, self.objective = title, objective
+        self.live = not headless() if live is None else live
+        self.rows: list[dict] = []
         series = loss_series(objective)
-        for _, name, dash in series:
-            self.figure.add_scatter(x=[], y=[], name=name, mode="lines", line=dict(dash=dash))
         self._keys = tuple(key for key, _, _ in series)
+        empty = loss_figure([], title=title, objective=objective)
+        self.figure = go.FigureWidget(empty) if self.live else empty
+        if self.live:
+            for _, name, dash in series:
+                self.figure.add_scatter(x=[], y=[], name=name, mode="lines", line=dict(dash=dash))
+        self._handle = None
 
     def update(self, row: dict) -> None:
         if not of_kind([row], "train"):
+            return
+        self.rows.append(row)
+        if not self.live:
             return
         with self.figure.batch_update():
             for trace, key in zip(self.figure.data, self._keys):
@@ -291,107 +290,153 @@ class LiveLoss:
                     trace.x = tuple(trace.x or ()) + (row["step"],)
                     trace.y = tuple(trace.y or ()) + (row[key],)
 
+    def static_figure(self) -> go.Figure:
+        return loss_figure(self.rows, title=self.title, objective=self.objective)
+
+    def show(self) -> None:
+        """Display the widget (live; headless there is nothing to show until ``close``)."""
+        from IPython.display import display
+        if self.live:
+            self._handle = display(self.figure, display_id=True)
+
+    def close(self) -> None:
+        """Swap the widget for the static figure of every row so far (displayed afresh, so that
+        plotly's renderer sets up plotly.js for the exported page)."""
+        from IPython.display import HTML, display
+        if self._handle is not None:
+            self._handle.update(HTML(""))
+            self._handle = None
+        display(self.static_figure())
+
+    def __enter__(self) -> "LiveLoss":
+        self.show()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def _ipython_display_(self):
         from IPython.display import display
         display(self.figure)
 
 
-TABLE_COLUMNS = ("exact_match", "mrr_first", "mrr_last", "entity_mrr", "joint_mrr_approx", "ntp_loss", "n")
-CONCEPT_TABLE_COLUMNS = ("concept_mrr", "concept_mrr_paper_ties", "concept_rank_mean", "n")
-
-
-def results_frame(results: dict):
-    """results.json (or evaluate()'s dict) as a table: one row per split (a concept run: its concept
-    MRR under both tie rules and mean rank; it has no token metrics)."""
-    import pandas as pd
-    splits = [s for s in SPLITS if isinstance(results.get(s), dict)]
-    concept = any(results[s].get("concept_mrr") is not None for s in splits)
-    columns = CONCEPT_TABLE_COLUMNS if concept else TABLE_COLUMNS
-    rows = {s: {c: results[s].get(c) for c in columns} for s in splits}
-    frame = pd.DataFrame.from_dict(rows, orient="index")
-    frame.index = [SPLIT_LABELS[s] for s in frame.index]
-    if results.get("trains_on_test_facts"):
-        frame.index.name = f"reverse_aug: {REVERSE_AUG_LABEL}"
-    return frame
-
-
 # -- comparing runs (03_reverse_accuracy) ------------------------------------------------------
 METRIC_TITLES = {"mrr": "MRR over every entity (entity MRR; concept MRR for concept runs)"}
+# 48 distinct colours: a setting keeps its colour in every chart of the same table
+MANY_BARS = 8        # more settings than this: horizontal bars, one row per setting
+BAR_ROW_PX = 26      # height of one setting's row (its forward and reverse bars) in a horizontal chart
+MIN_PLOT_PX = 300    # the plot area is never shorter than this
 
 
-def forward_reverse_figure(table, metrics=("exact_match", "mrr")) -> go.Figure:
-    """Per run: forward (atomic) vs reverse (test) for each metric, as grouped bars. ``mrr`` is
-    ``collect``'s ``<split>.mrr``: entity MRR, or concept MRR for concept runs (which have no exact match)."""
-    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[METRIC_TITLES.get(m, m) for m in metrics])
-    labels = [run_label(r) for r in table.to_dict("records")]
+def forward_reverse_figure(table, metrics=("exact_match", "mrr"), colors: dict | None = None) -> go.Figure:
+    """Per setting (runs that differ only in seed together): forward (atomic) vs reverse (test),
+    mean ± std over seeds, for each metric, with the chance level where the entity count is known.
+    ``mrr`` is ``collect``'s ``<split>.mrr``: entity MRR, or concept MRR for concept runs (which have
+    no exact match). More than ``MANY_BARS`` settings: horizontal bars, one readable row each, and a
+    plot area that grows with them. Labels carry the setting's colour (``setting_colors``)."""
+    settings = sorted({setting_label(r) for r in table.to_dict("records")}, key=natural_key)
+    colors = colors or setting_colors(settings)
+    horizontal = len(settings) > MANY_BARS
+    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[METRIC_TITLES.get(m, m) for m in metrics],
+                        shared_yaxes=horizontal, horizontal_spacing=0.04 if horizontal else 0.08)
     for j, metric in enumerate(metrics, 1):
+        agg = by_setting(table, metric)
         for split, name in (("atomic", "forward (atomic)"), ("test", "reverse (test)")):
-            col = f"{split}.{metric}"
-            if col in table:
-                fig.add_bar(x=labels, y=table[col], name=name, legendgroup=split, showlegend=j == 1,
-                            marker_color=SPLIT_COLORS[split], row=1, col=j)
-    fig.update_layout(barmode="group", title="forward vs reverse, per run", height=450)
-    fig.update_yaxes(range=[0, 1])
+            mean, std = f"{split}.{metric} mean", f"{split}.{metric} std"
+            if agg[mean].isna().all():
+                continue
+            value, err = list(agg[mean]), dict(type="data", array=list(agg[std].fillna(0)))
+            hover = [f"{s}: n = {n} seed{'s' if n > 1 else ''}" for s, n in zip(agg["setting"], agg["n"])]
+            common = dict(name=name, legendgroup=split, showlegend=j == 1, marker_color=SPLIT_COLORS[split],
+                          hovertext=hover)
+            if horizontal:
+                fig.add_bar(y=list(agg["setting"]), x=value, error_x=err, orientation="h", **common, row=1, col=j)
+            else:
+                fig.add_bar(x=list(agg["setting"]), y=value, error_y=err, **common, row=1, col=j)
+        chance = chance_level(table, metric)
+        if chance is not None:
+            line = dict(color="black", dash="dash", width=1)
+            if horizontal:
+                fig.add_vline(x=chance, line=line, row=1, col=j, annotation_text="chance")
+            else:
+                fig.add_hline(y=chance, line=line, row=1, col=j, annotation_text="chance")
+    ticks = dict(tickvals=settings, ticktext=[swatch(s, colors[s]) for s in settings], categoryorder="array",
+                 categoryarray=settings)
+    title = "forward vs reverse, per setting (mean ± std over seeds)"
+    if horizontal:
+        top, bottom = 90, 60
+        plot = max(MIN_PLOT_PX, BAR_ROW_PX * len(settings))
+        fig.update_yaxes(autorange="reversed", automargin=True, **ticks)
+        fig.update_xaxes(range=[0, 1.02])
+        fig.update_layout(barmode="group", title=title, height=top + bottom + plot,
+                          margin=dict(t=top, b=bottom), legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1,
+                                                                    xanchor="right"))
+    else:
+        fig.update_xaxes(automargin=True, **ticks)
+        fig.update_yaxes(range=[0, 1.02])
+        fig.update_layout(barmode="group", title=title, height=450)
     return fig
 
 
-def ablation_figure(summary, factor: str, metric: str = "exact_match") -> go.Figure:
+def ablation_figure(summary, factor: str, metric: str = "exact_match", chance: float | None = None) -> go.Figure:
     """mean ± std over seeds against one ablation factor, forward (atomic) and reverse (test),
-    from ``jepa_kit.collect.ablation_summary``; one group of bars per objective (and setting) and value."""
+    from ``jepa_kit.collect.ablation_summary``; one group of bars per objective (and setting) and value,
+    the values in numeric order. ``chance`` (``chance_level``): a dashed line, so that reverse bars
+    near 0 are read against it; each bar also carries its value as text."""
     sub = summary[summary["factor"] == factor]
-    fig = go.Figure()
     groups = list(sub["objective"])
     if "setting" in sub:  # runs of different data or architecture (collect.SETTING_FIELDS): name the setting
         groups = [f"{o} [{st}]" if st else o for o, st in zip(groups, sub["setting"])]
+    order = sorted(range(len(sub)), key=lambda i: (natural_key(groups[i]), natural_key(sub["value"].iloc[i])))
+    sub = sub.iloc[order]
+    groups = [groups[i] for i in order]
     x = [groups, [str(v) for v in sub["value"]]]
+    fig = go.Figure()
     for split, name in (("atomic", "forward (atomic)"), ("test", "reverse (test)")):
         mean, std = f"{split}.{metric} mean", f"{split}.{metric} std"
         if mean in sub:
-            fig.add_bar(x=x, y=sub[mean], error_y=dict(type="data", array=sub[std].fillna(0)),
-                        name=name, marker_color=SPLIT_COLORS[split],
+            fig.add_bar(x=x, y=list(sub[mean]), error_y=dict(type="data", array=list(sub[std].fillna(0))),
+                        name=name, marker_color=SPLIT_COLORS[split], text=[f"{v:.3f}" for v in sub[mean]],
+                        textposition="outside", textfont=dict(size=9), cliponaxis=False,
                         hovertext=[f"n = {n}" for n in sub["n"]])
+    if chance is not None:
+        fig.add_hline(y=chance, line=dict(color="black", dash="dash", width=1), annotation_text="chance")
     by = "objective" if factor == "defaults" else factor
     fig.update_layout(barmode="group", title=f"{metric} by {by} (mean ± std over seeds)",
-                      xaxis_title="objective" if factor == "defaults" else f"objective / {factor}", height=380)
-    fig.update_yaxes(range=[0, 1.02])
+                      xaxis_title="objective" if factor == "defaults" else f"objective / {factor}", height=400)
+    fig.update_yaxes(range=[0, 1.08])
     return fig
 
 
 def learning_curves_figure(curves: dict[str, list[dict]], table=None, metric: str = "exact_match",
-                           splits=("atomic", "test")) -> go.Figure:
+                           splits=("atomic", "test"), colors: dict | None = None) -> go.Figure:
     """One eval metric over steps for many runs, overlaid (``curves``: run name -> metrics rows,
-    from ``jepa_kit.collect.learning_curves``); one panel per split. ``table`` (``collect``) labels runs."""
-    labels = {r["run"]: run_label(r) for r in table.to_dict("records")} if table is not None else {}
-    palette = pio.templates["plotly"].layout.colorway
+    from ``jepa_kit.collect.learning_curves``); one panel per split. ``table`` (``collect``) labels
+    runs. Runs that differ only in seed share their setting's colour (``colors``: setting -> colour,
+    default ``setting_colors`` of the table) and one legend entry."""
+    settings, colors = run_styles(curves, table, colors)
     fig = make_subplots(rows=1, cols=len(splits), subplot_titles=[SPLIT_LABELS[s] for s in splits], shared_yaxes=True)
-    for i, (name, rows) in enumerate(curves.items()):
+    shown = set()
+    for name in sorted(curves, key=lambda n: (natural_key(settings[n]), natural_key(n))):
+        setting = settings[name]
         for j, split in enumerate(splits, 1):
-            pts = [(r["step"], r["splits"][split][metric]) for r in of_kind(rows, "eval")
+            pts = [(r["step"], r["splits"][split][metric]) for r in of_kind(curves[name], "eval")
                    if split in r.get("splits", {}) and r["splits"][split].get(metric) is not None]
             if pts:
                 fig.add_scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
-                                name=labels.get(name, name), legendgroup=name, showlegend=j == 1,
-                                line=dict(color=palette[i % len(palette)]), row=1, col=j)
+                                name=setting, legendgroup=setting, showlegend=setting not in shown,
+                                hovertext=name, line=dict(color=colors[setting], width=1.5), marker=dict(size=4),
+                                row=1, col=j)
+                shown.add(setting)
     fig.update_xaxes(title_text="step")
     if "loss" not in metric and "rank" not in metric:
         fig.update_yaxes(range=[0, 1.02])
-    fig.update_layout(title=f"learning curves: {metric}", height=400)
+    fig.update_layout(title=f"learning curves: {metric} (one colour per setting, a line per seed)", height=420)
     return fig
 
 
-MRR_NAMES = {"entity_mrr": "entity MRR", "concept_mrr": "concept MRR"}
-
-
-def _entity_counts(table, n_entities) -> list[int]:
-    if n_entities is not None:
-        return [int(n) for n in (n_entities if isinstance(n_entities, (list, tuple, set)) else [n_entities])]
-    if table is None or "n_entities" not in table:
-        return []
-    return sorted({int(n) for n in table["n_entities"] if n is not None and n == n})
-
-
 def mrr_curves_figure(curves: dict[str, list[dict]], table=None, splits=("atomic", "test"), n_entities=None,
-                      above: float = 5.0, log_x: bool = False) -> go.Figure:
+                      above: float = 5.0, log_x: bool = False, colors: dict | None = None) -> go.Figure:
     """Every run's MRR over every entity against steps, one panel per split: entity MRR for
     token-level objectives, concept MRR for concept runs (``jepa_kit.collect.mrr_curve``; each
     legend entry names which). ``curves``: run name -> metrics.jsonl rows (``collect.learning_curves``),
@@ -399,20 +444,23 @@ def mrr_curves_figure(curves: dict[str, list[dict]], table=None, splits=("atomic
     same for both MRRs under the kit's tie rule) and a dotted one ``above`` x chance; ``n_entities``
     (one or several) defaults to the ``n_entities`` column of ``table`` (``collect.collect``)."""
     from jepa_kit.evaluate import chance_entity_mrr
-    labels = {r["run"]: run_label(r) for r in table.to_dict("records")} if table is not None else {}
-    palette = pio.templates["plotly"].layout.colorway
+    settings, colors = run_styles(curves, table, colors)
     fig = make_subplots(rows=1, cols=len(splits), subplot_titles=[SPLIT_LABELS[s] for s in splits], shared_yaxes=True)
-    for i, (name, rows) in enumerate(curves.items()):
+    shown = set()
+    for name in sorted(curves, key=lambda n: (natural_key(settings[n]), natural_key(n))):
+        setting = settings[name]
         for j, split in enumerate(splits, 1):
-            metric, pts = mrr_curve(rows, split)
+            metric, pts = mrr_curve(curves[name], split)
             if not pts:
                 continue
             concept = metric == "concept_mrr"
+            legend = f"{setting} · {MRR_NAMES[metric]}"
             fig.add_scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
-                            name=f"{labels.get(name, name)} · {MRR_NAMES[metric]}", legendgroup=name,
-                            showlegend=j == 1, line=dict(color=palette[i % len(palette)], dash="dash" if concept else "solid"),
-                            marker=dict(symbol="diamond" if concept else "circle"), row=1, col=j)
-    for n in _entity_counts(table, n_entities):
+                            name=legend, legendgroup=legend, showlegend=legend not in shown, hovertext=name,
+                            line=dict(color=colors[setting], dash="dash" if concept else "solid", width=1.5),
+                            marker=dict(symbol="diamond" if concept else "circle", size=5), row=1, col=j)
+            shown.add(legend)
+    for n in entity_counts(table, n_entities):
         chance = chance_entity_mrr(n)
         for j in range(1, len(splits) + 1):
             last = j == len(splits)
@@ -430,16 +478,23 @@ def mrr_curves_figure(curves: dict[str, list[dict]], table=None, splits=("atomic
     return fig
 
 
-def logit_lens_figure(layers: dict[str, dict[str, list[float]]], metric: str = "entity_mrr") -> go.Figure:
-    """Per-layer (logit-lens) metric: ``layers[run][split]`` is a list over layers."""
+def logit_lens_figure(layers: dict[str, dict[str, list[float]]], metric: str = "entity_mrr",
+                      colors: dict | None = None) -> go.Figure:
+    """Per-layer (logit-lens) metric: ``layers[run][split]`` is a list over layers (``collect.per_layer``);
+    one colour per setting (``colors``, default ``setting_colors`` of these runs), a line per seed."""
     splits = ("atomic", "test")
     fig = make_subplots(rows=1, cols=len(splits), subplot_titles=[SPLIT_LABELS[s] for s in splits], shared_yaxes=True)
-    for name, per_split in layers.items():
+    colors = {**setting_colors(strip_seed(n) for n in layers), **(colors or {})}
+    shown = set()
+    for name in sorted(layers, key=natural_key):
+        setting = strip_seed(name)
         for j, split in enumerate(splits, 1):
-            vals = per_split.get(split)
+            vals = layers[name].get(split)
             if vals:
-                fig.add_scatter(x=list(range(1, len(vals) + 1)), y=vals, mode="lines+markers", name=name,
-                                legendgroup=name, showlegend=j == 1, row=1, col=j)
+                fig.add_scatter(x=list(range(1, len(vals) + 1)), y=vals, mode="lines+markers", name=setting,
+                                legendgroup=setting, showlegend=setting not in shown, hovertext=name,
+                                line=dict(color=colors[setting], width=1.5), row=1, col=j)
+                shown.add(setting)
     fig.update_xaxes(title_text="layer", dtick=1)
     fig.update_layout(title=f"logit lens: {metric} per layer", height=380)
     return fig

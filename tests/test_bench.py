@@ -58,3 +58,12 @@ def test_bench_table_states_the_ratio_and_failures():
     lines = bench.format_table(rows).splitlines()
     assert "1.80x" in lines[2]
     assert "failed: BackendCompilerFailed: boom" in lines[3]
+
+
+def test_bench_times_the_concept_objective():
+    rows = bench.run("cpu", "tiny", (8,), steps=2, warmup=1, modes=["concept_fp32"], rounds=1, latency_steps=1,
+                     memory=False)
+    assert rows[0]["mode"] == "concept_fp32" and rows[0]["items_per_s"] > 0 and "error" not in rows[0]
+    # four patches of 2 tokens per item enter the recognition block
+    assert rows[0]["tokens_per_s"] / rows[0]["items_per_s"] == pytest.approx(8)
+    assert bench.parse_mode("concept_bf16_compile") == ("concept", "bf16", "default")

@@ -1,10 +1,17 @@
-"""environment.yml (conda, OSC) and pyproject.toml (pip, CI) must list the same packages."""
+"""environment.yml (conda, OSC) and pyproject.toml (pip, CI) must list the same packages, for one
+Python version; constraints.txt pins them all, and every run records the versions it used."""
+import json
 import re
+import sys
 import tomllib
 
 import yaml
+from packaging.requirements import Requirement
+from packaging.version import Version
 
 from conftest import ROOT
+
+PYTHON = "3.11"  # the one version story: environment.yml pins it, pyproject.toml starts there, the README says it
 
 
 def split_req(req: str) -> tuple[str, str]:
@@ -29,8 +36,57 @@ def test_environment_agrees_with_pyproject():
         else:
             conda.update([split_req(dep.replace("=", "==", 1) if re.match(r"^[\w-]+=[^=]", dep) else dep)])
     assert "-e ." in next(d for d in env["dependencies"] if isinstance(d, dict))["pip"]
-    assert conda.pop("python") == "==3.12" and conda.pop("pip") == ""
+    assert conda.pop("python") == f"=={PYTHON}" and conda.pop("pip") == ""
     # torch and transformers through pip so conda cannot resolve a CPU-only torch
     assert {"torch", "transformers"} <= set(pip) and not {"torch", "transformers"} & set(conda)
     assert {**conda, **pip} == wanted
     assert "ipykernel" in conda
+
+
+def test_one_python_version_story():
+    py = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert py["requires-python"] == f">={PYTHON}"
+    readme = (ROOT / "README.md").read_text()
+    assert f"Python {PYTHON}" in readme
+    assert not re.search(r"Python 3\.(?!11)\d+\+?", readme), "the README names another Python version"
+    assert sys.version_info[:2] >= tuple(map(int, PYTHON.split(".")))
+
+
+def pinned() -> dict[str, Version]:
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            assert version, f"constraints.txt: {line!r} is not an exact pin (name==version)"
+            pins[name.strip().lower().replace("_", "-")] = Version(version.strip())
+    return pins
+
+
+def test_constraints_pin_every_requirement_within_its_range():
+    py = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = [Requirement(r) for r in py["dependencies"] + sum(py["optional-dependencies"].values(), [])]
+    pins = pinned()
+    for req in reqs:
+        name = req.name.lower().replace("_", "-")
+        assert name in pins, f"constraints.txt does not pin {name}"
+        assert req.specifier.contains(pins[name]), f"constraints.txt: {name}=={pins[name]} is outside {req}"
+
+
+def test_a_run_records_the_versions_it_used(tiny_data, tmp_path):
+    import numpy
+    import torch
+    import transformers
+
+    from jepa_kit.config import TrainConfig
+    from jepa_kit.train import train
+
+    cfg = TrainConfig.from_preset("tiny", data=str(tiny_data), out=str(tmp_path / "run"), n_layer=1, n_embd=32,
+                                  n_head=2, batch_size=32, steps=2, log_every=1, eval_every=0, eval_max_items=8,
+                                  ckpt_every=100, progress="none")
+    run = train(cfg)
+    versions = json.loads((run / "config.json").read_text())["versions"]
+    assert versions["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert (versions["torch"], versions["transformers"], versions["numpy"]) == \
+        (torch.__version__, transformers.__version__, numpy.__version__)
+    assert versions["safetensors"]

@@ -12,7 +12,7 @@ import nbformat
 import pytest
 import yaml
 
-from jepa_kit import cli, launch
+from jepa_kit import cli, launch, viz
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -61,23 +61,84 @@ def test_committed_notebook_has_no_outputs(path):
     assert nb.metadata["kernelspec"]["name"] == "python3"
 
 
-def test_train_notebook_parameters_are_exactly_trainconfig_fields():
+def test_train_notebook_parameters_are_typed_commented_and_from_the_preset():
+    from jepa_kit import notebook_params
     from jepa_kit.config import TrainConfig
 
     nb = nbformat.read(ROOT / "notebooks" / "02_train.ipynb", as_version=4)
-    tree = ast.parse(parameters_cell(nb).source)
+    source = parameters_cell(nb).source
+    assert source == notebook_params.parameters_cell_source(), \
+        "02_train.ipynb's parameters cell is written by jepa_kit.notebook_params.parameters_cell_source(): paste its output"
+    tree = ast.parse(source)
     assigned = {}
     for node in tree.body:
-        assert isinstance(node, ast.Assign) and len(node.targets) == 1, "only `name = literal` lines"
-        assigned[node.targets[0].id] = ast.literal_eval(node.value)
-    assert list(assigned) == TrainConfig.field_names()
-    # the values are the tiny preset's, so the notebook trains in minutes on a CPU as committed
-    tiny = TrainConfig.from_preset("tiny").to_dict()
-    drift = {k: (v, tiny[k]) for k, v in assigned.items() if k not in ("data", "out") and v != tiny[k]}
-    fix = "\n".join(f"{k} = {tiny[k]!r}" for k in drift)
-    assert not drift, f"02_train.ipynb's parameters differ from TrainConfig.from_preset('tiny') (notebook, preset): " \
-                      f"{drift}; set these lines in its parameters cell:\n{fix}"
-    assert assigned["data"] == "../data/tiny"
+        assert isinstance(node, ast.AnnAssign), "only `name: type = literal  # help` lines"
+        assigned[node.target.id] = ast.literal_eval(node.value)
+    assert list(assigned) == ["preset", *TrainConfig.field_names()]
+    # every field but the notebook's own locations is None: "from the preset"
+    assert {k for k, v in assigned.items() if v is not None} == {"preset", "data", "out"}
+    # what papermill --help-notebook shows: a type and a help line for every parameter
+    from papermill.translators import PythonTranslator
+    inspected = PythonTranslator.inspect(parameters_cell(nb))
+    assert [p.name for p in inspected] == list(assigned)
+    assert all(p.inferred_type_name not in ("None", "") and p.help for p in inspected), \
+        [p.name for p in inspected if p.inferred_type_name in ("None", "") or not p.help]
+    # as committed: the tiny preset, in minutes on a CPU
+    config = notebook_params.notebook_config(assigned)
+    assert config == TrainConfig.from_preset("tiny", data="../data/tiny", out="../runs/02_train")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_cell_rebinds_or_deletes_a_parameter(path):
+    """So that re-running any cell (the config cell of 02 above all) sees the parameters as set."""
+    nb = nbformat.read(path, as_version=4)
+    params = {n.target.id if isinstance(n, ast.AnnAssign) else n.targets[0].id
+              for n in ast.parse(parameters_cell(nb).source).body}
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or "parameters" in cell.metadata.get("tags", []):
+            continue
+        for node in ast.walk(ast.parse(cell.source)):
+            bound = {t.id for t in ast.walk(node) if isinstance(t, ast.Name) and isinstance(t.ctx, (ast.Store, ast.Del))}
+            assert not bound & params, f"{path.name} cell {i} rebinds or deletes parameter(s) {bound & params}"
+
+
+def test_notebook_parameters_apply_the_preset_then_the_set_values():
+    from jepa_kit import notebook_params
+    from jepa_kit.config import TrainConfig
+
+    names = {n: None for n in notebook_params.parameter_names()}
+    gpu = notebook_params.notebook_config({**names, "preset": "gpu", "lr": 3e-4, "data": "d"})
+    assert gpu == TrainConfig.from_preset("gpu", lr=3e-4, data="d")
+    assert gpu.batch_size == 1024 and gpu.compile, "a None parameter does not override the preset"
+    # a notebook's own globals (modules, functions, IPython's) are not parameters; a stray literal is
+    import math
+    notebook_params.notebook_config({**names, "preset": "tiny", "math": math, "In": [], "_": 3, "f": print})
+    from jepa_kit.config import ConfigError
+    with pytest.raises(ConfigError, match=r"unknown notebook parameter 'lamda_jepa' \(did you mean 'lambda_jepa'\?\); "
+                                          r"valid names are: preset, data, out, model"):
+        notebook_params.notebook_config({**names, "preset": "tiny", "lamda_jepa": 2})
+    # live, re-running the config cell after later cells (which leave e.g. `rows`, a list) still works
+    notebook_params.notebook_config({**names, "preset": "tiny", "rows": [{}]}, strict=False)
+
+
+def test_an_unknown_injected_parameter_fails_the_run(tmp_path):
+    from papermill.exceptions import PapermillExecutionError
+
+    with pytest.raises(PapermillExecutionError) as err:
+        execute("02_train.ipynb", tmp_path / "02.ipynb", lamda_jepa=2.0, steps=2)
+    message = str(err.value)
+    assert "unknown notebook parameter 'lamda_jepa' (did you mean 'lambda_jepa'?)" in message
+    assert "valid names are: preset, data, out" in message
+    nb = nbformat.read(tmp_path / "02.ipynb", as_version=4)
+    assert not any("[jepa_kit.train]" in json.dumps(o) for o in outputs(nb)), "it fails before training"
+
+
+def _size_check(path: Path):
+    nb = nbformat.read(path, as_version=4)
+    assert path.stat().st_size < 1_000_000, f"{path.name} is {path.stat().st_size / 1e6:.1f} MB executed"
+    assert len(json.dumps(nb.metadata.get("widgets", {}))) < 100_000, "no FigureWidget state (it carries plotly.js)"
+    assert not any("cdn.plot.ly" not in json.dumps(o) and "plotly.js v" in json.dumps(o) for o in outputs(nb)), \
+        "plotly.js is not embedded in a headless notebook"
 
 
 # -- 01: the mask notebook -----------------------------------------------------------------------
@@ -89,8 +150,11 @@ def test_mask_notebook_runs_and_its_html_shows_the_static_figure(tmp_path, tiny_
     fig = figures[0]["data"]["application/vnd.plotly.v1+json"]
     assert len(fig["data"][0]["z"]) == 6 + 2 + 6  # k = 2 reached the notebook
     assert [s["label"] for s in fig["layout"]["sliders"][0]["steps"]] == ["0", "1", "2", "3", "4"]
-    widgets = [o for o in outputs(nb) if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
-    assert widgets, "the live explorer is displayed"
+    # headless, the live explorer is its figure, static: a widget would be blank in exported HTML
+    assert not [o for o in outputs(nb) if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert sum("max |&Delta;h|" in json.dumps(o) for o in outputs(nb)) == 1, "the explorer's check line"
+    assert len(figures) == 3, "the slider figure, the explorer's, the concept objective's"
+    _size_check(tmp_path / "01.ipynb")
     table = [o for o in outputs(nb) if "text/plain" in o.get("data", {}) and "h_packed - h_separate" in o["data"]["text/plain"]]
     numbers = [float(x) for x in re.findall(r"\d\.\d+e[-+]\d+", table[0]["data"]["text/plain"])]
     assert len(numbers) == 10 and max(numbers) < 1e-4  # packed == separate for 2 implementations x 5 k
@@ -98,8 +162,11 @@ def test_mask_notebook_runs_and_its_html_shows_the_static_figure(tmp_path, tiny_
     from nbconvert import HTMLExporter
 
     html, _ = HTMLExporter().from_notebook_node(nb)
-    # plotly.js itself is in the page (no network needed), and the figure is drawn from it
-    assert "plotly.js v" in html and "Plotly.newPlot" in html
+    # the page loads plotly.js from its CDN (not 3.5 MB in every executed notebook); inline_plotly_js
+    # makes it readable offline, with plotly.js itself in the page, and the figure is drawn from it
+    assert "cdn.plot.ly" in html and "Plotly.newPlot" in html
+    offline = viz.inline_plotly_js(html)
+    assert "plotly.js v" in offline and '<script charset="utf-8" src="https://cdn.plot.ly' not in offline
     assert "k (PRED tokens) = " in html
     assert "&amp;lt;PRED&amp;gt;" in html or "&lt;PRED&gt;" in html  # token names, escaped for plotly
     # the concept objective's two patterns: 4 patches of 2 tokens, each alone, then the 4 concepts
@@ -175,6 +242,12 @@ def test_train_notebook_output_has_its_figures_and_run_directory(local_sweep):
     names = [{t.get("name") for t in f["data"]} for f in figs]
     assert {"NTP", "JEPA"} <= names[0], "loss curves"
     assert any("test (reverse, never seen)" in n for n in names[1:]), "per-split evaluation over steps"
+    # the training log is ordinary output, on stdout; nothing of it only on stderr
+    streams = [o for o in outputs(nb) if o.get("output_type") == "stream"]
+    assert any("[jepa_kit.train] step 6/6" in o["text"] for o in streams if o["name"] == "stdout")
+    assert not [o["text"] for o in streams if o["name"] == "stderr" and "[jepa_kit.train]" in o["text"]]
+    assert names[0] >= {"NTP", "JEPA"} and figs[0]["layout"]["yaxis"]["type"] == "log", "JEPA's ~0.003 visible"
+    _size_check(folder / "objective=jepa.ipynb")
     run = folder / "objective=jepa"
     evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]
     assert [e["step"] for e in evals][:2] == [3, 6]
@@ -188,7 +261,8 @@ def test_train_notebook_trains_a_concept_run_through_its_parameters(local_sweep)
     names = [{t.get("name") for t in f["data"]} for f in figs]
     assert "concept (contrastive)" in names[0] and "NTP" not in names[0], "its one loss"
     panels = [[a["text"] for a in f["layout"].get("annotations", [])] for f in figs]
-    assert ["concept_mrr", "concept_mrr_paper_ties"] in panels, "evaluation over steps: concept MRR, no exact match"
+    assert [viz.METRIC_LABELS["concept_mrr"], viz.METRIC_LABELS["concept_mrr_paper_ties"]] in panels, \
+        "evaluation over steps: concept MRR, no exact match"
     frame = json.dumps([o.get("data", {}) for o in outputs(nb)][-1])
     assert "concept_mrr_paper_ties" in frame and "exact_match" not in frame, "the final table: concept columns"
     results = json.loads((folder / CONCEPT_NAME / "results.json").read_text())
@@ -198,7 +272,8 @@ def test_train_notebook_trains_a_concept_run_through_its_parameters(local_sweep)
 def test_analysis_notebook_compares_the_runs(local_sweep, tmp_path):
     _, _, folder = local_sweep
     html = launch.render_report(folder, tmp_path / "report.html")  # what the demo calls
-    assert "plotly.js v" in html.read_text() and "trains on test facts" in html.read_text()
+    assert "plotly.js v" in viz.inline_plotly_js(html.read_text()) and "trains on test facts" in html.read_text()
+    _size_check(tmp_path / "report.ipynb")
     nb = nbformat.read(tmp_path / "report.ipynb", as_version=4)
     text = json.dumps([o.get("data", {}) for o in outputs(nb)])
     assert "trains on test facts" in text
@@ -209,7 +284,7 @@ def test_analysis_notebook_compares_the_runs(local_sweep, tmp_path):
     assert any("learning curves" in t for t in titles)
     assert any("logit lens" in t for t in titles)
     # no ablation among these runs: one chart comparing the objectives
-    assert [t for t in titles if "mean ± std" in t] == ["exact_match by objective (mean ± std over seeds)"]
+    assert [t for t in titles if " by " in t] == ["exact_match by objective (mean ± std over seeds)"]
     bars = next(f for f, t in zip(figs, titles) if "forward vs reverse" in t)
     assert "objective=reverse_aug (trains on test facts)" in bars["data"][0]["x"]
     # every objective in one view: entity MRR, and concept MRR for the concept run, against steps

@@ -30,8 +30,11 @@ def test_sbatch_header(name):
     options = sbatch_options((SLURM / name).read_text(), name)
     assert options["--signal"] == "B:USR1@300", "a checkpoint signal before the walltime, to the batch shell"
     assert "--requeue" in options and options["--open-mode"] == "append"
-    for key in ("--account", "--partition", "--time", "--gpus-per-node", "--output", "--job-name"):
+    for key in ("--time", "--gpus-per-node", "--cpus-per-task", "--output", "--job-name"):
         assert options.get(key), f"{name}: {key} missing"
+    # no placeholder account that sbatch would keep silently (sbatch -A or $SBATCH_ACCOUNT gives it), and
+    # no partition: OSC Ascend's GPU examples name none
+    assert "--account" not in options and "--partition" not in options
     assert re.fullmatch(r"\d+:\d\d:\d\d", options["--time"])
 
 

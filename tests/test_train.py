@@ -462,12 +462,23 @@ def test_log_lines_not_a_bar_under_slurm(data, tmp_path, monkeypatch, capsys):
     assert "step 2/4" in err and "step 4/4" in err and "\r" not in err
 
 
+def test_log_lines_go_to_stdout_in_a_notebook_and_to_stderr_elsewhere(data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(runtime, "notebook_kernel", lambda: "headless")  # papermill: stderr would show red
+    train(config(data, tmp_path / "nb", steps=2, progress="log"))
+    out, err = capsys.readouterr()
+    assert "step 2/2" in out and "finished" in out and "jepa_kit.train" not in err
+    monkeypatch.setattr(runtime, "notebook_kernel", lambda: None)  # a terminal or a batch log
+    train(config(data, tmp_path / "cli", steps=2, progress="log"))
+    out, err = capsys.readouterr()
+    assert "step 2/2" in err and "jepa_kit.train" not in out
+
+
 def test_progress_mode_auto(monkeypatch):
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     monkeypatch.delenv("JEPA_KIT_PROGRESS", raising=False)
-    monkeypatch.setattr(runtime, "_notebook_kernel", lambda: "headless")  # papermill / nbconvert
+    monkeypatch.setattr(runtime, "notebook_kernel", lambda: "headless")  # papermill / nbconvert
     assert runtime.progress_mode("auto") == "log"
-    monkeypatch.setattr(runtime, "_notebook_kernel", lambda: "live")  # JupyterLab
+    monkeypatch.setattr(runtime, "notebook_kernel", lambda: "live")  # JupyterLab
     assert runtime.progress_mode("auto") == "bar"
     monkeypatch.setenv("SLURM_JOB_ID", "1")
     assert runtime.progress_mode("auto") == "log"

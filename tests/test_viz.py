@@ -224,15 +224,90 @@ def test_training_figures_of_a_concept_run_show_concept_mrr():
     rows = [{"kind": "train", "step": 1, "loss": 2.0, "ntp_loss": 0.0, "jepa_loss": 2.0},
             _eval(1, {s: {"concept_mrr": 0.1, "concept_mrr_paper_ties": 0.2, "n": 3} for s in ("train", "atomic", "test")})]
     ev = viz.eval_figure(rows)
-    assert [a.text for a in ev.layout.annotations] == ["concept_mrr", "concept_mrr_paper_ties"]
+    assert [a.text for a in ev.layout.annotations] == [viz.METRIC_LABELS["concept_mrr"],
+                                                       viz.METRIC_LABELS["concept_mrr_paper_ties"]]
+    assert "paper's ties" in ev.layout.annotations[1].text, "panels titled in words, not field names"
     assert {t.name for t in ev.data} == set(viz.SPLIT_LABELS.values())
     loss = viz.loss_figure(rows, objective="concept")
     assert [t.name for t in loss.data] == ["concept (contrastive)", "total"] and list(loss.data[0].y) == [2.0]
     live = viz.LiveLoss(objective="concept")
     live.update(rows[0])
     assert [t.name for t in live.figure.data] == ["concept (contrastive)", "total"] and list(live.figure.data[0].y) == [2.0]
-    frame = viz.results_frame({"test": {"concept_mrr": 0.5, "concept_mrr_paper_ties": 0.6, "concept_rank_mean": 3.0, "n": 9}})
+    frame = viz.results_frame({"test": {"concept_mrr": 0.5, "concept_mrr_paper_ties": 0.6123456789, "concept_rank_mean": 3.0, "n": 9}})
+    assert frame.iloc[0]["concept_mrr_paper_ties"] == 0.6123, "tables rounded"
     assert list(frame.columns) == list(viz.CONCEPT_TABLE_COLUMNS) and frame.iloc[0]["concept_mrr"] == 0.5
     table = pd.DataFrame([{"run": "c", "objective": "concept", "note": "", "atomic.mrr": 0.9, "test.mrr": 0.5}])
     bars = viz.forward_reverse_figure(table)
     assert [list(t.y) for t in bars.data] == [[0.9], [0.5]], "a concept run's bars: its concept MRR"
+
+
+# -- many runs: settings, colours, horizontal bars (03 on a sweep) -----------------------------------
+
+def _study(values=(0, 1, 2, 4, 10), seeds=(0, 1, 2)):
+    """A sweep of k_pred values x seeds, as `collect.collect` gives it: test EM = k / 100 + seed / 1000."""
+    recs = [{"run": f"ablations/k_pred={k}_seed={s}", "objective": "jepa", "k_pred": k, "jepa_metric": "cosine",
+             "lambda_jepa": 1.0, "loss_dropout": 0.0, "seed": s, "note": "", "n_entities": 600,
+             "atomic.exact_match": 1.0, "test.exact_match": k / 100 + s / 1000, "atomic.mrr": 1.0, "test.mrr": 0.01}
+            for k in values for s in seeds]
+    return pd.DataFrame(recs)
+
+
+def test_a_setting_is_a_run_without_its_seed():
+    assert viz.strip_seed("ablations/k_pred=2_seed=1") == "ablations/k_pred=2"
+    assert viz.strip_seed("default_seed=0") == "default" and viz.strip_seed("objective=jepa") == "objective=jepa"
+    assert viz.strip_seed("reverse_aug/default_seed=2 (trains on test facts)") == "reverse_aug/default (trains on test facts)"
+    assert viz.setting_label({"run": "r/default_seed=1", "objective": "reverse_aug"}) == "r/default (trains on test facts)"
+    assert sorted(["k=10", "k=2", "k=0.5", "k=1"], key=viz.natural_key) == ["k=0.5", "k=1", "k=2", "k=10"]
+
+
+def test_many_runs_give_horizontal_bars_per_setting_with_room_for_each():
+    table = _study(values=range(12))  # 36 runs, 12 settings
+    fig = viz.forward_reverse_figure(table)
+    reverse = next(t for t in fig.data if t.name == "reverse (test)" and t.xaxis == "x")
+    assert reverse.orientation == "h"
+    settings = [f"ablations/k_pred={k}" for k in range(12)]
+    assert list(reverse.y) == settings, "one bar per setting, values in numeric order (10 after 9)"
+    assert reverse.x[2] == pytest.approx(0.02 + 0.001) and reverse.error_x.array[2] == pytest.approx(0.001)
+    plot_px = fig.layout.height - fig.layout.margin.t - fig.layout.margin.b
+    assert plot_px >= 300 and plot_px >= 12 * viz.BAR_ROW_PX
+    assert list(fig.layout.yaxis.tickvals) == settings  # every row labelled, none skipped
+    bigger = viz.forward_reverse_figure(_study(values=range(40)))
+    assert bigger.layout.height - 150 >= 40 * viz.BAR_ROW_PX, "the plot grows with the number of bars"
+    few = viz.forward_reverse_figure(_study(values=(0, 1)))
+    assert few.data[0].orientation in (None, "v") and few.layout.height == 450
+    # the chance line: 1 / 600 entities for exact match
+    assert [round(s.x0, 6) for s in fig.layout.shapes] == [round(1 / 600, 6)]
+
+
+def test_a_setting_has_one_colour_in_every_chart():
+    table = _study()
+    colors = viz.setting_colors(viz.table_settings(table).values())
+    assert len(set(colors.values())) == len(colors) == 5
+    bars = viz.forward_reverse_figure(table, colors=colors)
+    ticks = dict(zip(bars.layout.xaxis.tickvals, bars.layout.xaxis.ticktext))
+    curves = {r: [{"kind": "eval", "step": 10, "splits": {"atomic": {"exact_match": 1.0, "entity_mrr": 1.0},
+                                                          "test": {"exact_match": 0.0, "entity_mrr": 0.01}}}]
+              for r in table["run"]}
+    lc = viz.learning_curves_figure(curves, table)  # its default colours: the same table, the same map
+    mrr = viz.mrr_curves_figure(curves, table, colors=colors)
+    for fig in (lc, mrr):
+        for trace in fig.data:
+            setting = trace.name.split(" · ")[0]
+            assert trace.line.color == colors[setting]
+            assert f'color:{colors[setting]}' in ticks[setting]
+    assert sum(t.showlegend is not False for t in lc.data) == 5, "one legend entry per setting, not per run"
+    lens = viz.logit_lens_figure({"ablations/k_pred=2_seed=0": {"test": [0.1, 0.2]},
+                                  "ablations/k_pred=2_seed=1": {"test": [0.1, 0.3]}}, colors=colors)
+    assert {t.line.color for t in lens.data} == {colors["ablations/k_pred=2"]}
+    # the map does not depend on the order the runs come in
+    assert viz.setting_colors(reversed(list(colors))) == colors
+
+
+def test_ablation_values_sorted_numerically_with_a_chance_line():
+    table = _study(values=(1, 0, 4, 2))
+    summary = collect.ablation_summary(table, metrics=("atomic.exact_match", "test.exact_match"))
+    fig = viz.ablation_figure(summary, "k_pred", chance=viz.chance_level(table, "exact_match"))
+    assert list(fig.data[1].x[1]) == ["0", "1", "2", "4"]
+    assert list(fig.data[1].y) == pytest.approx([0.001, 0.011, 0.021, 0.041])
+    assert [s.y0 for s in fig.layout.shapes] == [pytest.approx(1 / 600)]
+    assert fig.data[1].text[0] == "0.001", "a bar near 0 still shows its value"
