@@ -11,11 +11,11 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import sys
-import threading
 from dataclasses import fields
 from pathlib import Path
+
+from jepa_kit.signals import StopSignal
 
 EXIT_FAILURE, EXIT_USAGE = 1, 2
 
@@ -330,30 +330,10 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args.func, args)
     training = bool(argv) and argv[0] == "train"
     # before torch imports: a SIGTERM then is a preemption too
-    with (_EarlyStop() if training else contextlib.nullcontext()) as early:
+    with (StopSignal() if training else contextlib.nullcontext()) as early:
         args = build_parser(train_fields=training).parse_args(argv)
         args.early_stop = early
         return _run(args.func, args)
-
-
-class _EarlyStop:
-    """Records SIGTERM/SIGUSR1 until training installs its own handlers (which read ``signum``), so
-    a job preempted while Python and torch start still exits 75 with a resumable run."""
-
-    def __enter__(self):
-        self.signum, self._old = 0, {}
-        if threading.current_thread() is threading.main_thread():
-            for name in ("SIGTERM", "SIGUSR1"):
-                if hasattr(signal, name):
-                    self._old[name] = signal.signal(getattr(signal, name), self._record)
-        return self
-
-    def _record(self, signum, frame) -> None:
-        self.signum = signum
-
-    def __exit__(self, *exc):
-        for name, old in self._old.items():
-            signal.signal(getattr(signal, name), old)
 
 
 def _input_errors() -> tuple[type[BaseException], ...]:

@@ -173,21 +173,18 @@ def concept_ranks(model: ConceptJEPA, ids: torch.Tensor, entities: torch.Tensor,
     P = entities.shape[1]
     ent = torch.cat([model.concepts(entities[i:i + batch_size], P - 1) for i in range(0, len(entities), batch_size)])
     ent = ent.float()  # [E, d]
-    # the index of each row's tail among the entities, exactly
-    match = [(ids[i:i + batch_size, None, P + 2:] == entities[None]).all(-1) for i in range(0, len(ids), batch_size)]
-    match = torch.cat(match) if match else torch.zeros((0, len(entities)), dtype=torch.bool, device=device)
-    missing = (~match.any(1)).nonzero()
-    if len(missing):
-        raise ValueError(f"row {int(missing[0])} has a tail that is not an entity of the dataset")
-    truth = match.float().argmax(1)
     kit, paper = [], []
     for i in range(0, len(ids), batch_size):
         rows = ids[i:i + batch_size]
+        match = (rows[:, None, P + 2:] == entities[None]).all(-1)  # [B, E]: the tail among the entities, exactly
+        missing = (~match.any(1)).nonzero()
+        if len(missing):
+            raise ValueError(f"row {i + int(missing[0])} has a tail that is not an entity of the dataset")
         patches, last = model.patches(rows)
         B = len(rows)
         c = model.concepts(patches[:, :MASK_SLOT + 1].reshape(B * 3, P), last[:3].repeat(B)).view(B, 3, -1)
         scores = model.predict(c) @ ent.T  # [B, E]
-        true = scores.gather(1, truth[i:i + B, None])
+        true = scores.gather(1, match.float().argmax(1, keepdim=True))
         higher = (scores > true).sum(1)
         tied = (scores == true).sum(1) - 1
         kit.append(1 + higher + tied / 2)

@@ -5,8 +5,8 @@
   missing), fp32 on CPU.
 * ``global_loss``: under DDP the loss each rank backpropagates so that the averaged gradient
   equals the single-process mean over the global batch.
-* ``StopSignal``: SIGTERM/SIGUSR1 (SLURM preemption) set a flag; ``Preempted`` is raised after
-  the checkpoint. ``TrainingDiverged``: a NaN/inf loss.
+* ``Preempted``: raised after the checkpoint that a SIGTERM/SIGUSR1 (``jepa_kit.signals``) asked
+  for. ``TrainingDiverged``: a NaN/inf loss.
 * ``Progress``: a tqdm bar in a terminal or live notebook, log lines under SLURM or papermill.
 * ``EvalClock``: keeps periodic evaluations under a fraction of the training time.
 """
@@ -144,36 +144,6 @@ class EvalClock:
     def __exit__(self, *exc):
         self.since = self._now()
         self.last_s = self.since - self.start
-
-
-class StopSignal:
-    """SIGTERM/SIGUSR1 set a flag; the loop checkpoints at the end of the current step.
-
-    ``pending``: a signal caught before (an int, or an object whose ``signum`` is read when the
-    handlers are installed, such as the CLI's early catcher): it counts as already received."""
-
-    SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s)
-
-    def __init__(self, pending=0):
-        self.signum = 0
-        self.pending = pending
-        self._old = {}
-
-    def __enter__(self):
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for s in self.SIGNALS:
-                self._old[s] = signal.signal(s, self.handler)
-        self.signum = self.signum or int(getattr(self.pending, "signum", self.pending) or 0)
-        return self
-
-    def handler(self, signum, frame) -> None:
-        self.signum = signum
-
-    def __exit__(self, *exc):
-        for s, old in self._old.items():
-            signal.signal(s, old)
 
 
 # -- distributed ----------------------------------------------------------------------------

@@ -47,8 +47,9 @@ from jepa_kit.data import SPLITS, DataError, Dataset, leakage_problems, load_dat
 from jepa_kit.objectives import get_objective
 from jepa_kit.rundir import RunFiles, check_resume, clean, now
 from jepa_kit.runlock import RunLocked, run_lock  # RunLocked: re-exported for the CLI
-from jepa_kit.runtime import (PREEMPTED_EXIT_CODE, Dist, EvalClock, Preempted, Progress, StopSignal,
+from jepa_kit.runtime import (PREEMPTED_EXIT_CODE, Dist, EvalClock, Preempted, Progress,
                               TrainingDiverged, global_loss, init_distributed, training_precision)
+from jepa_kit.signals import StopSignal
 
 __all__ = ["ConfigError", "LeakageError", "PREEMPTED_EXIT_CODE", "Preempted", "RunLocked", "TrainConfig",
            "TrainingDiverged", "Trainer", "check_leakage", "epoch_permutation", "lr_at", "train", "train_step",

@@ -408,26 +408,35 @@ def ablation_figure(summary, factor: str, metric: str = "exact_match", chance: f
     return fig
 
 
-def learning_curves_figure(curves: dict[str, list[dict]], table=None, metric: str = "exact_match",
-                           splits=("atomic", "test"), colors: dict | None = None) -> go.Figure:
-    """One eval metric over steps for many runs, overlaid (``curves``: run name -> metrics rows,
-    from ``jepa_kit.collect.learning_curves``); one panel per split. ``table`` (``collect``) labels
-    runs. Runs that differ only in seed share their setting's colour (``colors``: setting -> colour,
-    default ``setting_colors`` of the table) and one legend entry."""
+def _run_curves(curves, table, colors, splits, points) -> go.Figure:
+    """A panel per split, a trace per run; a setting's seeds share its colour and legend entry. ``points(rows,
+    split)`` -> (suffix of the setting's legend name, [(step, value)], extra line style, marker style)."""
     settings, colors = run_styles(curves, table, colors)
     fig = make_subplots(rows=1, cols=len(splits), subplot_titles=[SPLIT_LABELS[s] for s in splits], shared_yaxes=True)
     shown = set()
     for name in sorted(curves, key=lambda n: (natural_key(settings[n]), natural_key(n))):
         setting = settings[name]
         for j, split in enumerate(splits, 1):
-            pts = [(r["step"], r["splits"][split][metric]) for r in of_kind(curves[name], "eval")
-                   if split in r.get("splits", {}) and r["splits"][split].get(metric) is not None]
+            suffix, pts, line, marker = points(curves[name], split)
+            legend = setting + suffix
             if pts:
-                fig.add_scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
-                                name=setting, legendgroup=setting, showlegend=setting not in shown,
-                                hovertext=name, line=dict(color=colors[setting], width=1.5), marker=dict(size=4),
-                                row=1, col=j)
-                shown.add(setting)
+                fig.add_scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=legend,
+                                legendgroup=legend, showlegend=legend not in shown, hovertext=name,
+                                line=dict(color=colors[setting], **line, width=1.5), marker=marker, row=1, col=j)
+                shown.add(legend)
+    return fig
+
+
+def learning_curves_figure(curves: dict[str, list[dict]], table=None, metric: str = "exact_match",
+                           splits=("atomic", "test"), colors: dict | None = None) -> go.Figure:
+    """One eval metric over steps for many runs, overlaid (``curves``: run name -> metrics rows,
+    from ``jepa_kit.collect.learning_curves``); one panel per split. ``table`` (``collect``) labels
+    runs; ``colors``: setting -> colour, default ``setting_colors`` of the table."""
+    def points(rows, split):
+        return "", [(r["step"], r["splits"][split][metric]) for r in of_kind(rows, "eval")
+                    if split in r.get("splits", {}) and r["splits"][split].get(metric) is not None], {}, dict(size=4)
+
+    fig = _run_curves(curves, table, colors, splits, points)
     fig.update_xaxes(title_text="step")
     if "loss" not in metric and "rank" not in metric:
         fig.update_yaxes(range=[0, 1.02])
@@ -444,22 +453,13 @@ def mrr_curves_figure(curves: dict[str, list[dict]], table=None, splits=("atomic
     same for both MRRs under the kit's tie rule) and a dotted one ``above`` x chance; ``n_entities``
     (one or several) defaults to the ``n_entities`` column of ``table`` (``collect.collect``)."""
     from jepa_kit.evaluate import chance_entity_mrr
-    settings, colors = run_styles(curves, table, colors)
-    fig = make_subplots(rows=1, cols=len(splits), subplot_titles=[SPLIT_LABELS[s] for s in splits], shared_yaxes=True)
-    shown = set()
-    for name in sorted(curves, key=lambda n: (natural_key(settings[n]), natural_key(n))):
-        setting = settings[name]
-        for j, split in enumerate(splits, 1):
-            metric, pts = mrr_curve(curves[name], split)
-            if not pts:
-                continue
-            concept = metric == "concept_mrr"
-            legend = f"{setting} · {MRR_NAMES[metric]}"
-            fig.add_scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
-                            name=legend, legendgroup=legend, showlegend=legend not in shown, hovertext=name,
-                            line=dict(color=colors[setting], dash="dash" if concept else "solid", width=1.5),
-                            marker=dict(symbol="diamond" if concept else "circle", size=5), row=1, col=j)
-            shown.add(legend)
+    def points(rows, split):
+        metric, pts = mrr_curve(rows, split)
+        concept = metric == "concept_mrr"
+        return (f" · {MRR_NAMES.get(metric)}", pts, dict(dash="dash" if concept else "solid"),
+                dict(symbol="diamond" if concept else "circle", size=5))
+
+    fig = _run_curves(curves, table, colors, splits, points)
     for n in entity_counts(table, n_entities):
         chance = chance_entity_mrr(n)
         for j in range(1, len(splits) + 1):
