@@ -99,15 +99,17 @@ def mrr_metric(metrics: dict | None) -> str | None:
 
 
 def mrr_note(metric: str | None, entity_tokens: int | None) -> str:
-    """What a run's ``<split>.mrr`` is, and whether it is comparable to the concept objective's."""
+    """What a run's ``<split>.mrr`` is, short enough for a table cell: "concept MRR"; "entity MRR,
+    1-token" (1-token data: comparable to concept MRR); "entity MRR, 2-token" (each entity scored by
+    both its tokens: not comparable)."""
     if metric == "concept_mrr":
         return "concept MRR"
     if metric != "entity_mrr":
         return ""
-    if entity_tokens == 1:
-        return "entity MRR (1-token data: comparable to concept MRR)"
-    if entity_tokens == 2:
-        return "entity MRR (2-token entities: each scored by both its tokens)"
+    if entity_tokens == 1:  # comparable to concept MRR
+        return "entity MRR, 1-token"
+    if entity_tokens == 2:  # each entity scored by both its tokens
+        return "entity MRR, 2-token"
     return "entity MRR"
 
 

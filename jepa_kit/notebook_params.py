@@ -1,4 +1,5 @@
-"""The papermill ``parameters`` cell of notebooks/02_train.ipynb, and the config it gives.
+"""The papermill ``parameters`` cell of notebooks/02_train.ipynb, and the config it gives; the
+unknown-name check of every notebook's parameters.
 
 The cell is written from TrainConfig (``parameters_cell_source``), so its names, types and help
 are the dataclass's and no default is written twice. Every field defaults to ``None``, meaning
@@ -56,11 +57,13 @@ def parameters_cell_source() -> str:
     return "\n".join(lines)
 
 
-def check_notebook_parameters(namespace: dict) -> None:
+def check_notebook_parameters(namespace: dict, names: list[str] | None = None) -> None:
     """Raise ConfigError when ``namespace`` (a notebook's ``globals()``) holds a parameter-like
     value (a literal: str, number, bool, None, list, dict) under a name the parameters cell does
-    not define, which is what papermill leaves behind for ``-p lamda_jepa 2``."""
-    known = set(parameter_names())
+    not define (``names``; default 02_train's), which is what papermill leaves behind for
+    ``-p lamda_jepa 2``."""
+    names = list(names or parameter_names())
+    known = set(names)
     unknown = sorted(n for n, v in namespace.items()
                      if n not in known and not n.startswith("_") and n not in _KERNEL_NAMES
                      and isinstance(v, _LITERALS) and not isinstance(v, types.ModuleType))
@@ -68,7 +71,16 @@ def check_notebook_parameters(namespace: dict) -> None:
         hints = [f"{n!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(n, known, 1)) else repr(n)
                  for n in unknown]
         raise ConfigError(f"unknown notebook parameter{'s' if len(unknown) > 1 else ''} {', '.join(hints)}; "
-                          f"valid names are: {', '.join(parameter_names())}")
+                          f"valid names are: {', '.join(names)}")
+
+
+def check_parameters(namespace: dict, names: list[str]) -> None:
+    """For notebooks 01 and 03, as the first line after their parameters cell: an injected name
+    that is not one of ``names`` fails the run, listing them. Not in a live notebook, whose
+    later cells leave their own variables behind when the cells are re-run."""
+    from jepa_kit.runtime import notebook_kernel
+    if notebook_kernel() != "live":
+        check_notebook_parameters(namespace, names)
 
 
 def notebook_config(namespace: dict, strict: bool | None = None) -> TrainConfig:

@@ -72,7 +72,7 @@ SETTING_PALETTE = (
     "#DA60CA", "#6C4516", "#0D2A63", "#AF0038", "#FD3216", "#6A76FC", "#FE00CE", "#FF9616", "#479B55", "#DC587D",
     "#D626FF", "#6E899C", "#00B5F7", "#B68E00", "#FF0092", "#86CE00", "#BC7196", "#7E7DCD", "#FC6955", "#E48F72",
 )
-_SEED = re.compile(r"(^|_)seed=\d+(?=$|_| )")
+_SEED = re.compile(r"(^|_)seed=?\d+(?=$|_| )")  # k_pred=2_seed=1, or abstract_ntp_seed0
 _NUMBER = re.compile(r"(-?\d+(?:\.\d+)?(?:e-?\d+)?)")
 
 
@@ -83,7 +83,8 @@ def natural_key(text) -> tuple:
 
 
 def strip_seed(name: str) -> str:
-    """A run name without its seed: ``k_pred=2_seed=1`` -> ``k_pred=2``; ``default_seed=0`` -> ``default``."""
+    """A run name without its seed: ``k_pred=2_seed=1`` -> ``k_pred=2``; ``default_seed=0`` -> ``default``;
+    ``abstract_ntp_seed0`` -> ``abstract_ntp``."""
     head, _, tail = str(name).rpartition("/")
     tail = _SEED.sub("", tail).strip("_")
     tail = tail if tail and not tail.startswith(" ") else "default" + tail
@@ -165,3 +166,26 @@ def run_styles(names, table, colors: dict | None = None) -> tuple[dict[str, str]
 
 
 MRR_NAMES = {"entity_mrr": "entity MRR", "concept_mrr": "concept MRR"}
+
+
+def mean_band(series) -> list[tuple[float, float, float, int]]:
+    """Seeds of one setting as one line: (x, mean, std, n) at every x where a seed has a value,
+    x in order, over the seeds that have one there (n; std NaN where n = 1). ``series``: one list
+    of (x, y) per seed; None and NaN values are skipped."""
+    from jepa_kit.analysis import finite, mean_std
+    at: dict = {}
+    for pts in series:
+        for x, y in pts:
+            at.setdefault(x, []).append(y)
+    rows = []
+    for x in sorted(at):
+        ys = finite(at[x])
+        if ys:
+            rows.append((x, *mean_std(ys), len(ys)))
+    return rows
+
+
+def rgba(color: str, alpha: float) -> str:
+    """A ``#rrggbb`` colour as ``rgba(r,g,b,alpha)`` (a band drawn in its line's colour)."""
+    r, g, b = (int(color.lstrip("#")[i:i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r},{g},{b},{alpha})"

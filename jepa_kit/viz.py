@@ -1,5 +1,6 @@
 """Figures for the notebooks: the block-causal mask, the concept objective's two attention patterns,
-training curves, run comparisons (MRR against steps for every objective).
+training curves; the figures that compare many runs live in ``jepa_kit.compare_figures`` and are
+re-exported here, so that a notebook's one import is viz.
 
 All figures are plotly. ``setup_plotly()`` picks the renderer: in a live notebook
 "plotly_mimetype+notebook" (JupyterLab draws the plotly mime type; HTML exported by nbconvert
@@ -22,7 +23,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.subplots import make_subplots
 
-from jepa_kit.collect import mrr_curve, of_kind
+from jepa_kit.collect import of_kind
 from jepa_kit.data import SPLITS
 # what the mask figures draw; equivalence_table is re-exported for notebook 01, whose one import is viz
 from jepa_kit.mask_views import (CONCEPT_SLOTS, MASK_CATEGORIES, concept_mask_view, mask_hover,
@@ -34,7 +35,11 @@ from jepa_kit.run_views import (CONCEPT_EVAL_METRICS, CONCEPT_TABLE_COLUMNS, MET
                                 SETTING_PALETTE, SPLIT_COLORS, SPLIT_LABELS, TABLE_COLUMNS, TOKEN_EVAL_METRICS,
                                 MRR_NAMES, entity_counts, by_setting, chance_level, eval_metrics, loss_series,
                                 natural_key, results_frame, run_styles, setting_colors, setting_label, strip_seed,
-                                swatch, table_settings)
+                                swatch, table_settings, mean_band)
+# the figures that compare many runs (03, the demo's report), re-exported likewise
+from jepa_kit.compare_figures import (BAR_ROW_PX, MANY_BARS, MIN_PLOT_PX, METRIC_TITLES, SEED_MODES,  # noqa: F401
+                                      ablation_figure, forward_reverse_figure, learning_curves_figure,
+                                      logit_lens_figure, mrr_curves_figure)
 
 RENDERER = "plotly_mimetype+notebook"
 HEADLESS_RENDERER = "plotly_mimetype+notebook_connected"  # plotly.js from cdn.plot.ly, not in every notebook
@@ -318,183 +323,3 @@ class LiveLoss:
     def _ipython_display_(self):
         from IPython.display import display
         display(self.figure)
-
-
-# -- comparing runs (03_reverse_accuracy) ------------------------------------------------------
-METRIC_TITLES = {"mrr": "MRR over every entity (entity MRR; concept MRR for concept runs)"}
-# 48 distinct colours: a setting keeps its colour in every chart of the same table
-MANY_BARS = 8        # more settings than this: horizontal bars, one row per setting
-BAR_ROW_PX = 26      # height of one setting's row (its forward and reverse bars) in a horizontal chart
-MIN_PLOT_PX = 300    # the plot area is never shorter than this
-
-
-def forward_reverse_figure(table, metrics=("exact_match", "mrr"), colors: dict | None = None) -> go.Figure:
-    """Per setting (runs that differ only in seed together): forward (atomic) vs reverse (test),
-    mean ± std over seeds, for each metric, with the chance level where the entity count is known.
-    ``mrr`` is ``collect``'s ``<split>.mrr``: entity MRR, or concept MRR for concept runs (which have
-    no exact match). More than ``MANY_BARS`` settings: horizontal bars, one readable row each, and a
-    plot area that grows with them. Labels carry the setting's colour (``setting_colors``)."""
-    settings = sorted({setting_label(r) for r in table.to_dict("records")}, key=natural_key)
-    colors = colors or setting_colors(settings)
-    horizontal = len(settings) > MANY_BARS
-    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[METRIC_TITLES.get(m, m) for m in metrics],
-                        shared_yaxes=horizontal, horizontal_spacing=0.04 if horizontal else 0.08)
-    for j, metric in enumerate(metrics, 1):
-        agg = by_setting(table, metric)
-        for split, name in (("atomic", "forward (atomic)"), ("test", "reverse (test)")):
-            mean, std = f"{split}.{metric} mean", f"{split}.{metric} std"
-            if agg[mean].isna().all():
-                continue
-            value, err = list(agg[mean]), dict(type="data", array=list(agg[std].fillna(0)))
-            hover = [f"{s}: n = {n} seed{'s' if n > 1 else ''}" for s, n in zip(agg["setting"], agg["n"])]
-            common = dict(name=name, legendgroup=split, showlegend=j == 1, marker_color=SPLIT_COLORS[split],
-                          hovertext=hover)
-            if horizontal:
-                fig.add_bar(y=list(agg["setting"]), x=value, error_x=err, orientation="h", **common, row=1, col=j)
-            else:
-                fig.add_bar(x=list(agg["setting"]), y=value, error_y=err, **common, row=1, col=j)
-        chance = chance_level(table, metric)
-        if chance is not None:
-            line = dict(color="black", dash="dash", width=1)
-            if horizontal:
-                fig.add_vline(x=chance, line=line, row=1, col=j, annotation_text="chance")
-            else:
-                fig.add_hline(y=chance, line=line, row=1, col=j, annotation_text="chance")
-    ticks = dict(tickvals=settings, ticktext=[swatch(s, colors[s]) for s in settings], categoryorder="array",
-                 categoryarray=settings)
-    title = "forward vs reverse, per setting (mean ± std over seeds)"
-    if horizontal:
-        top, bottom = 90, 60
-        plot = max(MIN_PLOT_PX, BAR_ROW_PX * len(settings))
-        fig.update_yaxes(autorange="reversed", automargin=True, **ticks)
-        fig.update_xaxes(range=[0, 1.02])
-        fig.update_layout(barmode="group", title=title, height=top + bottom + plot,
-                          margin=dict(t=top, b=bottom), legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1,
-                                                                    xanchor="right"))
-    else:
-        fig.update_xaxes(automargin=True, **ticks)
-        fig.update_yaxes(range=[0, 1.02])
-        fig.update_layout(barmode="group", title=title, height=450)
-    return fig
-
-
-def ablation_figure(summary, factor: str, metric: str = "exact_match", chance: float | None = None) -> go.Figure:
-    """mean ± std over seeds against one ablation factor, forward (atomic) and reverse (test),
-    from ``jepa_kit.collect.ablation_summary``; one group of bars per objective (and setting) and value,
-    the values in numeric order. ``chance`` (``chance_level``): a dashed line, so that reverse bars
-    near 0 are read against it; each bar also carries its value as text."""
-    sub = summary[summary["factor"] == factor]
-    groups = list(sub["objective"])
-    if "setting" in sub:  # runs of different data or architecture (collect.SETTING_FIELDS): name the setting
-        groups = [f"{o} [{st}]" if st else o for o, st in zip(groups, sub["setting"])]
-    order = sorted(range(len(sub)), key=lambda i: (natural_key(groups[i]), natural_key(sub["value"].iloc[i])))
-    sub = sub.iloc[order]
-    groups = [groups[i] for i in order]
-    x = [groups, [str(v) for v in sub["value"]]]
-    fig = go.Figure()
-    for split, name in (("atomic", "forward (atomic)"), ("test", "reverse (test)")):
-        mean, std = f"{split}.{metric} mean", f"{split}.{metric} std"
-        if mean in sub:
-            fig.add_bar(x=x, y=list(sub[mean]), error_y=dict(type="data", array=list(sub[std].fillna(0))),
-                        name=name, marker_color=SPLIT_COLORS[split], text=[f"{v:.3f}" for v in sub[mean]],
-                        textposition="outside", textfont=dict(size=9), cliponaxis=False,
-                        hovertext=[f"n = {n}" for n in sub["n"]])
-    if chance is not None:
-        fig.add_hline(y=chance, line=dict(color="black", dash="dash", width=1), annotation_text="chance")
-    by = "objective" if factor == "defaults" else factor
-    fig.update_layout(barmode="group", title=f"{metric} by {by} (mean ± std over seeds)",
-                      xaxis_title="objective" if factor == "defaults" else f"objective / {factor}", height=400)
-    fig.update_yaxes(range=[0, 1.08])
-    return fig
-
-
-def _run_curves(curves, table, colors, splits, points) -> go.Figure:
-    """A panel per split, a trace per run; a setting's seeds share its colour and legend entry. ``points(rows,
-    split)`` -> (suffix of the setting's legend name, [(step, value)], extra line style, marker style)."""
-    settings, colors = run_styles(curves, table, colors)
-    fig = make_subplots(rows=1, cols=len(splits), subplot_titles=[SPLIT_LABELS[s] for s in splits], shared_yaxes=True)
-    shown = set()
-    for name in sorted(curves, key=lambda n: (natural_key(settings[n]), natural_key(n))):
-        setting = settings[name]
-        for j, split in enumerate(splits, 1):
-            suffix, pts, line, marker = points(curves[name], split)
-            legend = setting + suffix
-            if pts:
-                fig.add_scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=legend,
-                                legendgroup=legend, showlegend=legend not in shown, hovertext=name,
-                                line=dict(color=colors[setting], **line, width=1.5), marker=marker, row=1, col=j)
-                shown.add(legend)
-    return fig
-
-
-def learning_curves_figure(curves: dict[str, list[dict]], table=None, metric: str = "exact_match",
-                           splits=("atomic", "test"), colors: dict | None = None) -> go.Figure:
-    """One eval metric over steps for many runs, overlaid (``curves``: run name -> metrics rows,
-    from ``jepa_kit.collect.learning_curves``); one panel per split. ``table`` (``collect``) labels
-    runs; ``colors``: setting -> colour, default ``setting_colors`` of the table."""
-    def points(rows, split):
-        return "", [(r["step"], r["splits"][split][metric]) for r in of_kind(rows, "eval")
-                    if split in r.get("splits", {}) and r["splits"][split].get(metric) is not None], {}, dict(size=4)
-
-    fig = _run_curves(curves, table, colors, splits, points)
-    fig.update_xaxes(title_text="step")
-    if "loss" not in metric and "rank" not in metric:
-        fig.update_yaxes(range=[0, 1.02])
-    fig.update_layout(title=f"learning curves: {metric} (one colour per setting, a line per seed)", height=420)
-    return fig
-
-
-def mrr_curves_figure(curves: dict[str, list[dict]], table=None, splits=("atomic", "test"), n_entities=None,
-                      above: float = 5.0, log_x: bool = False, colors: dict | None = None) -> go.Figure:
-    """Every run's MRR over every entity against steps, one panel per split: entity MRR for
-    token-level objectives, concept MRR for concept runs (``jepa_kit.collect.mrr_curve``; each
-    legend entry names which). ``curves``: run name -> metrics.jsonl rows (``collect.learning_curves``),
-    read while a run is still training. A dashed line marks chance (H_n / n for n entities, the
-    same for both MRRs under the kit's tie rule) and a dotted one ``above`` x chance; ``n_entities``
-    (one or several) defaults to the ``n_entities`` column of ``table`` (``collect.collect``)."""
-    from jepa_kit.evaluate import chance_entity_mrr
-    def points(rows, split):
-        metric, pts = mrr_curve(rows, split)
-        concept = metric == "concept_mrr"
-        return (f" · {MRR_NAMES.get(metric)}", pts, dict(dash="dash" if concept else "solid"),
-                dict(symbol="diamond" if concept else "circle", size=5))
-
-    fig = _run_curves(curves, table, colors, splits, points)
-    for n in entity_counts(table, n_entities):
-        chance = chance_entity_mrr(n)
-        for j in range(1, len(splits) + 1):
-            last = j == len(splits)
-            fig.add_hline(y=chance, line=dict(color="black", dash="dash", width=1), row=1, col=j,
-                          annotation_text=f"chance, {n} entities" if last else None)
-            fig.add_hline(y=above * chance, line=dict(color="grey", dash="dot", width=1), row=1, col=j,
-                          annotation_text=f"{above:g} x chance" if last else None)
-    fig.update_xaxes(title_text="step", type="log" if log_x else None)
-    fig.update_yaxes(range=[0, 1.02])
-    fig.update_yaxes(title_text="MRR over every entity", row=1, col=1)
-    fig.update_layout(title="MRR against steps, every objective: entity MRR (token-level objectives, solid) and "
-                            "concept MRR (concept objective, dashed)<br><sup>on 1-token data (the abstract setting) a "
-                            "token-level run's entity MRR is the number comparable to concept MRR; both count ties half"
-                            "</sup>", height=460, legend=dict(font=dict(size=10)))
-    return fig
-
-
-def logit_lens_figure(layers: dict[str, dict[str, list[float]]], metric: str = "entity_mrr",
-                      colors: dict | None = None) -> go.Figure:
-    """Per-layer (logit-lens) metric: ``layers[run][split]`` is a list over layers (``collect.per_layer``);
-    one colour per setting (``colors``, default ``setting_colors`` of these runs), a line per seed."""
-    splits = ("atomic", "test")
-    fig = make_subplots(rows=1, cols=len(splits), subplot_titles=[SPLIT_LABELS[s] for s in splits], shared_yaxes=True)
-    colors = {**setting_colors(strip_seed(n) for n in layers), **(colors or {})}
-    shown = set()
-    for name in sorted(layers, key=natural_key):
-        setting = strip_seed(name)
-        for j, split in enumerate(splits, 1):
-            vals = layers[name].get(split)
-            if vals:
-                fig.add_scatter(x=list(range(1, len(vals) + 1)), y=vals, mode="lines+markers", name=setting,
-                                legendgroup=setting, showlegend=setting not in shown, hovertext=name,
-                                line=dict(color=colors[setting], width=1.5), row=1, col=j)
-                shown.add(setting)
-    fig.update_xaxes(title_text="layer", dtick=1)
-    fig.update_layout(title=f"logit lens: {metric} per layer", height=380)
-    return fig

@@ -98,7 +98,7 @@ sys.meta_path.insert(0, Block())
 import {module}
 """
 # modules whose job is the notebook side (plots, widgets, papermill); they may need the extras
-NEEDS_EXTRAS = {"jepa_kit.viz"}
+NEEDS_EXTRAS = {"jepa_kit.viz", "jepa_kit.compare_figures"}
 
 
 def _import_alone(module: str) -> tuple[str, int, str]:

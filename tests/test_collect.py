@@ -154,7 +154,7 @@ def test_collect_and_summary_show_a_concept_run_without_token_metrics(tmp_path, 
     # the concept run's data is the 2-token excerpt: read from its data directory
     assert c["entity_tokens"] == 2 and c["n_entities"] > 100
     assert c["chance_mrr"] == pytest.approx(sum(1 / r for r in range(1, int(c["n_entities"]) + 1)) / c["n_entities"])
-    assert n["entity_tokens"] == 1 and n["mrr_note"] == "entity MRR (1-token data: comparable to concept MRR)"
+    assert n["entity_tokens"] == 1 and n["mrr_note"] == "entity MRR, 1-token"
     assert c["mrr_note"] == "concept MRR"
     cols = list(collect.summary(table.reset_index()).columns)
     assert {"atomic.concept_mrr", "test.concept_mrr", "test.mrr", "mrr_note", "n_recognition"} <= set(cols)

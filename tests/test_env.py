@@ -2,6 +2,7 @@
 Python version; constraints.txt pins them all, and every run records the versions it used."""
 import json
 import re
+import shutil
 import sys
 import tomllib
 
@@ -90,3 +91,21 @@ def test_a_run_records_the_versions_it_used(tiny_data, tmp_path):
     assert (versions["torch"], versions["transformers"], versions["numpy"]) == \
         (torch.__version__, transformers.__version__, numpy.__version__)
     assert versions["safetensors"]
+
+
+def _setup_commands(**variables) -> str:
+    """What `make setup` would run (dry run, as if pyproject.toml had changed)."""
+    import subprocess
+    args = ["make", "-n", "-W", "pyproject.toml", "setup", *(f"{k}={v}" for k, v in variables.items())]
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, check=True, timeout=60).stdout
+
+
+def test_setup_takes_torch_from_the_named_index_or_pips_usual_sources():
+    named = _setup_commands(TORCH_INDEX="https://download.pytorch.org/whl/cpu", TORCH_SPEC="torch==2.13.0")
+    assert 'pip install -q "torch==2.13.0" --index-url "https://download.pytorch.org/whl/cpu"' in named
+    usual = _setup_commands(TORCH_INDEX="pypi", TORCH_SPEC="torch==2.13.0")
+    assert re.search(r'pip install -q "torch==2\.13\.0" *\n', usual) and "--index-url" not in usual
+    # left to itself, on a machine without a GPU: the CPU build, from the CPU index only if it answers
+    auto = _setup_commands()
+    assert '"torch==2.13.0"' in auto or shutil.which("nvidia-smi")
+    assert "--index-url" not in auto or "download.pytorch.org/whl/cpu" in auto

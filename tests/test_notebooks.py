@@ -133,6 +133,32 @@ def test_an_unknown_injected_parameter_fails_the_run(tmp_path):
     assert not any("[jepa_kit.train]" in json.dumps(o) for o in outputs(nb)), "it fails before training"
 
 
+@pytest.mark.parametrize("name", ["01_attention_masks.ipynb", "03_reverse_accuracy.ipynb"])
+def test_the_other_notebooks_check_their_parameter_names(name):
+    """01 and 03 name their parameters once more in their check (a notebook cannot read its own
+    cells): the two lists must agree, and the check runs before anything else uses them."""
+    nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+    params = [n.target.id for n in ast.parse(parameters_cell(nb).source).body]
+    assert params, "annotated parameters (papermill --help-notebook shows their types)"
+    calls = [(i, node) for i, c in enumerate(nb.cells) if c.cell_type == "code"
+             for node in ast.walk(ast.parse(c.source))
+             if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "check_parameters"]
+    assert len(calls) == 1
+    i, call = calls[0]
+    assert ast.literal_eval(call.args[1]) == params
+    first_use = min(j for j, c in enumerate(nb.cells) if j > nb.cells.index(parameters_cell(nb)) and c.cell_type == "code")
+    assert i == first_use, "the first code cell after the parameters"
+
+
+def test_a_misspelt_parameter_fails_the_analysis_notebook(tmp_path):
+    from papermill.exceptions import PapermillExecutionError
+
+    with pytest.raises(PapermillExecutionError) as err:
+        execute("03_reverse_accuracy.ipynb", tmp_path / "03.ipynb", runs_dri="x")
+    assert "unknown notebook parameter 'runs_dri' (did you mean 'runs_dir'?)" in str(err.value)
+    assert "valid names are: runs_dir, metric, compare_on, log_x, seeds" in str(err.value)
+
+
 def _size_check(path: Path):
     nb = nbformat.read(path, as_version=4)
     assert path.stat().st_size < 1_000_000, f"{path.name} is {path.stat().st_size / 1e6:.1f} MB executed"

@@ -311,3 +311,36 @@ def test_ablation_values_sorted_numerically_with_a_chance_line():
     assert list(fig.data[1].y) == pytest.approx([0.001, 0.011, 0.021, 0.041])
     assert [s.y0 for s in fig.layout.shapes] == [pytest.approx(1 / 600)]
     assert fig.data[1].text[0] == "0.001", "a bar near 0 still shows its value"
+
+
+def test_mean_band_averages_the_seeds_at_each_step():
+    from jepa_kit.run_views import mean_band
+    rows = mean_band([[(10, 0.2), (20, 0.4)], [(10, 0.4), (20, float("nan")), (30, 0.9)], [(10, None)]])
+    assert [(x, n) for x, _, _, n in rows] == [(10, 2), (20, 1), (30, 1)]
+    assert rows[0][1] == pytest.approx(0.3) and rows[0][2] == pytest.approx(0.1414213562)
+    assert rows[1][1] == 0.4 and rows[1][2] != rows[1][2], "one seed: no std (NaN)"
+
+
+def test_curves_draw_a_setting_as_its_mean_and_a_band_or_every_seed():
+    def run(values):
+        return [{"kind": "eval", "step": s, "splits": {"atomic": {"exact_match": v}, "test": {"exact_match": v / 2}}}
+                for s, v in zip((100, 200), values)]
+    curves = {"k_pred=2_seed=0": run((0.2, 0.9)), "k_pred=2_seed=1": run((0.4, 1.0)), "k_pred=4_seed=0": run((0.5, 0.5))}
+    fig = viz.learning_curves_figure(curves)
+    atomic = [t for t in fig.data if t.xaxis in (None, "x")]
+    mean = next(t for t in atomic if t.name == "k_pred=2" and t.showlegend is not False)
+    assert list(mean.y) == pytest.approx([0.3, 0.95])
+    upper, lower = [t for t in atomic if t.name == "k_pred=2" and t.showlegend is False]
+    assert list(upper.y) == pytest.approx([0.3 + 0.1414213562, 1.0]), "mean + std, clipped at 1"
+    assert list(lower.y) == pytest.approx([0.3 - 0.1414213562, 0.95 - 0.0707106781])
+    assert lower.fill == "tonexty" and lower.fillcolor.startswith("rgba(")
+    single = [t for t in atomic if t.name == "k_pred=4"]
+    assert len(single) == 1 and list(single[0].y) == [0.5, 0.5], "one seed: its line, no band"
+    lines = viz.learning_curves_figure(curves, seeds="lines")
+    assert sorted(t.hovertext for t in lines.data if t.xaxis in (None, "x")) == sorted(curves)
+    with pytest.raises(ValueError, match="seeds must be one of"):
+        viz.mrr_curves_figure(curves, seeds="mean")
+    lens = viz.logit_lens_figure({"a_seed=0": {"atomic": [0.5, 0.9], "test": [0.1, 0.2]},
+                                  "a_seed=1": {"atomic": [0.7, 0.9], "test": [0.3, 0.2]}}, chance=0.01)
+    test_mean = next(t for t in lens.data if t.xaxis == "x2" and t.hovertext and t.name == "a")
+    assert list(test_mean.y) == pytest.approx([0.2, 0.2]) and len(lens.layout.shapes) == 2

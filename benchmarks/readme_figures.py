@@ -1,0 +1,57 @@
+"""The README's pictures, drawn by headless Chromium from the kit's own figures (no kaleido, no
+network): the block-causal mask of one JEPA row, the committed 42-run study's forward vs reverse
+comparison, and the binding controls' MRR against steps.
+
+    python benchmarks/readme_figures.py [OUT_DIR]      # default docs/figures
+
+Needs Chromium (Debian's `chromium`, which `make test` installs where it can, or $JEPA_KIT_CHROMIUM)
+and the notebook extras (plotly). Each PNG is written to a temporary file, then renamed.
+"""
+import sys
+import tempfile
+from pathlib import Path
+
+from jepa_kit import browser, collect, viz
+from jepa_kit.data import load_dataset
+from jepa_kit.datagen import generate
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY = ROOT / "papermill_runs" / "results" / "study_runs"
+CONTROLS = ROOT / "papermill_runs" / "results" / "binding_controls_runs"
+WIDTH = 1100
+FIGURES = ("mask.png", "forward_reverse.png", "binding_controls_mrr.png")
+
+
+def mask_png(out: Path) -> Path:
+    with tempfile.TemporaryDirectory() as tmp:
+        ds = load_dataset(generate("tiny", Path(tmp) / "tiny", seed=0))
+        row = ds.valid["train"].ids[0]
+        fig = viz.mask_figure(row, ds.vocab, k=2, caption="one JEPA training item, k = 2 PRED tokens")
+    fig.update_layout(margin=dict(l=120, r=40, t=90, b=120))
+    return browser.figure_png(fig, out / "mask.png", width=760, height=720)
+
+
+def forward_reverse_png(out: Path) -> Path:
+    table = collect.collect(STUDY)
+    fig = viz.forward_reverse_figure(table)
+    fig.update_layout(title="the committed tiny study: forward (atomic) vs reverse (test), 14 settings x 3 seeds")
+    return browser.figure_png(fig, out / "forward_reverse.png", width=WIDTH)
+
+
+def controls_png(out: Path) -> Path:
+    table = collect.collect(CONTROLS)
+    fig = viz.mrr_curves_figure(collect.learning_curves(CONTROLS), table, n_entities=600, log_x=True)
+    return browser.figure_png(fig, out / "binding_controls_mrr.png", width=WIDTH, height=520)
+
+
+def main(out: str = "docs/figures") -> list[Path]:
+    out = Path(out)
+    paths = [mask_png(out), forward_reverse_png(out), controls_png(out)]
+    for p in paths:
+        w, h = browser.png_size(p)
+        print(f"{p}  {w} x {h}  {p.stat().st_size / 1e3:.0f} kB")
+    return paths
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:2])
