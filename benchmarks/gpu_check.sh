@@ -3,6 +3,7 @@
 # its training runs did not reach forward memorisation in 10,000 steps; this one trains 14,000 steps
 # (the ntp baseline memorised in about 13,000 at lr 1e-3, batch 1,024) and needs about 10 minutes:
 # drop the jepa run (JEPA_RUN=0) or bound the runs (TRAIN_TIMEOUT seconds each) to fit a lease.
+#   0. the step-1,001 NaN probe (benchmarks/gpu_probe.py --only eval_nan; ~2 min estimated, EVAL_NAN=0 skips);
 #   1. the training-step bench at batch 1,024 (the trainer's own step function; seed structure,
 #      packed, fixed-shape and compiled fixed-shape modes) and a probe of the old packed_bf16 anomaly;
 #   2. entity-MRR evaluation speed: 9,000 queries of a random model (bf16) and an fp32 projection;
@@ -46,6 +47,11 @@ echo "$DEVICE" > "$WORK/device.txt"
 
 section "data"
 "$PY" -m jepa_kit data generate --preset "$DATA" --out "$WORK/data/$DATA" --force || exit 1
+
+if [ "${EVAL_NAN:-1}" = 1 ]; then  # about 2 GPU-minutes (estimated, not timed); EVAL_NAN=0 skips it
+  section "0. issue 12: the evaluation and the ntp NaN at step 1,001 (gpu_probe.py --only eval_nan)"
+  "$PY" benchmarks/gpu_probe.py "$WORK/data/$DATA" "$OUT/probe.json" --only eval_nan --work "$WORK/eval_nan"
+fi
 
 section "1. training-step bench ($DEVICE)"
 "$PY" -m jepa_kit bench --device "$DEVICE" $BENCH --eval-queries 0 --json > "$OUT/bench.json" \

@@ -30,11 +30,17 @@ EVAL_PRECISIONS = RANKING_PRECISIONS  # jepa_kit.ranking: auto | fp32 | checked 
 BEST_METRICS = ("exact_match", "mrr_first", "mrr_last", "entity_mrr", "entity_hits1", "entity_rank_mean",
                 "joint_mrr_approx", "ntp_loss", "concept_mrr", "concept_mrr_paper_ties", "concept_rank_mean")
 
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a smaller value of a ``best_metric`` is better (losses and ranks)."""
+    return "loss" in metric or "rank" in metric
+
+
 # Fields that may differ when a run is resumed: how long, how often, where, on what hardware.
 # ``mode`` is among them: every mode computes the same losses (tests/test_model.py).
-RESUMABLE_FIELDS = ("data", "out", "steps", "epochs", "log_every", "eval_every", "eval_max_items",
-                    "eval_precision", "eval_budget", "logit_lens", "ckpt_every", "keep_last", "progress", "device",
-                    "compile", "compile_mode", "mode")
+RESUMABLE_FIELDS = ("data", "out", "steps", "epochs", "max_train_seconds", "log_every", "eval_every",
+                    "eval_max_items", "eval_precision", "eval_budget", "logit_lens", "ckpt_every", "keep_last",
+                    "progress", "device", "compile", "compile_mode", "mode")
 
 
 class ConfigError(ValueError):
@@ -92,6 +98,10 @@ class TrainConfig:
     batch_size: int = _f(256, "global batch size (split over ranks under torchrun)")
     epochs: float = _f(3.0, "training length in epochs, used when steps is not set")
     steps: int | None = _f(None, "training length in optimizer steps (overrides epochs)")
+    max_train_seconds: float | None = _f(None, "also end at the first step after this many seconds of training "
+                                               "(summed over resumes; compile included, evaluations and checkpoints "
+                                               "not), then evaluate as usual; the lr schedule still spans steps; "
+                                               "single process only; None: off")
     # logging, evaluation, checkpoints
     log_every: int = _f(50, "write a metrics row (and status.json) every this many steps")
     eval_every: int = _f(500, "evaluate every this many steps; 0 = only at the end")
@@ -157,6 +167,8 @@ class TrainConfig:
             raise ConfigError(f"dropout must be in [0, 1); got {self.dropout}")
         if self.lr <= 0 or self.epochs <= 0:
             raise ConfigError(f"lr and epochs must be > 0; got {self.lr}, {self.epochs}")
+        if self.max_train_seconds is not None and not self.max_train_seconds > 0:
+            raise ConfigError(f"max_train_seconds must be > 0 or None; got {self.max_train_seconds}")
         try:  # the objective's fields are checked where their defaults live
             self.objective_config()
         except ValueError as e:
@@ -208,6 +220,10 @@ class TrainConfig:
 
     def objective_config(self) -> ObjectiveConfig:
         return ObjectiveConfig(**{f.name: getattr(self, f.name) for f in fields(ObjectiveConfig)})
+
+    def out_of_time(self, train_s: float) -> bool:
+        """Whether ``train_s`` seconds of training have used up ``max_train_seconds``."""
+        return self.max_train_seconds is not None and train_s >= self.max_train_seconds
 
     def model_preset(self) -> dict:
         """The model preset with this config's size overrides applied."""
@@ -348,3 +364,15 @@ def as_config(config) -> TrainConfig:
     if isinstance(config, (str, Path)):
         return TrainConfig.from_yaml(config)
     raise ConfigError(f"train() takes a TrainConfig, a dict or a YAML path; got {type(config).__name__}")
+
+
+def eval_precision(cfg: TrainConfig, device: "torch.device", final: bool) -> str:
+    """The entity-ranking precision of an evaluation: the final one is exact (``checked`` on CUDA,
+    ``fp32`` on CPU); periodic ones follow ``eval_precision`` (auto: ``bf16`` on CUDA, where a
+    sample's curve does not need exact ranks and an exact one would cost more than training)."""
+    cuda = device.type == "cuda"
+    if final:
+        return "checked" if cuda else "fp32"
+    if cfg.eval_precision == "auto":
+        return "bf16" if cuda else "fp32"
+    return cfg.eval_precision

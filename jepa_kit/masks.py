@@ -13,14 +13,28 @@ Mask conventions (see DESIGN.md "Known traps"):
   row has an allowed key: no all-blocked row, no NaN from softmax, in any attention
   implementation. Real positions never attend to padding.
 
-Masks are built once per (shape, dtype, device) and cached; treat them as read-only.
+Masks are built once per (shape, dtype, device) and cached; treat them as read-only. They are
+always built as normal tensors, even when the first caller runs under ``torch.inference_mode`` (an
+evaluation): a cached inference tensor would make every later training step that reads it fail.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, wraps
 
 import torch
+
+
+def _normal_tensors(build):
+    """``build`` with inference mode off. An evaluation runs the model under ``torch.inference_mode``;
+    a table it built first would be an inference tensor, and a training step that later reads it
+    from the cache (through a view: ``mask[None, None]``, ``pos.expand``) would fail with "Inference
+    tensors cannot be saved for backward"."""
+    @wraps(build)
+    def built(*args):
+        with torch.inference_mode(False):
+            return build(*args)
+    return built
 
 
 def _normalise(block_lengths, total_len):
@@ -35,6 +49,7 @@ def _normalise(block_lengths, total_len):
 
 
 @lru_cache(maxsize=None)
+@_normal_tensors
 def _allowed(lengths: tuple[int, ...], total: int) -> torch.Tensor:
     # block index of each position; padding gets its own index per position (-1 - i)
     block = torch.cat([torch.full((n,), b) for b, n in enumerate(lengths)])
@@ -52,6 +67,7 @@ def block_causal_allowed(block_lengths, total_len: int | None = None) -> torch.T
 
 
 @lru_cache(maxsize=None)
+@_normal_tensors
 def _additive(lengths, total, dtype, device) -> torch.Tensor:
     allowed = _allowed(lengths, total)
     mask = torch.zeros(allowed.shape, dtype=dtype)
@@ -75,6 +91,7 @@ def block_causal_mask(
 
 
 @lru_cache(maxsize=None)
+@_normal_tensors
 def _positions(lengths, total, device) -> torch.Tensor:
     pos = torch.cat([torch.arange(n) for n in lengths] + [torch.zeros(total - sum(lengths), dtype=torch.long)])
     return pos.to(device)
@@ -105,6 +122,7 @@ class PackedLayout:
 
 
 @lru_cache(maxsize=None)
+@_normal_tensors
 def layout_tables(layout: PackedLayout, dtype: torch.dtype, device: torch.device):
     """Per kind: additive masks [K, W, W], position ids [K, W], read positions [K, R] (a kind
     with fewer reads repeats its first; the extra outputs are ignored) and the mask rows at
@@ -136,7 +154,7 @@ def _build_static_tables(blocks, reads, dtype, device):
     return mask, pos, torch.tensor(reads, device=device)
 
 
-_cached_static_tables = lru_cache(maxsize=None)(_build_static_tables)
+_cached_static_tables = lru_cache(maxsize=None)(_normal_tensors(_build_static_tables))
 
 
 @dataclass

@@ -13,7 +13,9 @@ The plumbing lives elsewhere:
 Resume: calling ``train`` on an existing run directory resumes from its last checkpoint; an
 interrupted and resumed run gives the same numbers as an uninterrupted one (CPU, fp32), because
 the data order and the loss-dropout draws depend only on (seed, epoch) and (seed, step), and RNG
-states are checkpointed.
+states are checkpointed. A time budget (``max_train_seconds``) ends a run early, at a step
+boundary, with the usual final evaluation; the training seconds it counts are checkpointed too, so a
+resumed run spends only what is left (results.json and status.json say which limit ended it).
 
 Preemption: on SIGTERM or SIGUSR1 (SLURM preemption, or ``#SBATCH --signal=USR1@120`` before
 the walltime) the current step finishes, a checkpoint is written, status.json says "preempted",
@@ -42,7 +44,7 @@ import torch
 
 from jepa_kit import __version__
 from jepa_kit import checkpoint as ckpt
-from jepa_kit.config import ConfigError, TrainConfig, as_config
+from jepa_kit.config import ConfigError, TrainConfig, as_config, eval_precision, lower_is_better
 from jepa_kit.data import SPLITS, DataError, Dataset, leakage_problems, load_dataset
 from jepa_kit.objectives import get_objective
 from jepa_kit.rundir import RunFiles, check_resume, clean, now
@@ -50,6 +52,8 @@ from jepa_kit.runlock import RunLocked, run_lock  # RunLocked: re-exported for t
 from jepa_kit.runtime import (PREEMPTED_EXIT_CODE, Dist, EvalClock, Preempted, Progress,
                               TrainingDiverged, global_loss, init_distributed, training_precision)
 from jepa_kit.signals import StopSignal
+
+_clock = time.perf_counter  # what max_train_seconds counts (a test may replace it)
 
 __all__ = ["ConfigError", "LeakageError", "PREEMPTED_EXIT_CODE", "Preempted", "RunLocked", "TrainConfig",
            "TrainingDiverged", "Trainer", "check_leakage", "epoch_permutation", "lr_at", "train", "train_step",
@@ -108,28 +112,12 @@ def lr_at(cfg: TrainConfig, step: int, total_steps: int) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * frac))
 
 
-def eval_precision(cfg: TrainConfig, device: torch.device, final: bool) -> str:
-    """The entity-ranking precision of an evaluation: the final one is exact (``checked`` on CUDA,
-    ``fp32`` on CPU); periodic ones follow ``eval_precision`` (auto: ``bf16`` on CUDA, where a
-    sample's curve does not need exact ranks and an exact one would cost more than training)."""
-    cuda = device.type == "cuda"
-    if final:
-        return "checked" if cuda else "fp32"
-    if cfg.eval_precision == "auto":
-        return "bf16" if cuda else "fp32"
-    return cfg.eval_precision
-
-
 def _headline(metrics: dict) -> str:
     """The number a log line shows for a split: exact match, or the concept MRR of a concept model."""
     for key, label in (("exact_match", "exact"), ("concept_mrr", "concept MRR")):
         if metrics.get(key) is not None:
             return f"{label} {metrics[key]:.3f}"
     return "-"
-
-
-def _lower_is_better(metric: str) -> bool:
-    return "loss" in metric or "rank" in metric
 
 
 def weight_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -210,6 +198,8 @@ class Trainer:
         self.n_rows = len(self.ids)
         if cfg.batch_size % dist.world:
             raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the {dist.world} processes")
+        if cfg.max_train_seconds is not None and dist.world > 1:  # each rank's clock would pick its own last step
+            raise ConfigError("max_train_seconds needs a single process (under torchrun use steps)")
         if cfg.batch_size > self.n_rows:
             raise ConfigError(f"batch_size {cfg.batch_size} is larger than the {self.n_rows} training rows")
         self.steps_per_epoch = self.n_rows // cfg.batch_size  # the last partial batch of an epoch is dropped
@@ -225,7 +215,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
         self.files = RunFiles(self.run_dir, enabled=dist.main, callback=callback)
 
-        self.step, self.elapsed_before, self.best = 0, 0.0, None
+        self.step, self.elapsed_before, self.train_s, self.best = 0, 0.0, 0.0, None  # train_s: max_train_seconds
         self.last_saved: Path | None = None  # the last good checkpoint (for the divergence message)
         # sums over the steps since the last metrics row: loss, ntp, jepa (device), JEPA rows, steps
         self.window = torch.zeros(3, dtype=torch.float64, device=device)
@@ -244,7 +234,8 @@ class Trainer:
             raise ConfigError(f"{self.run_dir} is at step {self.step}, past the {self.total_steps} steps asked for: a run "
                               f"cannot be shortened (its checkpoints, metrics and results are from step {self.step}); "
                               f"ask for at least {self.step} steps, or use a new out")
-        if resumed and self.step >= self.total_steps and (self.run_dir / "results.json").is_file():
+        done = self.step >= self.total_steps or self.cfg.out_of_time(self.train_s)
+        if resumed and done and (self.run_dir / "results.json").is_file():
             if self.dist.main:
                 print(f"[jepa_kit.train] {self.run_dir} already finished at step {self.step}", file=sys.stderr)
             return self.run_dir
@@ -274,6 +265,7 @@ class Trainer:
             self.scaler.load_state_dict(meta["scaler"])
         st = meta["trainer"]
         self.step, self.elapsed_before, self.best = meta["step"], st["elapsed_s"], st["best"]
+        self.train_s = st.get("train_s", st["elapsed_s"])  # older checkpoints: wall time, evaluations included
         self.window = torch.tensor(st["window"][:3], dtype=torch.float64, device=self.device)
         self.window_nj, self.window_steps = st["window"][3], st["window_steps"]
         self.last_saved = latest
@@ -334,7 +326,8 @@ class Trainer:
         perm_epoch, perm = -1, None
         self.lr, self.grad_norm = lr_at(cfg, self.step, self.total_steps), None
 
-        while self.step < self.total_steps:
+        while self.step < self.total_steps and not cfg.out_of_time(self.train_s):
+            t_step = _clock()  # training time: the step and its metrics row, not evaluations or checkpoints
             # the batch: a slice of this epoch's permutation, indexed on the device
             epoch = self.step // self.steps_per_epoch
             if epoch != perm_epoch:
@@ -357,9 +350,11 @@ class Trainer:
             self.progress.step()
             self.account(stats, n_jepa)
 
-            if self.step % cfg.log_every == 0 or self.step == self.total_steps:  # a stop logs nothing: the window is checkpointed
+            last = self.step == self.total_steps or cfg.out_of_time(self.train_s + _clock() - t_step)
+            if self.step % cfg.log_every == 0 or last:  # a stop logs nothing: the window is checkpointed
                 self.log()
-            if self.step == self.total_steps:
+            self.train_s += _clock() - t_step
+            if last:
                 break
             saved = False
             if cfg.eval_every and self.step % cfg.eval_every == 0 and eval_clock.due():
@@ -423,8 +418,8 @@ class Trainer:
             return None  # other ranks do not wait here: the next step's collectives line them up
         meta = {"config": self.cfg.to_dict(), "model": self.model.config_dict(),
                 "data_fingerprint": self.dataset.fingerprint, "vocab_size": len(self.dataset.vocab),
-                "trainer": {"elapsed_s": self.elapsed_before + (time.time() - self.t0), "best": self.best,
-                            "window": [*self.window.tolist(), float(self.window_nj)],
+                "trainer": {"elapsed_s": self.elapsed_before + (time.time() - self.t0), "train_s": self.train_s,
+                            "best": self.best, "window": [*self.window.tolist(), float(self.window_nj)],
                             "window_steps": self.window_steps, "epoch": self.step / self.steps_per_epoch}}
         self.last_saved = ckpt.save_checkpoint(self.run_dir, self.step, self.model, self.opt, clean(meta),
                                                scaler_state=self.scaler.state_dict() if self.scaler.is_enabled() else None)
@@ -461,7 +456,7 @@ class Trainer:
         if value is None or not math.isfinite(value):
             return False
         best = self.best
-        if best is not None and (value >= best["value"] if _lower_is_better(cfg.best_metric) else value <= best["value"]):
+        if best is not None and (value >= best["value"] if lower_is_better(cfg.best_metric) else value <= best["value"]):
             return False
         self.best = {"split": cfg.best_split, "metric": cfg.best_metric, "value": value, "step": self.step,
                      "selected_on_test": cfg.best_split == "test"}
@@ -470,6 +465,7 @@ class Trainer:
     def finish(self) -> None:
         """The end: final checkpoint, full evaluation (exact), results.json, status finished."""
         final_dir = self.save()
+        stopped_by = "steps" if self.step >= self.total_steps else "max_train_seconds"
         wall = self.elapsed_before + time.time() - self.t0
         t_eval = time.time()
         new_best = self.evaluate(None, final=True)
@@ -483,11 +479,13 @@ class Trainer:
             trains_on_test = self.objective.trains_on_test_facts
             run = {"run_dir": str(self.run_dir), "objective": self.cfg.objective, "steps": self.step,
                    "epochs": self.step / self.steps_per_epoch, "wall_time_s": wall, "final_eval_s": final_eval_s,
+                   "train_s": self.train_s, "stopped_by": stopped_by,
                    "trains_on_test_facts": trains_on_test, "data": str(ds.path), "data_fingerprint": ds.fingerprint,
                    "checkpoint": str(final_dir.relative_to(self.run_dir)), "best": best,
                    "finished": now(), "version": __version__}
             if best and best["selected_on_test"]:
                 run["best_note"] = "best checkpoint selected on the test split: its numbers are optimistic"
             self.files.write_results({**self.results, "trains_on_test_facts": trains_on_test, "run": run})
-        self.files.write_status(state="finished", step=self.step, elapsed_s=wall)
-        self.progress.line(f"finished: {self.run_dir}")
+        self.files.write_status(state="finished", step=self.step, elapsed_s=wall, train_s=self.train_s,
+                                stopped_by=stopped_by)
+        self.progress.line(f"finished: {self.run_dir} at step {self.step} ({stopped_by})")
