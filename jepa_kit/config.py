@@ -367,9 +367,10 @@ def as_config(config) -> TrainConfig:
 
 
 def eval_precision(cfg: TrainConfig, device, final: bool) -> str:
-    """The entity-ranking precision of an evaluation on ``device`` (a torch.device): the final one is exact (``checked`` on CUDA,
-    ``fp32`` on CPU); periodic ones follow ``eval_precision`` (auto: ``bf16`` on CUDA, where a
-    sample's curve does not need exact ranks and an exact one would cost more than training)."""
+    """The entity-ranking precision of an evaluation on ``device`` (a torch.device): the final one
+    is exact (``checked`` on CUDA, ``fp32`` on CPU); periodic ones follow ``eval_precision`` (auto:
+    ``bf16`` on CUDA, where a sample's curve does not need exact ranks and an exact one would cost
+    more than training)."""
     cuda = device.type == "cuda"
     if final:
         return "checked" if cuda else "fp32"
