@@ -2,7 +2,9 @@
 # The one prepared GPU check (issue 12). On one H100 (2026-11-26) its first version took 528 s and
 # its training runs did not reach forward memorisation in 10,000 steps; this one trains 14,000 steps
 # (the ntp baseline memorised in about 13,000 at lr 1e-3, batch 1,024) and needs about 10 minutes:
-# drop the jepa run (JEPA_RUN=0) or bound the runs (TRAIN_TIMEOUT seconds each) to fit a lease.
+# drop the jepa run (JEPA_RUN=0) or bound the runs (TRAIN_TIMEOUT seconds each) to fit a lease. It
+# now stops itself by DEADLINE_S (540 s: one 600 s device call): the training runs get what is left,
+# and sections that cannot start in time say "skipped".
 #   0. the step-1,001 NaN probe (benchmarks/gpu_probe.py --only eval_nan; ~2 min estimated, EVAL_NAN=0 skips);
 #   1. the training-step bench at batch 1,024 (the trainer's own step function; seed structure,
 #      packed, fixed-shape and compiled fixed-shape modes) and a probe of the old packed_bf16 anomaly;
@@ -29,6 +31,10 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 JEPA_KIT_
 mkdir -p "$OUT" "$WORK"
 T0=$(date +%s)
 section() { echo; echo "== $1  (t = $(( $(date +%s) - T0 )) s)"; }
+# One device call may run 600 s: the check ends its sections by DEADLINE_S (default 540 s) after its
+# start. A training run gets at most TRAIN_TIMEOUT s and what is left minus a 40 s reserve; a section
+# that cannot start in time is skipped and named.
+left() { echo $(( ${DEADLINE_S:-540} - ($(date +%s) - T0) )); }
 
 if "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
   DEVICE=cuda DATA=paper
@@ -110,9 +116,13 @@ PY
 train_run() {  # objective, extra flags
   local name=$1; shift
   section "3. paper-scale training: $name"
+  local limit=$(( $(left) - 40 ))
+  [ "$limit" -gt "${TRAIN_TIMEOUT:-240}" ] && limit=${TRAIN_TIMEOUT:-240}
+  if [ "$limit" -lt 60 ]; then echo "skipped: $(left) s left before DEADLINE_S"; return; fi
+  echo "time limit for this run: $limit s"
   rm -rf "$WORK/runs/$name"
   local t=$(date +%s)
-  timeout --signal=TERM "${TRAIN_TIMEOUT:-240}" "$PY" -m jepa_kit train --data "$WORK/data/$DATA" --out "$WORK/runs/$name" --device "$DEVICE" $TRAIN "$@" 2> "$WORK/train_$name.log"
+  timeout --signal=TERM "$limit" "$PY" -m jepa_kit train --data "$WORK/data/$DATA" --out "$WORK/runs/$name" --device "$DEVICE" $TRAIN "$@" 2> "$WORK/train_$name.log"
   local rc=$?
   tail -n 4 "$WORK/train_$name.log"
   echo "rc $rc, command wall $(( $(date +%s) - t )) s"
@@ -153,7 +163,7 @@ PY
 train_run ntp --objective ntp
 
 section "4. fast evaluation paths against exact fp32, trained ntp model"
-"$PY" - "$WORK/runs/ntp" "$WORK/data/$DATA" "$CMP_N" "$DEVICE" "$OUT/precisions.json" <<'PY'
+[ "$(left)" -lt 60 ] && echo "skipped: $(left) s left before DEADLINE_S" || "$PY" - "$WORK/runs/ntp" "$WORK/data/$DATA" "$CMP_N" "$DEVICE" "$OUT/precisions.json" <<'PY'
 import json, sys
 import torch
 from jepa_kit.data import load_dataset
