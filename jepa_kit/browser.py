@@ -113,7 +113,7 @@ def figure_png(fig, path: str | Path, width: int | None = None, height: int | No
     network, no kaleido). Written to a temporary file, then renamed."""
     width = int(width or fig.layout.width or 1000)
     height = int(height or fig.layout.height or 500)
-    fig = fig.update_layout(width=width, height=height)
+    fig = type(fig)(fig).update_layout(width=width, height=height)  # a copy: the caller's figure keeps its size
     body = fig.to_html(full_html=False, include_plotlyjs=True, config={"staticPlot": True, "displayModeBar": False})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
