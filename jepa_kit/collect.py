@@ -237,7 +237,8 @@ def collect(folder: str | Path, data: bool = True):
     ``note = "trains on test facts"``. ``<split>.mrr`` is the run's MRR over every entity,
     ``mrr_metric`` which one it is and ``mrr_note`` whether it compares with concept MRR (see the
     module docstring). With ``data``, ``n_entities`` and ``entity_tokens`` come from each run's
-    data directory (None where it cannot be read).
+    data directory, else from what the run recorded of it in config.json (``data_facts``: runs
+    copied from another machine), else None.
     """
     import pandas as pd
     rows = []
@@ -261,6 +262,9 @@ def collect(folder: str | Path, data: bool = True):
         row["note"] = REVERSE_AUG_LABEL if st["trains_on_test_facts"] else ""
         splits = split_results(results)
         facts = data_facts(config.get("data"), memo) if data else {"n_entities": None, "entity_tokens": None}
+        if data and facts["n_entities"] is None:  # data on another machine: what the run recorded of it
+            recorded = (_read_optional(d / "config.json") or {}).get("data_facts") or {}
+            facts = {k: recorded.get(k) for k in facts}
         if facts["entity_tokens"] is None:
             facts = {**facts, "entity_tokens": _entity_tokens_of(splits)}
         row.update(facts)

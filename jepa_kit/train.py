@@ -280,6 +280,8 @@ class Trainer:
             "config": cfg.to_dict(),
             "data_fingerprint": ds.fingerprint,
             "data_path": str(Path(ds.path).resolve()),  # `eval RUN` finds the data from any directory
+            # for reading the run where its data directory is not (chance levels): jepa_kit.collect
+            "data_facts": {"n_entities": len(ds.entities()), "entity_tokens": ds.entity_tokens},
             "model": self.model.config_dict(),
             "version": __version__,
             "torch": torch.__version__,

@@ -221,3 +221,24 @@ def test_mrr_curve_and_curve_stats_read_a_run_still_training(tmp_path):
     table = collect.collect(tmp_path)
     summary = collect.curve_summary(table, collect.learning_curves(tmp_path))
     assert summary.loc[0, "run"] == "c" and summary.loc[0, "best_test_mrr"] == 0.3 and summary.loc[0, "state"] == "running"
+
+
+def test_a_run_copied_without_its_data_still_knows_its_entity_count(tmp_path):
+    """Runs brought back from a GPU machine (or the committed ones) have no data directory here:
+    the entity count and chance level come from what the run recorded in config.json."""
+    import shutil
+
+    from jepa_kit.config import TrainConfig
+    from jepa_kit.datagen import generate
+    from jepa_kit.train import train
+
+    data = generate("tiny", tmp_path / "data", seed=0)
+    train(TrainConfig.from_preset("tiny", data=str(data), out=str(tmp_path / "runs" / "r"), n_layer=1, n_embd=32,
+                                  n_head=2, steps=2, batch_size=32, eval_every=0, eval_max_items=10, progress="none"))
+    recorded = json.loads((tmp_path / "runs" / "r" / "config.json").read_text())["data_facts"]
+    assert recorded == {"n_entities": 600, "entity_tokens": 2}
+    here = collect.collect(tmp_path / "runs").iloc[0]
+    shutil.rmtree(data)
+    away = collect.collect(tmp_path / "runs").iloc[0]
+    assert (away["n_entities"], away["entity_tokens"], away["chance_mrr"]) == \
+        (here["n_entities"], here["entity_tokens"], here["chance_mrr"]) == (600, 2, pytest.approx(0.011616, abs=1e-5))
