@@ -11,9 +11,13 @@ PY := $(VENV)/bin/python
 # results: constraints.txt.
 TORCH_SPEC ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch>=2.4,torch==2.13.0)
 CPU_INDEX := https://download.pytorch.org/whl/cpu
-TORCH_INDEX ?= $(if $(shell command -v nvidia-smi 2>/dev/null),pypi,$(shell $(PYTHON) -c \
+DETECT_INDEX = $(if $(shell command -v nvidia-smi 2>/dev/null),pypi,$(shell $(PYTHON) -c \
 	"import urllib.request as u; u.urlopen('$(CPU_INDEX)/torch/', timeout=5); print('$(CPU_INDEX)')" 2>/dev/null \
 	|| echo pypi))
+ifeq ($(origin TORCH_INDEX),undefined)
+# asked once, when the install needs it (not on every make)
+TORCH_INDEX = $(eval TORCH_INDEX := $(DETECT_INDEX))$(TORCH_INDEX)
+endif
 STAMP := $(VENV)/.jepa_kit-installed
 PYTEST_ARGS ?=
 # tests/test_browser.py draws notebook 03 in headless Chromium. BROWSER=auto installs Debian's

@@ -6,6 +6,7 @@ import shutil
 import sys
 import tomllib
 
+import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.version import Version
@@ -109,3 +110,26 @@ def test_setup_takes_torch_from_the_named_index_or_pips_usual_sources():
     auto = _setup_commands()
     assert '"torch==2.13.0"' in auto or shutil.which("nvidia-smi")
     assert "--index-url" not in auto or "download.pytorch.org/whl/cpu" in auto
+
+
+def test_without_a_gpu_setup_takes_the_cpu_index_when_it_answers(tmp_path):
+    """The automatic choice, against a local stand-in for PyTorch's CPU index (CI cannot reach the real one)."""
+    import functools
+    import http.server
+    import threading
+
+    if shutil.which("nvidia-smi"):
+        pytest.skip("a GPU machine takes PyPI's CUDA build")
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "index.html").write_text("<html></html>")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        answered = _setup_commands(CPU_INDEX=url)
+        assert f'pip install -q "torch==2.13.0" --index-url "{url}"' in answered
+    finally:
+        server.shutdown()
+    silent = _setup_commands(CPU_INDEX="http://127.0.0.1:9")  # nothing listens there
+    assert re.search(r'pip install -q "torch==2\.13\.0" *\n', silent) and "--index-url" not in silent
