@@ -3,7 +3,7 @@ browser measured in each figure (plot-area heights, labels, titles that run out 
 
     python benchmarks/notebook_screenshots.py OUT_DIR [RUNS_DIR]
 
-01 runs on freshly generated tiny data; 02 trains a 40-step tiny ntp run; 03 compares RUNS_DIR
+01 runs on freshly generated tiny data; 02 trains a 40-step tiny jepa run; 03 compares RUNS_DIR
 (default: the committed 42-run study). Each notebook is executed headless (papermill), exported
 (nbconvert, plotly.js inlined) and drawn by Chromium 1300 px wide; the full page is OUT_DIR/NN.png.
 Needs Chromium and the notebook extras; takes about a minute on two cores.
@@ -12,11 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-import nbformat
-import papermill as pm
-from nbconvert import HTMLExporter
-
-from jepa_kit import browser, launch, viz
+from jepa_kit import browser, launch
 from jepa_kit.datagen import generate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,13 +20,8 @@ WIDTH, HEIGHT = 1300, 24000
 
 
 def export(notebook: str, folder: Path, **parameters) -> Path:
-    executed = folder / notebook
-    pm.execute_notebook(str(ROOT / "notebooks" / notebook), str(executed), parameters=parameters,
-                        kernel_name=launch.default_kernel(), cwd=str(ROOT / "notebooks"), progress_bar=False)
-    html, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
-    page = executed.with_suffix(".html")
-    page.write_text(viz.inline_plotly_js(html), encoding="utf-8")
-    return page
+    return launch.export_notebook(ROOT / "notebooks" / notebook, folder / Path(notebook).with_suffix(".html"),
+                                  **parameters)
 
 
 def describe(name: str, page: Path, out: Path) -> dict:

@@ -79,10 +79,17 @@ def read_results(run_dir: str | Path) -> dict:
     return _read_optional(Path(run_dir) / "results.json") or {}
 
 
-def run_config(run_dir: str | Path) -> dict:
-    """The TrainConfig fields a run was started with (config.json's ``config``), or {}."""
+def _config_record(run_dir: str | Path) -> dict:
+    """config.json as written by the trainer, or {}."""
     raw = _read_optional(Path(run_dir) / "config.json") or {}
-    return raw.get("config", raw) if isinstance(raw, dict) else {}
+    return raw if isinstance(raw, dict) else {}
+
+
+def run_config(run_dir: str | Path, record: dict | None = None) -> dict:
+    """The TrainConfig fields a run was started with (config.json's ``config``), or {}; ``record``:
+    config.json already read (``_config_record``)."""
+    raw = _config_record(run_dir) if record is None else record
+    return raw.get("config", raw)
 
 
 MRR_METRICS = ("concept_mrr", "entity_mrr")  # the one a split has is its MRR over every entity
@@ -247,7 +254,8 @@ def collect(folder: str | Path, data: bool = True):
         st = run_status(d, folder)
         row = {"run": st["run"], "state": st["state"], "step": st["step"], "items_per_s": st["items_per_s"],
                "error": st["error"]}
-        config = run_config(d)
+        record = _config_record(d)
+        config = run_config(d, record)
         for k, v in config.items():
             if not isinstance(v, (dict, list)):
                 row[k] = v
@@ -263,7 +271,7 @@ def collect(folder: str | Path, data: bool = True):
         splits = split_results(results)
         facts = data_facts(config.get("data"), memo) if data else {"n_entities": None, "entity_tokens": None}
         if data and facts["n_entities"] is None:  # data on another machine: what the run recorded of it
-            recorded = (_read_optional(d / "config.json") or {}).get("data_facts") or {}
+            recorded = record.get("data_facts") or {}
             facts = {k: recorded.get(k) for k in facts}
         if facts["entity_tokens"] is None:
             facts = {**facts, "entity_tokens": _entity_tokens_of(splits)}

@@ -150,8 +150,7 @@ def _setting_traces(fig, legend: str, color: str, series: dict[str, list], row: 
 def _run_curves(curves, table, colors, splits, points, seeds: str = "band", bounds=None) -> go.Figure:
     """A panel per split, one legend entry and colour per setting (``seeds``: see ``_setting_traces``).
     ``points(rows, split)`` -> (suffix of the setting's legend name, [(step, value)], line style, marker style)."""
-    if seeds not in SEED_MODES:
-        raise ValueError(f"seeds must be one of {SEED_MODES}, got {seeds!r}")
+    _check_seeds(seeds)
     settings, colors = run_styles(curves, table, colors)
     fig = make_subplots(rows=1, cols=len(splits), subplot_titles=[SPLIT_LABELS[s] for s in splits], shared_yaxes=True)
     shown: set = set()
@@ -165,6 +164,11 @@ def _run_curves(curves, table, colors, splits, points, seeds: str = "band", boun
             _setting_traces(fig, setting + suffix, colors[setting], g["series"], 1, j, shown, seeds,
                             g["line"], g["marker"], bounds)
     return fig
+
+
+def _check_seeds(seeds: str) -> None:
+    if seeds not in SEED_MODES:
+        raise ValueError(f"seeds must be one of {SEED_MODES}, got {seeds!r}")
 
 
 def _seed_note(seeds: str) -> str:
@@ -233,8 +237,7 @@ def logit_lens_figure(layers: dict[str, dict[str, list[float]]], metric: str = "
     """Per-layer (logit-lens) metric: ``layers[run][split]`` is a list over layers (``collect.per_layer``);
     one colour per setting (``colors``, default ``setting_colors`` of these runs); ``seeds``: "band"
     (mean ± std over seeds) or "lines" (every seed); ``chance``: a dashed line (``chance_level``)."""
-    if seeds not in SEED_MODES:
-        raise ValueError(f"seeds must be one of {SEED_MODES}, got {seeds!r}")
+    _check_seeds(seeds)
     splits = ("atomic", "test")
     fig = make_subplots(rows=1, cols=len(splits), subplot_titles=[SPLIT_LABELS[s] for s in splits], shared_yaxes=True)
     colors = {**setting_colors(strip_seed(n) for n in layers), **(colors or {})}

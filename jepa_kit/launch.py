@@ -160,11 +160,11 @@ def run_sweep_local(sweep: Sweep, out_dir: str | Path = DEFAULT_OUTPUT, kernel_n
     return all(o.ok for o in outcomes)
 
 
-def render_report(runs_dir: str | Path, out_html: str | Path, notebook: str | Path = ANALYSIS_NOTEBOOK,
-                  kernel_name: str | None = None, **parameters) -> Path:
-    """Execute the analysis notebook on ``runs_dir`` (papermill) and export it to a standalone
-    HTML page (plotly.js embedded, readable offline). The executed notebook is written next to
-    the HTML (``.ipynb``). Raises papermill's error when a cell fails."""
+def export_notebook(notebook: str | Path, out_html: str | Path, kernel_name: str | None = None,
+                    **parameters) -> Path:
+    """Execute ``notebook`` with ``parameters`` (papermill, from the notebook's own folder) and
+    export it to a standalone HTML page (plotly.js embedded, readable offline). The executed
+    notebook is written next to the HTML (``.ipynb``). Raises papermill's error when a cell fails."""
     import nbformat
     import papermill as pm
     from nbconvert import HTMLExporter
@@ -172,12 +172,18 @@ def render_report(runs_dir: str | Path, out_html: str | Path, notebook: str | Pa
     out_html.parent.mkdir(parents=True, exist_ok=True)
     executed = out_html.with_suffix(".ipynb")
     notebook = Path(notebook).resolve()
-    pm.execute_notebook(str(notebook), str(executed), parameters={"runs_dir": str(Path(runs_dir).resolve()), **parameters},
+    pm.execute_notebook(str(notebook), str(executed), parameters=parameters,
                         kernel_name=kernel_name or default_kernel(), cwd=str(notebook.parent), progress_bar=False)
     html, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
     from jepa_kit import viz  # the headless notebook loads plotly.js from a CDN: the report works offline
     atomic_write_text(out_html, viz.inline_plotly_js(html))
     return out_html
+
+
+def render_report(runs_dir: str | Path, out_html: str | Path, notebook: str | Path = ANALYSIS_NOTEBOOK,
+                  kernel_name: str | None = None, **parameters) -> Path:
+    """The analysis notebook executed on ``runs_dir`` and exported (``export_notebook``)."""
+    return export_notebook(notebook, out_html, kernel_name, runs_dir=str(Path(runs_dir).resolve()), **parameters)
 
 
 # -- SLURM -------------------------------------------------------------------------------------

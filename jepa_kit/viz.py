@@ -35,7 +35,7 @@ from jepa_kit.run_views import (CONCEPT_EVAL_METRICS, CONCEPT_TABLE_COLUMNS, MET
                                 SETTING_PALETTE, SPLIT_COLORS, SPLIT_LABELS, TABLE_COLUMNS, TOKEN_EVAL_METRICS,
                                 MRR_NAMES, entity_counts, by_setting, chance_level, eval_metrics, loss_series,
                                 natural_key, results_frame, run_styles, setting_colors, setting_label, strip_seed,
-                                swatch, table_settings, mean_band)
+                                swatch, table_settings)
 # the figures that compare many runs (03, the demo's report), re-exported likewise
 from jepa_kit.compare_figures import (BAR_ROW_PX, MANY_BARS, MIN_PLOT_PX, METRIC_TITLES, SEED_MODES,  # noqa: F401
                                       ablation_figure, forward_reverse_figure, learning_curves_figure,
