@@ -2,16 +2,18 @@
 # The one prepared GPU check (issue 12). On one H100 (2026-11-26) its first version took 528 s and
 # its training runs did not reach forward memorisation in 10,000 steps; this one trains 14,000 steps
 # (the ntp baseline memorised in about 13,000 at lr 1e-3, batch 1,024) and needs about 10 minutes:
-# drop the jepa run (JEPA_RUN=0) or bound the runs (TRAIN_TIMEOUT seconds each) to fit a lease. It
+# drop the jepa run (JEPA_RUN=0) or bound the runs (TRAIN_TIMEOUT, NTP_TIMEOUT seconds; each trains for
+# that minus EVAL_RESERVE, then evaluates) to fit a lease. It
 # now stops itself by DEADLINE_S (540 s: one 600 s device call): the training runs get what is left,
 # and sections that cannot start in time say "skipped".
-#   0. the step-1,001 NaN probe (benchmarks/gpu_probe.py --only eval_nan; ~2 min estimated, EVAL_NAN=0 skips);
 #   1. the training-step bench at batch 1,024 (the trainer's own step function; seed structure,
 #      packed, fixed-shape and compiled fixed-shape modes) and a probe of the old packed_bf16 anomaly;
 #   2. entity-MRR evaluation speed: 9,000 queries of a random model (bf16) and an fp32 projection;
 #   3. paper-scale ntp, then jepa (the seed's settings), trained with `--preset gpu`, reporting the
 #      first evaluated step with atomic exact match >= 0.8 (time-to-memorise), items/s, peak memory
 #      and the time of the exact final evaluation of all 9,000 valid queries;
+#      If the ntp run diverges again (the step-1,001 NaN of 2026-11-26 and -27), fresh-process variants
+#      follow it (benchmarks/nan_after_eval.py; EVAL_NAN=1 runs them regardless);
 #   4. rank differences of the fast evaluation paths against exact fp32 on the trained ntp model;
 #   5. if time is left, the compiled fixed-shape steps at batch 4,096 (larger batches, lr scaled).
 # Every section prints its summary as soon as it ends and keeps its JSON under OUT_DIR; a failing
@@ -40,7 +42,7 @@ left() { echo $(( ${DEADLINE_S:-540} - ($(date +%s) - T0) )); }
 if "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
   DEVICE=cuda DATA=paper
   "$PY" -c 'import torch, transformers; print("device:", torch.cuda.get_device_name(0), "| torch", torch.__version__, "| transformers", transformers.__version__)'
-  BENCH="--batch 1024 --steps 30 --rounds 2 --warmup 5 --modes two_pass_fp32 packed_bf16 static_bf16 static_bf16_compile ntp_bf16_compile concept_bf16_compile"
+  BENCH="--batch 1024 --steps 30 --rounds 2 --warmup 5 --modes ${BENCH_MODES:-two_pass_fp32 static_bf16_compile ntp_bf16_compile concept_bf16_compile}"
   EVAL_N=9000 EVAL_FP32_N=200 PROBE_BATCH=1024 CMP_N=500
   BENCH_LARGE="--batch 4096 --steps 10 --rounds 2 --warmup 3 --modes static_bf16_compile ntp_bf16_compile"
   TRAIN="--preset gpu --steps ${TRAIN_STEPS:-14000} --eval_every 1000 --eval_max_items 200 --eval_budget 0"
@@ -48,7 +50,7 @@ else
   DEVICE=cpu DATA=tiny
   echo "device: cpu (no CUDA): CPU-sized check"
   BENCH="--preset tiny --batch 32 --steps 2 --rounds 1 --warmup 1 --no-memory --modes two_pass_fp32 packed_fp32 static_fp32 concept_fp32"
-  EVAL_N=2 EVAL_FP32_N=1 PROBE_BATCH=32 CMP_N=20
+  EVAL_N=2 EVAL_FP32_N=1 PROBE_BATCH=32 CMP_N=20 NAN_AT="--at 20 --tail 4"
   BENCH_LARGE="--preset tiny --batch 64 --steps 2 --rounds 1 --warmup 1 --no-memory --modes static_fp32"
   TRAIN="--preset tiny --steps 40 --eval_every 20 --eval_max_items 20 --log_every 20"
 fi
@@ -56,11 +58,6 @@ echo "$DEVICE" > "$WORK/device.txt"
 
 section "data"
 "$PY" -m jepa_kit data generate --preset "$DATA" --out "$WORK/data/$DATA" --force || exit 1
-
-if [ "${EVAL_NAN:-1}" = 1 ]; then  # about 2 GPU-minutes (estimated, not timed); EVAL_NAN=0 skips it
-  section "0. issue 12: the evaluation and the ntp NaN at step 1,001 (gpu_probe.py --only eval_nan)"
-  "$PY" benchmarks/gpu_probe.py "$WORK/data/$DATA" "$OUT/probe.json" --only eval_nan --work "$WORK/eval_nan"
-fi
 
 section "1. training-step bench ($DEVICE)"
 "$PY" -m jepa_kit bench --device "$DEVICE" $BENCH --eval-queries 0 --json > "$OUT/bench.json" \
@@ -120,12 +117,18 @@ train_run() {  # objective, extra flags
   local name=$1; shift
   section "3. paper-scale training: $name"
   local limit=$(( $(left) - 40 ))
-  [ "$limit" -gt "${TRAIN_TIMEOUT:-240}" ] && limit=${TRAIN_TIMEOUT:-240}
+  local cap=${TRAIN_TIMEOUT:-240}; [ "$name" = ntp ] && cap=${NTP_TIMEOUT:-$cap}
+  [ "$limit" -gt "$cap" ] && limit=$cap
   if [ "$limit" -lt 60 ]; then echo "skipped: $(left) s left before DEADLINE_S"; return; fi
-  echo "time limit for this run: $limit s"
+  # training stops itself (max_train_seconds) EVAL_RESERVE s before the hard limit, so that its exact
+  # final evaluation of all valid queries still runs and is timed
+  local budget=$(( limit - ${EVAL_RESERVE:-90} ))
+  [ "$budget" -lt 20 ] && budget=20
+  echo "time limit for this run: $limit s (training budget $budget s, then the final evaluation)"
   rm -rf "$WORK/runs/$name"
   local t=$(date +%s)
-  timeout --signal=TERM "$limit" "$PY" -m jepa_kit train --data "$WORK/data/$DATA" --out "$WORK/runs/$name" --device "$DEVICE" $TRAIN "$@" 2> "$WORK/train_$name.log"
+  # -k: a run that SIGTERM asks to stop at a step boundary may be inside its final evaluation
+  timeout --signal=TERM -k 15 "$limit" "$PY" -m jepa_kit train --data "$WORK/data/$DATA" --out "$WORK/runs/$name" --device "$DEVICE" $TRAIN --max_train_seconds "$budget" "$@" 2> "$WORK/train_$name.log"
   local rc=$?
   tail -n 4 "$WORK/train_$name.log"
   echo "rc $rc, command wall $(( $(date +%s) - t )) s"
@@ -144,6 +147,7 @@ done = (run / "results.json").is_file()  # no results: the run was stopped at TR
 res = json.loads((run / "results.json").read_text()) if done else {"run": {
     "steps": train[-1]["step"], "wall_time_s": train[-1]["elapsed_s"], "final_eval_s": float("nan")}}
 s = {"objective": cfg["objective"], "steps": res["run"]["steps"], "median_items_per_s": rate, "finished": done,
+     "stopped_by": res["run"].get("stopped_by"), "train_s": res["run"].get("train_s"),
      "peak_mem_mb": max((r.get("peak_mem_mb") or 0) for r in train),
      "train_wall_s": res["run"]["wall_time_s"], "final_eval_s": res["run"]["final_eval_s"],
      "em08_step": hit["step"] if hit else None,
@@ -154,7 +158,7 @@ s = {"objective": cfg["objective"], "steps": res["run"]["steps"], "median_items_
      "jepa": res.get("jepa")}
 json.dump(s, open(sys.argv[2], "w"), indent=1)
 print(f"{s['objective']}: {s['steps']} steps, median {rate:,.0f} items/s, peak {s['peak_mem_mb']:.0f} MB, "
-      f"training {s['train_wall_s']:.0f} s wall, final evaluation (all valid queries, exact) {s['final_eval_s']:.1f} s")
+      f"training {s['train_wall_s']:.0f} s wall (stopped by {s['stopped_by']}), final evaluation (all valid queries, exact) {s['final_eval_s']:.1f} s")
 print("atomic exact match >= 0.8: " + (f"first seen at step {s['em08_step']} = {s['em08_train_s']:.0f} s of training "
       f"({s['em08_wall_s']:.0f} s wall with compile and evaluations)" if hit else "not reached"))
 for sp, m in s["final"].items():
@@ -164,6 +168,21 @@ if s["jepa"]:
 PY
 }
 train_run ntp --objective ntp
+
+# The step-1,001 NaN (2026-11-26 and 2026-11-27, H100): the ntp run above is the run that diverged (same
+# settings). Only if it diverges again do the fresh-process variants of benchmarks/nan_after_eval.py
+# run (each ~40 s, estimated: compile, 1,020 steps, an evaluation): the control without evaluation,
+# the step-1,000 checkpoint resumed in a fresh process, the allocator filled with NaN, eager, and
+# the allocator emptied after the evaluation. EVAL_NAN=1 runs them regardless.
+if grep -q "became NaN" "$WORK/train_ntp.log" 2>/dev/null || [ "${EVAL_NAN:-0}" = 1 ]; then
+  section "0. issue 12: the NaN after the evaluation, one fresh process per variant (nan_after_eval.py)"
+  if [ "$(left)" -lt 100 ]; then echo "skipped: $(left) s left before DEADLINE_S"; else
+    timeout -k 10 $(( $(left) - 20 )) "$PY" benchmarks/nan_after_eval.py "$WORK/data/$DATA" --work "$WORK/nan" \
+      --variants "${NAN_VARIANTS:-control,resume,poison,eager,empty_cache}" --resume-from "$WORK/runs/ntp" ${NAN_AT:-} --json "$OUT/nan_after_eval.json"
+  fi
+else echo "(the ntp run did not diverge: the step-1,001 NaN probe is not run)"; fi
+
+[ "${JEPA_RUN:-1}" = 1 ] && train_run jepa --objective jepa
 
 section "4. fast evaluation paths against exact fp32, trained ntp model"
 [ "$(left)" -lt 60 ] && echo "skipped: $(left) s left before DEADLINE_S" || "$PY" - "$WORK/runs/ntp" "$WORK/data/$DATA" "$CMP_N" "$DEVICE" "$OUT/precisions.json" <<'PY'
@@ -181,8 +200,6 @@ for split in ("atomic", "test"):
     print(split, json.dumps(out[split], indent=None, default=str)[:900])
 json.dump(out, open(sys.argv[5], "w"), indent=1, default=str)
 PY
-
-[ "${JEPA_RUN:-1}" = 1 ] && train_run jepa --objective jepa
 
 # Larger batches (issue 12 allows them, with the lr scaled): does batch 4,096 reach the items/s
 # targets that batch 1,024 misses (MFU 21 %)? Last, with what time is left (about 90 s needed).

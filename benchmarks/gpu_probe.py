@@ -217,6 +217,11 @@ def eval_nan_check(data: str, work: Path, cuda: bool, eval_step: int | None = No
     res["max_loss_diff_A_R_after_eval"] = diff("A_eval", "R_resume_no_eval", True)
     if a and a <= S:
         verdict = f"run A turned NaN at step {a}, before its evaluation at step {S}: training diverges, not the evaluation"
+    elif a and b and b <= S:
+        # what the H100 showed on 2026-11-27: B, a fresh model, NaN at its step 1, in the process A left
+        verdict = (f"run A turned NaN at step {a}; the runs after it in this process turn NaN at once (B at step {b}): "
+                   "A left the process contaminated, so B, A2 and R here are no controls; run "
+                   "benchmarks/nan_after_eval.py (one fresh process per variant)")
     elif a and b:
         verdict = "both runs turn NaN: training itself diverges there, not because of the evaluation"
     elif a and "R_resume_no_eval" not in res:

@@ -212,3 +212,27 @@ def test_gpu_probe_eval_nan_check_runs_cpu_sized(tiny_data, tmp_path):
     assert res["max_loss_diff_A_B_before_eval"] == res["max_loss_diff_A_B_after_eval"] == 0.0
     assert res["max_loss_diff_A_R_after_eval"] == 0.0 and res["C_weights_finite"]
     assert res["verdict"].startswith("the current evaluation: not reproduced")
+
+
+def test_nan_after_eval_variants_run_cpu_sized(tiny_data, tmp_path):
+    """benchmarks/nan_after_eval.py, the fresh-process check for the next GPU session, in its
+    CPU-sized form (evaluation at step 6): every variant asked for runs in its own process and says
+    finite; the resumed variant continues the evaluated run from its step-6 checkpoint: its first
+    logged row is step 12 (a fresh start would log step 6 too), with the loss of the run it came from."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    out = tmp_path / "nan.json"
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "nan_after_eval.py"), str(tiny_data),
+                        "--variants", "repro,resume,poison", "--tail", "4", "--work", str(tmp_path / "w"),
+                        "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = {r["variant"]: r for r in json.loads(out.read_text())}
+    assert set(res) == {"repro", "resume", "poison"}
+    assert all("error" not in r and r["nan_at_step"] is None for r in res.values()), res
+    assert res["repro"]["evals_at"] == [6] and res["resume"]["evals_at"] == []
+    assert [s for s, _ in res["resume"]["losses"]] == [12]
+    assert dict(map(tuple, res["resume"]["losses"]))[12] == dict(map(tuple, res["repro"]["losses"]))[12]
+    assert "finite" in p.stdout and "resume" in p.stdout

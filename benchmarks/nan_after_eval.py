@@ -1,0 +1,159 @@
+"""Why does a `--preset gpu` ntp run turn NaN right after its first evaluation at step 1,000 (issue 12)?
+
+What one H100 showed (2026-11-27, `gpu_check.sh` and `gpu_probe.py --only eval_nan`, README "Performance"):
+the run turns NaN at step 1,001, reproducibly, in a fresh process; after that, *every* later run in
+the same process turns NaN at its first step (a fresh model, no evaluation, cuDNN attention off, or a
+resume), while the same batch's loss from the step-1,000 weights under no_grad is finite (9.05). In
+fresh processes, evaluations at steps 6 and 12 of a fresh model left the next steps finite (eager and
+compiled, cuDNN attention on and off, bf16 and fp32 evaluation). So something the process keeps
+goes bad, and an early evaluation does not do it.
+
+This runs each variant in its own fresh process (a NaN cannot leak from one variant into the next),
+through the trainer itself (`--preset gpu`, ntp, seed 0: the failing run's settings), and prints
+one line per variant: the first non-finite step, or "finite".
+
+    python benchmarks/nan_after_eval.py DATA_DIR [--variants repro,control,...] [--at 1000] [--tail 20]
+
+Variants (``VARIANTS``): ``repro`` (evaluation at step AT, as gpu_check.sh), ``control`` (the same
+run without it: the clean control that the in-process probe lacked), ``resume`` (``repro``'s
+step-AT checkpoint resumed in a fresh process, no evaluation: weights and optimizer state, or the
+process?), ``eval100`` (the evaluation on 100 items per split instead of 200), ``empty_cache``
+(``repro`` with the CUDA caching allocator emptied after the evaluation), ``no_caching``
+(``repro`` with ``PYTORCH_NO_CUDA_MEMORY_CACHING=1``), ``poison`` (no evaluation: the allocator's
+cached memory is filled with NaN before training, so a step that reads memory it never wrote turns
+NaN), ``eager`` (``repro`` without torch.compile), ``early`` (a fresh model evaluated at steps 6 and
+12). Without CUDA it runs the tiny model with AT = 6 (a check that the script works).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# name: options of one()
+VARIANTS = {
+    "repro": dict(),
+    "control": dict(eval_at=False),
+    "resume": dict(eval_at=False, resume="repro"),
+    "eval100": dict(eval_items=100),
+    "empty_cache": dict(empty_cache=True),
+    "no_caching": dict(env={"PYTORCH_NO_CUDA_MEMORY_CACHING": "1"}),
+    "poison": dict(eval_at=False, poison=True),
+    "eager": dict(compile=False),
+    "early": dict(early=True),
+    "nocudnn": dict(cudnn=False),
+}
+
+
+def poison_allocator(device) -> None:
+    """Fill the caching allocator's memory with NaN: blocks of many sizes, allocated, filled, freed."""
+    import torch
+    keep = [torch.full((2 ** k,), float("nan"), device=device) for k in range(8, 29) for _ in range(2)]
+    del keep  # the blocks stay cached (CUDA) and are handed to the next allocations
+
+
+def one(data: str, name: str, at: int, tail: int, work: Path, resume_from: str | None = None) -> dict:
+    import torch
+    from jepa_kit.config import TrainConfig
+    from jepa_kit.runtime import TrainingDiverged
+    from jepa_kit.train import train
+
+    v = {"compile": True, "cudnn": True, "eval_at": True, "eval_items": 200, **VARIANTS[name]}
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    if cuda and not v["cudnn"]:
+        torch.backends.cuda.enable_cudnn_sdp(False)
+    stop_at = 14 if v.get("early") else at + tail
+
+    class Stop(Exception):
+        pass
+
+    rows = []
+
+    def callback(row):
+        rows.append(row)
+        if row["kind"] == "eval" and v.get("empty_cache") and cuda:
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+        if row["kind"] == "train" and row["step"] >= stop_at:
+            raise Stop  # before the (long, exact) final evaluation
+
+    out = work / name
+    if v.get("resume"):
+        src = Path(resume_from) if resume_from else work / v["resume"]
+        ck = src / "checkpoints" / f"step_{at:08d}"
+        if not ck.is_dir():
+            return {"variant": name, "error": f"{src} has no step-{at} checkpoint: run {v['resume']} first"}
+        import shutil
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(src, out, ignore=lambda d, names: [n for n in names if n in ("results.json", "best.json")
+                                                          or (n.startswith("step_") and n > ck.name)])
+    eval_every = 6 if v.get("early") else (at if v["eval_at"] else 0)
+    cfg = TrainConfig.from_preset("gpu" if cuda else "tiny", data=data, out=str(out), objective="ntp", steps=100 * at,
+                                  compile=v["compile"], log_every=min(10, at), eval_every=eval_every,
+                                  eval_max_items=v["eval_items"], eval_budget=None, ckpt_every=at, progress="none",
+                                  device=device, **({} if cuda else {"mode": "static"}))
+    if v.get("poison"):
+        poison_allocator(device)
+    res = {"variant": name, **{k: v[k] for k in ("compile", "cudnn", "eval_at", "eval_items")},
+           "env": v.get("env"), "nan_at_step": None}
+    t = time.time()
+    try:
+        train(cfg, callback=callback)
+    except Stop:
+        pass
+    except TrainingDiverged as e:
+        res["nan_at_step"] = e.step
+    res["wall_s"] = round(time.time() - t, 1)
+    res["evals_at"] = [r["step"] for r in rows if r["kind"] == "eval"]
+    res["losses"] = [[r["step"], round(r["loss"], 4)] for r in rows if r["kind"] == "train"][-3:]
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("data")
+    ap.add_argument("--variants", default="repro,control,resume,poison,empty_cache,eval100,eager,no_caching,early")
+    ap.add_argument("--at", type=int, default=None, help="the evaluation step (default 1000 on CUDA, 6 on CPU)")
+    ap.add_argument("--tail", type=int, default=20, help="steps run after it")
+    ap.add_argument("--work", default=None, help="run directories (default: a temporary folder)")
+    ap.add_argument("--json", default=None, help="write the results here too")
+    ap.add_argument("--resume-from", default=None,
+                    help="the run that variant resume continues (default: WORK/repro); its step-AT checkpoint is used")
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    work = Path(a.work or tempfile.mkdtemp(prefix="nan_after_eval_"))
+    if a.one:
+        import torch
+        at = a.at or (1000 if torch.cuda.is_available() else 6)
+        print("RESULT " + json.dumps(one(a.data, a.one, at, a.tail, work, a.resume_from)), flush=True)
+        return
+    results = []
+    for name in a.variants.split(","):
+        if name not in VARIANTS:
+            sys.exit(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
+        cmd = [sys.executable, __file__, a.data, "--one", name, "--tail", str(a.tail), "--work", str(work)]
+        if a.at:
+            cmd += ["--at", str(a.at)]
+        if a.resume_from:
+            cmd += ["--resume-from", a.resume_from]
+        env = {**os.environ, "JEPA_KIT_PROGRESS": "none", **VARIANTS[name].get("env", {})}
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        line = next((l for l in p.stdout.splitlines() if l.startswith("RESULT ")), None)
+        r = json.loads(line[7:]) if line else {"variant": name, "error": (p.stderr or p.stdout)[-600:]}
+        results.append(r)
+        if "error" in r:
+            print(f"{name:<12} error: {r['error']}", flush=True)
+        else:
+            print(f"{name:<12} compile {r['compile']!s:<5} cuDNN-SDPA {r['cudnn']!s:<5} evals at {r['evals_at']}: "
+                  + (f"NaN at step {r['nan_at_step']}" if r["nan_at_step"] else "finite")
+                  + f"  ({r['wall_s']} s; last logged losses {r['losses']})", flush=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
