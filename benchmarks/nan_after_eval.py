@@ -71,10 +71,13 @@ def one(data: str, name: str, at: int, tail: int, work: Path, resume_from: str |
     class Stop(Exception):
         pass
 
-    rows = []
+    rows, graphs = [], []
+    from torch._dynamo.utils import counters
 
     def callback(row):
         rows.append(row)
+        if row["kind"] == "train":  # a jump after the evaluation: it made the training step recompile
+            graphs.append([row["step"], counters["stats"]["unique_graphs"]])
         if row["kind"] == "eval" and v.get("empty_cache") and cuda:
             torch.cuda.synchronize()
             torch.cuda.empty_cache()
@@ -110,6 +113,7 @@ def one(data: str, name: str, at: int, tail: int, work: Path, resume_from: str |
     res["wall_s"] = round(time.time() - t, 1)
     res["evals_at"] = [r["step"] for r in rows if r["kind"] == "eval"]
     res["losses"] = [[r["step"], round(r["loss"], 4)] for r in rows if r["kind"] == "train"][-3:]
+    res["graphs_at_rows"] = graphs[:1] + graphs[-3:]
     return res
 
 
@@ -150,7 +154,8 @@ def main():
         else:
             print(f"{name:<12} compile {r['compile']!s:<5} cuDNN-SDPA {r['cudnn']!s:<5} evals at {r['evals_at']}: "
                   + (f"NaN at step {r['nan_at_step']}" if r["nan_at_step"] else "finite")
-                  + f"  ({r['wall_s']} s; last logged losses {r['losses']})", flush=True)
+                  + f"  ({r['wall_s']} s; last logged losses {r['losses']}; graphs compiled at rows {r['graphs_at_rows']})",
+                  flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1))
 

@@ -1,0 +1,31 @@
+"""benchmarks/gpu_check.sh, the prepared GPU check, in its CPU-sized form (no CUDA here): a device
+session spends minutes of a 15-minute lease on it, so it must be known to run first."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_gpu_check_cpu_form_trains_evaluates_and_runs_the_nan_variants(tmp_path):
+    env = {**os.environ, "PY": sys.executable, "WORK": str(tmp_path / "work"), "SKIP": "bench,eval,precisions,large",
+           "EVAL_NAN": "1", "NAN_VARIANTS": "control,resume", "JEPA_KIT_PROGRESS": "log"}
+    p = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(tmp_path / "out")], env=env,
+                       capture_output=True, text=True, timeout=900)
+    log = p.stdout + p.stderr
+    assert p.returncode == 0, log[-3000:]
+    assert "device: cpu (no CUDA)" in log and log.count("skipped (SKIP=") == 5, log[-3000:]
+    for name in ("ntp", "jepa"):
+        s = json.loads((tmp_path / "out" / f"summary_{name}.json").read_text())
+        assert s["finished"] and s["steps"] == 40 and s["stopped_by"] == "steps", s
+        assert set(s["final"]) == {"train", "atomic", "test"} and s["final"]["atomic"]["n"] > 0
+        assert s["final_eval_s"] > 0 and s["median_items_per_s"] > 0
+    assert log.count("final atomic exact match") == 2
+    nan = {r["variant"]: r for r in json.loads((tmp_path / "out" / "nan_after_eval.json").read_text())}
+    assert set(nan) == {"control", "resume"} and all(r.get("nan_at_step", "error") is None for r in nan.values()), nan
+    assert (tmp_path / "out" / "runs.tgz").is_file()
