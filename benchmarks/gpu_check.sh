@@ -189,7 +189,7 @@ train_run ntp --objective ntp $NTP
 # The step-1,001 NaN (2026-11-26 and 2026-11-27, H100): the ntp run above is the run that diverged (same
 # settings). Only if it diverges again do the fresh-process variants of benchmarks/nan_after_eval.py
 # run (each ~40 s, estimated: compile, 1,020 steps, an evaluation): the control without evaluation,
-# the step-1,000 checkpoint resumed in a fresh process, the allocator filled with NaN, eager, and
+# the step-1,000 checkpoint resumed in a fresh process, the allocator filled with 0xFF bytes, eager, and
 # the allocator emptied after the evaluation. EVAL_NAN=1 runs them regardless.
 if grep -q "became NaN" "$WORK/train_ntp.log" 2>/dev/null || [ "${EVAL_NAN:-0}" = 1 ]; then
   section "0. issue 12: the NaN after the evaluation, one fresh process per variant (nan_after_eval.py)"

@@ -20,8 +20,8 @@ step-AT checkpoint resumed in a fresh process, no evaluation: weights and optimi
 process?), ``eval100`` (the evaluation on 100 items per split instead of 200), ``empty_cache``
 (``repro`` with the CUDA caching allocator emptied after the evaluation), ``no_caching``
 (``repro`` with ``PYTORCH_NO_CUDA_MEMORY_CACHING=1``), ``poison`` (no evaluation: the allocator's
-cached memory is filled with NaN before training, so a step that reads memory it never wrote turns
-NaN), ``eager`` (``repro`` without torch.compile), ``early`` (a fresh model evaluated at steps 6 and
+cached memory is filled with 0xFF bytes before training, so a step that reads memory it never wrote
+turns NaN), ``eager`` (``repro`` without torch.compile), ``early`` (a fresh model evaluated at steps 6 and
 12). Without CUDA it runs the tiny model with AT = 6 (a check that the script works).
 """
 import argparse
@@ -49,10 +49,14 @@ VARIANTS = {
 
 
 def poison_allocator(device) -> None:
-    """Fill the caching allocator's memory with NaN: blocks of many sizes, allocated, filled, freed."""
+    """Fill the caching allocator's memory with 0xFF bytes (NaN in every float dtype, -1 in every
+    integer one): blocks of many sizes, allocated, filled, freed. On CUDA the freed blocks stay
+    cached and are handed to the next allocations; a step that reads memory it never wrote then
+    turns NaN (or, reading an index, fails a device-side assert: also an answer)."""
     import torch
-    keep = [torch.full((2 ** k,), float("nan"), device=device) for k in range(8, 29) for _ in range(2)]
-    del keep  # the blocks stay cached (CUDA) and are handed to the next allocations
+    top = 31 if torch.device(device).type == "cuda" else 25  # up to 1 GiB blocks on a GPU, 16 MiB on a CPU
+    keep = [torch.full((2 ** k,), 255, dtype=torch.uint8, device=device) for k in range(10, top) for _ in range(2)]
+    del keep
 
 
 def one(data: str, name: str, at: int, tail: int, work: Path, resume_from: str | None = None) -> dict:
