@@ -284,7 +284,9 @@ def format_table(rows: list[dict]) -> str:
                      f"{(format(r['mfu'], '.1%') if r.get('mfu') is not None else '-'):>6}  {ratio}")
     for r in evals:
         lines.append(f"\nentity-MRR evaluation ({r.get('precision', 'fp32')}) on {r['device']}, {r['n_entities']:,} "
-                     f"entities, random model (nothing pruned): {r['batch']:,} queries in {r['seconds']:.1f} s = "
+                     f"entities, random model (nothing pruned): {r['batch']:,} queries"
+                     + (f" in chunks of {r['chunk']:,}" if r.get("chunk", r["batch"]) < r["batch"] else "")
+                     + f" in {r['seconds']:.1f} s = "
                      f"{r['items_per_s']:.3g} queries/s ({r['candidates_per_query']:.0f} candidate first names per "
                      f"query); 9,000 queries: {r['projected_s_9000_queries']:.0f} s"
                      + ("" if r["batch"] >= 9000 else " (projected)")
@@ -334,23 +336,24 @@ def main(argv=None) -> int:
     return 0
 
 
-def eval_row(device: str, preset: str, n_queries: int, precision: str = "fp32") -> dict:
+def eval_row(device: str, preset: str, n_queries: int, precision: str = "fp32", chunk: int | None = None) -> dict:
     """Entity-MRR evaluation speed (jepa_kit.evaluate.bench_eval) as a row of the same shape.
 
     ``items_per_s`` is queries per second; a random model prunes no candidate, so this is the
-    worst case (a model at chance, as on the reversal split)."""
+    worst case (a model at chance, as on the reversal split). ``chunk``: queries ranked at once
+    (``evaluate``'s ``batch_size``; the trainer's evaluations use 256); default all of them."""
     from jepa_kit.evaluate import bench_eval
 
     dev = torch.device(device)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    r = bench_eval(n_queries=n_queries, device=device, preset=preset, precision=precision)
+    r = bench_eval(n_queries=n_queries, device=device, preset=preset, precision=precision, batch_size=chunk)
     peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
     return {"mode": "eval_entity_mrr", "device": device, "batch": n_queries, "items_per_s": r["queries_per_s"],
             "tokens_per_s": None, "step_ms": None, "peak_mem_mb": peak, "mfu": None, "n_entities": r["n_entities"],
             "precision": precision, "candidates_per_query": r["candidates_per_query"], "seconds": r["seconds"],
             "projected_s_9000_queries": r["projected_s_9000_queries"],
-            "recheck_fraction": r.get("entity_recheck_fraction")}
+            "recheck_fraction": r.get("entity_recheck_fraction"), "chunk": chunk or n_queries}
 
 
 if __name__ == "__main__":
