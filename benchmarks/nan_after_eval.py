@@ -21,7 +21,9 @@ process?), ``eval100`` (the evaluation on 100 items per split instead of 200), `
 (``repro`` with the CUDA caching allocator emptied after the evaluation), ``no_caching``
 (``repro`` with ``PYTORCH_NO_CUDA_MEMORY_CACHING=1``), ``poison`` (no evaluation: the allocator's
 cached memory is filled with 0xFF bytes before training, so a step that reads memory it never wrote
-turns NaN), ``eager`` (``repro`` without torch.compile), ``early`` (a fresh model evaluated at steps 6 and
+turns NaN), ``eager`` (``repro`` without torch.compile), ``packed`` (``repro`` in the packed layout,
+uncompiled: the setting in which an ntp run trained 13,281 steps with periodic evaluations on
+2026-11-26), ``early`` (a fresh model evaluated at steps 6 and
 12). Without CUDA it runs the tiny model with AT = 6 (a check that the script works).
 """
 import argparse
@@ -43,6 +45,7 @@ VARIANTS = {
     "no_caching": dict(env={"PYTORCH_NO_CUDA_MEMORY_CACHING": "1"}),
     "poison": dict(eval_at=False, poison=True),
     "eager": dict(compile=False),
+    "packed": dict(compile=False, mode="packed"),
     "early": dict(early=True),
     "nocudnn": dict(cudnn=False),
 }
@@ -102,10 +105,10 @@ def one(data: str, name: str, at: int, tail: int, work: Path, resume_from: str |
     cfg = TrainConfig.from_preset("gpu" if cuda else "tiny", data=data, out=str(out), objective="ntp", steps=100 * at,
                                   compile=v["compile"], log_every=min(10, at), eval_every=eval_every,
                                   eval_max_items=v["eval_items"], eval_budget=None, ckpt_every=at, progress="none",
-                                  device=device, **({} if cuda else {"mode": "static"}))
+                                  device=device, mode=v.get("mode", "static"))
     if v.get("poison"):
         poison_allocator(device)
-    res = {"variant": name, **{k: v[k] for k in ("compile", "cudnn", "eval_at", "eval_items")},
+    res = {"variant": name, **{k: v[k] for k in ("compile", "cudnn", "eval_at", "eval_items")}, "mode": cfg.mode,
            "env": v.get("env"), "nan_at_step": None}
     t = time.time()
     try:
@@ -124,7 +127,7 @@ def one(data: str, name: str, at: int, tail: int, work: Path, resume_from: str |
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data")
-    ap.add_argument("--variants", default="repro,control,resume,poison,empty_cache,eval100,eager,no_caching,early")
+    ap.add_argument("--variants", default="repro,control,resume,poison,eager,packed,empty_cache,eval100,no_caching,early")
     ap.add_argument("--at", type=int, default=None, help="the evaluation step (default 1000 on CUDA, 6 on CPU)")
     ap.add_argument("--tail", type=int, default=20, help="steps run after it")
     ap.add_argument("--work", default=None, help="run directories (default: a temporary folder)")
@@ -156,7 +159,7 @@ def main():
         if "error" in r:
             print(f"{name:<12} error: {r['error']}", flush=True)
         else:
-            print(f"{name:<12} compile {r['compile']!s:<5} cuDNN-SDPA {r['cudnn']!s:<5} evals at {r['evals_at']}: "
+            print(f"{name:<12} {r['mode']:<6} compile {r['compile']!s:<5} cuDNN-SDPA {r['cudnn']!s:<5} evals at {r['evals_at']}: "
                   + (f"NaN at step {r['nan_at_step']}" if r["nan_at_step"] else "finite")
                   + f"  ({r['wall_s']} s; last logged losses {r['losses']}; graphs compiled at rows {r['graphs_at_rows']})",
                   flush=True)
