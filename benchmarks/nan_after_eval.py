@@ -23,7 +23,8 @@ process?), ``eval100`` (the evaluation on 100 items per split instead of 200), `
 cached memory is filled with 0xFF bytes before training, so a step that reads memory it never wrote
 turns NaN), ``eager`` (``repro`` without torch.compile), ``packed`` (``repro`` in the packed layout,
 uncompiled: the setting in which an ntp run trained 13,281 steps with periodic evaluations on
-2026-11-26), ``early`` (a fresh model evaluated at steps 6 and
+2026-11-26), ``math_sdpa`` (only PyTorch's reference attention kernel), ``aligned_mask`` (every
+attention mask given a 16-byte-aligned row stride), ``early`` (a fresh model evaluated at steps 6 and
 12). Without CUDA it runs the tiny model with AT = 6 (a check that the script works).
 """
 import argparse
@@ -46,6 +47,8 @@ VARIANTS = {
     "poison": dict(eval_at=False, poison=True),
     "eager": dict(compile=False),
     "packed": dict(compile=False, mode="packed"),
+    "math_sdpa": dict(sdpa="math"),
+    "aligned_mask": dict(aligned_mask=True),
     "early": dict(early=True),
     "nocudnn": dict(cudnn=False),
 }
@@ -62,6 +65,24 @@ def poison_allocator(device) -> None:
     del keep
 
 
+def align_attention_masks() -> None:
+    """Give every additive attention mask a row stride that is a multiple of 8 elements (16 bytes in
+    bf16), as fused attention kernels want: the fixed-shape rows are 5 (ntp) or 13 (jepa) tokens wide,
+    so the masks' rows start at unaligned addresses. A kernel that assumed alignment and read past a
+    row would read memory the step never wrote (this variant's question)."""
+    import torch.nn.functional as F
+
+    from jepa_kit.model import GPT2WithJEPA
+    attend = GPT2WithJEPA._attend
+
+    def aligned(self, attn, q, k, v, mask):
+        w = mask.shape[-1]
+        if w % 8:
+            mask = F.pad(mask, (0, -w % 8))[..., :w]  # same values, row stride rounded up to 8
+        return attend(self, attn, q, k, v, mask)
+    GPT2WithJEPA._attend = aligned
+
+
 def one(data: str, name: str, at: int, tail: int, work: Path, resume_from: str | None = None) -> dict:
     import torch
     from jepa_kit.config import TrainConfig
@@ -73,6 +94,12 @@ def one(data: str, name: str, at: int, tail: int, work: Path, resume_from: str |
     device = "cuda" if cuda else "cpu"
     if cuda and not v["cudnn"]:
         torch.backends.cuda.enable_cudnn_sdp(False)
+    if cuda and v.get("sdpa") == "math":  # the reference kernel only: no flash, memory-efficient or cuDNN attention
+        for off in (torch.backends.cuda.enable_flash_sdp, torch.backends.cuda.enable_mem_efficient_sdp,
+                    torch.backends.cuda.enable_cudnn_sdp):
+            off(False)
+    if v.get("aligned_mask"):
+        align_attention_masks()
     stop_at = 14 if v.get("early") else at + tail
 
     class Stop(Exception):
@@ -127,7 +154,7 @@ def one(data: str, name: str, at: int, tail: int, work: Path, resume_from: str |
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data")
-    ap.add_argument("--variants", default="repro,control,resume,poison,eager,packed,empty_cache,eval100,no_caching,early")
+    ap.add_argument("--variants", default="repro,control,resume,poison,eager,packed,math_sdpa,aligned_mask,eval100,empty_cache,no_caching,early")
     ap.add_argument("--at", type=int, default=None, help="the evaluation step (default 1000 on CUDA, 6 on CPU)")
     ap.add_argument("--tail", type=int, default=20, help="steps run after it")
     ap.add_argument("--work", default=None, help="run directories (default: a temporary folder)")
@@ -163,8 +190,8 @@ def main():
                   + (f"NaN at step {r['nan_at_step']}" if r["nan_at_step"] else "finite")
                   + f"  ({r['wall_s']} s; last logged losses {r['losses']}; graphs compiled at rows {r['graphs_at_rows']})",
                   flush=True)
-    if a.json:
-        Path(a.json).write_text(json.dumps(results, indent=1))
+        if a.json:  # after every variant: a call stopped at its time limit keeps what finished
+            Path(a.json).write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
