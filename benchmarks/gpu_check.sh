@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The one prepared GPU check (issue 12). It stops itself by DEADLINE_S (default 540 s, one 600 s
 # device call): training runs get what is left, and sections that cannot start in time say
-# "skipped". SKIP=bench,eval,jepa,precisions,large leaves those sections out (the bench and the
-# evaluation speed were measured on 2026-11-26 and -27: README "Performance").
+# "skipped". SKIP=bench,profile,eval,jepa,precisions,large leaves those sections out (the bench and
+# the evaluation speed were measured on 2026-11-26 and -27: README "Performance").
 #   1. (bench) the training-step bench at batch 1,024 (the trainer's own step function: seed
 #      structure and compiled fixed-shape modes) and a probe of the old packed_bf16 anomaly;
+#   1c. (profile) the compiled fixed-shape jepa and ntp steps under the profiler: GPU busy time
+#      against wall time per step, and the top kernels (what keeps MFU at 10-21 %?);
 #   2. (eval) entity-MRR evaluation speed: 9,000 queries of a random model (bf16) in one chunk, 2,000
 #      in the trainer's chunks of 256 queries (speed and peak memory), and an fp32 projection;
 #   3. paper-scale ntp trained with `--preset gpu` for NTP_BUDGET_S (90 s: the issue's target,
@@ -114,6 +116,9 @@ print(f"host synchronisations in 3 fixed-shape training steps: {len(syncs)}" + (
 json.dump(res, open(sys.argv[3], "w"))
 PY
 fi
+
+section "1c. where the compiled training steps spend their time (gpu_probe.py --only step_profile)"
+skip profile || "$PY" benchmarks/gpu_probe.py "$WORK/data/$DATA" "$OUT/step_profile.json" --only step_profile 2>&1 | grep -v "^USDT"
 
 section "2. entity-MRR evaluation speed, random model (nothing pruned)"
 if ! skip eval; then

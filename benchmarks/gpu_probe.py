@@ -9,7 +9,10 @@
   attention off (a second compile). Its own JSON goes to ``OUT.eval_nan.json`` too.
 * ``nan_probe``: the earlier stand-alone loop (700 compiled ntp steps, an evaluation, 60 more);
 * ``eager_syncs``: the fixed-shape eager step without host syncs, and its speed;
-* ``eval_profile``: where the bf16 evaluation spends its time.
+* ``eval_profile``: where the bf16 evaluation spends its time;
+* ``step_profile``: where the compiled fixed-shape training steps (jepa and ntp, batch 1,024) spend
+  their time: the GPU's busy time against the wall time of 10 steps (a step far from the FLOP
+  bound is either waiting on the host or running many small kernels) and the top kernels.
 
     python benchmarks/gpu_probe.py DATA_DIR OUT.json [--only eval_nan] [--eval-step 1000] [--work DIR]
 
@@ -32,7 +35,7 @@ from jepa_kit.ranking import full_fp32
 from jepa_kit.model import MODEL_PRESETS, GPT2WithJEPA, ObjectiveConfig
 from jepa_kit.train import train_step, weight_decay_groups
 
-SECTIONS = ("eval_nan", "nan_probe", "eager_syncs", "eval_profile")
+SECTIONS = ("eval_nan", "nan_probe", "eager_syncs", "eval_profile", "step_profile")
 
 
 class _StopProbe(Exception):
@@ -287,6 +290,8 @@ def older_probes(data, dev, sections, res):
         _eager_syncs(dev, cuda, preset, B, res)
     if "eval_profile" in sections:
         _eval_profile(dev, cuda, preset, res)
+    if "step_profile" in sections:
+        _step_profile(dev, cuda, preset, B, res)
 
 
 def _nan_probe(data, dev, cuda, preset, B, res):
@@ -386,6 +391,40 @@ def _eval_profile(dev, cuda, preset, res):
     table = prof.key_averages().table(sort_by=key, row_limit=18, max_name_column_width=60)
     print(table[-4000:])
     res["profile"] = table
+
+
+def _step_profile(dev, cuda, preset, B, res, steps: int = 10):
+    """(4) the compiled fixed-shape training steps under the profiler: GPU busy time against wall."""
+    from torch.profiler import ProfilerActivity, profile
+
+    vocab = paper_vocab()
+    g = torch.Generator().manual_seed(0)
+    batches = [tuple(t.to(dev) for t in random_batch(vocab, B, g)) for _ in range(4)]
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    for mode in (("static_bf16_compile", "ntp_bf16_compile") if cuda else ("static_fp32",)):
+        r = _Runner(mode, dev, vocab, preset, 1, 1.0, 0)
+        for i in range(5):  # compile and warm up
+            r.step(*batches[i % 4])
+        r.sync()
+        t = time.perf_counter()
+        with profile(activities=acts) as prof:
+            for i in range(steps):
+                r.step(*batches[i % 4])
+            r.sync()
+        wall = time.perf_counter() - t
+        ev = prof.key_averages()
+        attr = "device_time_total" if hasattr(ev[0], "device_time_total") else "cuda_time_total"
+        # kernels only (the rows the GPU ran): their self time, summed
+        gpu_us = sum(getattr(e, "self_device_time_total", 0) or 0 for e in ev) if cuda else 0.0
+        out = {"steps": steps, "wall_ms_per_step": 1e3 * wall / steps, "gpu_busy_ms_per_step": gpu_us / 1e3 / steps,
+               "items_per_s_profiled": B * steps / wall}
+        table = ev.table(sort_by=attr if cuda else "cpu_time_total", row_limit=15, max_name_column_width=70)
+        out["top"] = table
+        res.setdefault("step_profile", {})[mode] = out
+        print(f"{mode}: {out['wall_ms_per_step']:.1f} ms per step wall (under the profiler), GPU busy "
+              f"{out['gpu_busy_ms_per_step']:.1f} ms per step", flush=True)
+        print(table[-3500:], flush=True)
+        del r
 
 
 if __name__ == "__main__":

@@ -13,13 +13,13 @@ from conftest import ROOT
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_gpu_check_cpu_form_trains_evaluates_and_runs_the_nan_variants(tmp_path):
-    env = {**os.environ, "PY": sys.executable, "WORK": str(tmp_path / "work"), "SKIP": "bench,eval,precisions,large",
+    env = {**os.environ, "PY": sys.executable, "WORK": str(tmp_path / "work"), "SKIP": "bench,profile,eval,precisions,large",
            "EVAL_NAN": "1", "NAN_VARIANTS": "control,resume", "JEPA_KIT_PROGRESS": "log"}
     p = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(tmp_path / "out")], env=env,
                        capture_output=True, text=True, timeout=900)
     log = p.stdout + p.stderr
     assert p.returncode == 0, log[-3000:]
-    assert "device: cpu (no CUDA)" in log and log.count("skipped (SKIP=") == 5, log[-3000:]
+    assert "device: cpu (no CUDA)" in log and log.count("skipped (SKIP=") == 6, log[-3000:]
     for name in ("ntp", "jepa"):
         s = json.loads((tmp_path / "out" / f"summary_{name}.json").read_text())
         assert s["finished"] and s["steps"] == 40 and s["stopped_by"] == "steps", s
