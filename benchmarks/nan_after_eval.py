@@ -22,8 +22,7 @@ process?), ``eval100`` (the evaluation on 100 items per split instead of 200), `
 (``repro`` with ``PYTORCH_NO_CUDA_MEMORY_CACHING=1``), ``poison`` (no evaluation: the allocator's
 cached memory is filled with 0xFF bytes before training, so a step that reads memory it never wrote
 turns NaN), ``eager`` (``repro`` without torch.compile), ``packed`` (``repro`` in the packed layout,
-uncompiled: the setting in which an ntp run trained 13,281 steps with periodic evaluations on
-2026-11-26), ``math_sdpa`` (only PyTorch's reference attention kernel), ``aligned_mask`` (every
+uncompiled: the setting in which an ntp run trained 13,281 steps on 2026-11-26), ``math_sdpa`` (only PyTorch's reference attention kernel), ``aligned_mask`` (every
 attention mask given a 16-byte-aligned row stride), ``early`` (a fresh model evaluated at steps 6 and
 12). Without CUDA it runs the tiny model with AT = 6 (a check that the script works).
 """
