@@ -268,10 +268,14 @@ class LiveLoss:
 
     Live (JupyterLab) ``figure`` is a FigureWidget updated per metrics row; when the block ends the
     widget is replaced by a static figure, which exported HTML can draw (a widget it shows as
-    nothing). Headless (papermill) no widget is made: the figure is drawn once, at the end."""
+    nothing). Headless (papermill) no widget is made: the figure is drawn once, at the end.
+    ``keep=False``: when the block ends normally the chart is removed and nothing is drawn (for a
+    notebook that draws the run's full history next); after an exception the static figure is
+    still drawn, since the cells after it will not run."""
 
-    def __init__(self, title: str = "training loss (live)", objective: str | None = None, live: bool | None = None):
-        self.title, self.objective = title, objective
+    def __init__(self, title: str = "training loss (live)", objective: str | None = None, live: bool | None = None,
+                 keep: bool = True):
+        self.title, self.objective, self.keep = title, objective, keep
         self.live = not headless() if live is None else live
         self.rows: list[dict] = []
         series = loss_series(objective)
@@ -304,21 +308,23 @@ class LiveLoss:
         if self.live:
             self._handle = display(self.figure, display_id=True)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         """Swap the widget for the static figure of every row so far (displayed afresh, so that
-        plotly's renderer sets up plotly.js for the exported page)."""
+        plotly's renderer sets up plotly.js for the exported page); with ``keep=False`` only after
+        a failure."""
         from IPython.display import HTML, display
         if self._handle is not None:
             self._handle.update(HTML(""))
             self._handle = None
-        display(self.static_figure())
+        if self.keep or failed:
+            display(self.static_figure())
 
     def __enter__(self) -> "LiveLoss":
         self.show()
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(failed=exc_type is not None)
 
     def _ipython_display_(self):
         from IPython.display import display

@@ -273,6 +273,8 @@ def test_train_notebook_output_has_its_figures_and_run_directory(local_sweep):
     assert any("[jepa_kit.train] step 6/6" in o["text"] for o in streams if o["name"] == "stdout")
     assert not [o["text"] for o in streams if o["name"] == "stderr" and "[jepa_kit.train]" in o["text"]]
     assert names[0] >= {"NTP", "JEPA"} and figs[0]["layout"]["yaxis"]["type"] == "log", "JEPA's ~0.003 visible"
+    titles = [f["layout"]["title"]["text"] for f in figs]
+    assert sum("training loss" in t for t in titles) == 1, f"one loss chart (the run's history), not two: {titles}"
     _size_check(folder / "objective=jepa.ipynb")
     run = folder / "objective=jepa"
     evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]

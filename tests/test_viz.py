@@ -344,3 +344,24 @@ def test_curves_draw_a_setting_as_its_mean_and_a_band_or_every_seed():
                                   "a_seed=1": {"atomic": [0.7, 0.9], "test": [0.3, 0.2]}}, chance=0.01)
     test_mean = next(t for t in lens.data if t.xaxis == "x2" and t.hovertext and t.name == "a")
     assert list(test_mean.y) == pytest.approx([0.2, 0.2]) and len(lens.layout.shapes) == 2
+
+
+def test_live_loss_keep_false_draws_nothing_at_the_end_unless_training_failed(monkeypatch):
+    """Notebook 02 draws the run's full history after training; its live chart (keep=False) must then
+    leave nothing behind, except when training raised (the cells after it do not run)."""
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj, **kw: shown.append(obj))
+    row = {"kind": "train", "step": 1, "loss": 2.0, "ntp_loss": 2.0, "jepa_loss": 0.0}
+    with viz.LiveLoss(live=False, keep=False) as live:
+        live.update(row)
+    assert shown == []
+    with pytest.raises(RuntimeError):
+        with viz.LiveLoss(live=False, keep=False) as live:
+            live.update(row)
+            raise RuntimeError("diverged")
+    assert len(shown) == 1 and list(shown[0].data[0].y) == [2.0]
+    with viz.LiveLoss(live=False) as live:  # the default keeps the static figure
+        live.update(row)
+    assert len(shown) == 2
