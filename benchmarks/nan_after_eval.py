@@ -134,7 +134,10 @@ def one(data: str, name: str, at: int, tail: int, work: Path, resume_from: str |
                                   device=device, mode=v.get("mode", "static"))
     if v.get("poison"):
         poison_allocator(device)
+    attention = "math only" if v.get("sdpa") == "math" else "no cuDNN" if not v["cudnn"] else "default"
+    attention += ", aligned masks" if v.get("aligned_mask") else ""
     res = {"variant": name, **{k: v[k] for k in ("compile", "cudnn", "eval_at", "eval_items")}, "mode": cfg.mode,
+           "attention": attention,
            "env": v.get("env"), "nan_at_step": None}
     t = time.time()
     try:
@@ -185,7 +188,7 @@ def main():
         if "error" in r:
             print(f"{name:<12} error: {r['error']}", flush=True)
         else:
-            print(f"{name:<12} {r['mode']:<6} compile {r['compile']!s:<5} cuDNN-SDPA {r['cudnn']!s:<5} evals at {r['evals_at']}: "
+            print(f"{name:<12} {r['mode']:<6} compile {r['compile']!s:<5} attention {r['attention']}; evals at {r['evals_at']}: "
                   + (f"NaN at step {r['nan_at_step']}" if r["nan_at_step"] else "finite")
                   + f"  ({r['wall_s']} s; last logged losses {r['losses']}; graphs compiled at rows {r['graphs_at_rows']})",
                   flush=True)
