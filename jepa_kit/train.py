@@ -221,6 +221,7 @@ class Trainer:
         self.window = torch.zeros(3, dtype=torch.float64, device=device)
         self.window_nj, self.window_steps = 0.0, 0
         self.first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first step with a NaN/inf loss
+        self.last_eval_step: int | None = None  # the step of the last periodic evaluation (for the NaN message)
         self.progress: Progress | None = None
         self.t0 = time.time()
 
@@ -410,6 +411,10 @@ class Trainer:
                      if self.last_saved else "there is no checkpoint yet")
             msg = (f"loss became NaN or infinite at step {bad} of {self.run_dir}; training stopped and nothing after "
                    f"the last checkpoint was written: {where}. Try a lower lr, warmup or grad_clip.")
+            if self.last_eval_step is not None and bad == self.last_eval_step + 1:
+                msg += (f" This is the first step after a periodic evaluation (step {self.last_eval_step}): on CUDA that "
+                        "is the known problem of issue 12 (README, 'Known problem'), not a learning-rate problem; "
+                        "eval_every 0 or --mode packed --compile false are the ways around it to try.")
             self.files.write_status(state="failed", error=msg)
             raise TrainingDiverged(msg, bad, self.last_saved)
 
@@ -449,6 +454,8 @@ class Trainer:
             self.model.train()
             torch.set_rng_state(rng)
         self.results = res
+        if not final:
+            self.last_eval_step = self.step
         self.files.append_row({"kind": "eval", "step": self.step, "max_items": max_items, "final": final,
                                "precision": precision, "splits": {s: res[s] for s in SPLITS if s in res},
                                "jepa": res.get("jepa")})

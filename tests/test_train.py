@@ -261,6 +261,34 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(data, tmp_pat
     assert not (run / "results.json").exists()
 
 
+def test_a_nan_right_after_a_periodic_evaluation_names_the_known_problem(data, tmp_path, monkeypatch):
+    """The H100's ntp NaN (issue 12) comes at the first step after a periodic evaluation: the message
+    then says so, and not only "try a lower lr"; a NaN elsewhere does not get that note."""
+    real_forward = GPT2WithJEPA.forward
+
+    def nan_at(step):
+        calls = {"n": 0}
+
+        def forward(self, *a, **k):
+            out = real_forward(self, *a, **k)
+            if self.training:
+                calls["n"] += 1
+                if calls["n"] == step:
+                    out["loss"] = out["loss"] * float("nan")
+            return out
+        return forward
+
+    monkeypatch.setattr(GPT2WithJEPA, "forward", nan_at(5))
+    with pytest.raises(TrainingDiverged) as e:
+        train(config(data, tmp_path / "a", eval_every=4, log_every=1))
+    assert e.value.step == 5 and "first step after a periodic evaluation (step 4)" in str(e.value)
+    assert "issue 12" in json.loads((tmp_path / "a" / "status.json").read_text())["error"]
+    monkeypatch.setattr(GPT2WithJEPA, "forward", nan_at(6))
+    with pytest.raises(TrainingDiverged) as e:
+        train(config(data, tmp_path / "b", eval_every=4, log_every=1))
+    assert e.value.step == 6 and "issue 12" not in str(e.value)
+
+
 def test_checkpoints_load_without_pickle(data, tmp_path, monkeypatch):
     cfg = config(data, tmp_path / "r", steps=4)
     train(cfg)
