@@ -4,7 +4,9 @@
 # "skipped". SKIP=bench,profile,eval,jepa,precisions,large leaves those sections out (the bench and
 # the evaluation speed were measured on 2026-11-26 and -27: README "Performance").
 #   1. (bench) the training-step bench at batch 1,024 (the trainer's own step function: seed
-#      structure and compiled fixed-shape modes) and a probe of the old packed_bf16 anomaly;
+#      structure and compiled fixed-shape modes, each with SDPA and with attention written out as
+#      matmul + softmax, `_eagerattn`, which inductor can fuse for rows of 5-13 tokens) and a probe
+#      of the old packed_bf16 anomaly;
 #   1c. (profile) the compiled fixed-shape jepa and ntp steps under the profiler: GPU busy time
 #      against wall time per step, and the top kernels (what keeps MFU at 10-21 %?);
 #   2. (eval) entity-MRR evaluation speed: 9,000 queries of a random model (bf16) in one chunk, 2,000
@@ -49,7 +51,7 @@ skip() { [[ ",${SKIP:-}," == *",$1,"* ]] && echo "skipped (SKIP=$SKIP)"; }
 if "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
   DEVICE=cuda DATA=paper
   "$PY" -c 'import torch, transformers; print("device:", torch.cuda.get_device_name(0), "| torch", torch.__version__, "| transformers", transformers.__version__)'
-  BENCH="--batch 1024 --steps 30 --rounds 2 --warmup 5 --modes ${BENCH_MODES:-two_pass_fp32 static_bf16_compile ntp_bf16_compile concept_bf16_compile}"
+  BENCH="--batch 1024 --steps 30 --rounds 2 --warmup 5 --modes ${BENCH_MODES:-two_pass_fp32 static_bf16_compile static_bf16_compile_eagerattn ntp_bf16_compile ntp_bf16_compile_eagerattn concept_bf16_compile}"
   EVAL_N=9000 EVAL_FP32_N=200 PROBE_BATCH=1024 CMP_N=500
   BENCH_LARGE="--batch 4096 --steps 10 --rounds 2 --warmup 3 --modes static_bf16_compile ntp_bf16_compile"
   TRAIN="--preset gpu --steps ${TRAIN_STEPS:-16000} --eval_every 1000 --eval_max_items 200 --eval_budget 0"

@@ -77,9 +77,15 @@ def random_batch(vocab: Vocab, batch: int, generator: torch.Generator) -> tuple[
     return ids, types
 
 
+EAGER_ATTN = "_eagerattn"  # a mode suffix: attention written out as matmul + softmax (attn_implementation "eager")
+
+
 def parse_mode(mode: str) -> tuple[str, str, str | None]:
     """``static_bf16_compile`` -> ("static", "bf16", "default"); compile is None, "default" or
-    "reduce-overhead" (``_cudagraphs``)."""
+    "reduce-overhead" (``_cudagraphs``). A trailing ``_eagerattn`` (see ``attn_of``) is ignored here."""
+    if mode.startswith("concept_") and mode.endswith(EAGER_ATTN):
+        raise ValueError(f"benchmark mode {mode!r}: {EAGER_ATTN} applies to the GPT-2 modes, not to concept")
+    mode = mode.removesuffix(EAGER_ATTN)
     for structure in STRUCTURES:
         if mode.startswith(structure + "_"):
             rest = mode[len(structure) + 1:].split("_")
@@ -88,7 +94,14 @@ def parse_mode(mode: str) -> tuple[str, str, str | None]:
                 if extra in (None, "compile", "cudagraphs") and not (extra and structure in ("two_pass", "packed")):
                     return structure, rest[0], {None: None, "compile": "default", "cudagraphs": "reduce-overhead"}[extra]
     raise ValueError(f"benchmark mode {mode!r} not understood; expected {{{'|'.join(STRUCTURES)}}}_{{fp32|bf16}}, "
-                     f"with _compile or _cudagraphs for static, ntp and concept")
+                     f"with _compile or _cudagraphs for static, ntp and concept, and optionally {EAGER_ATTN}")
+
+
+def attn_of(mode: str) -> str:
+    """The attention implementation of a mode: "eager" with the ``_eagerattn`` suffix (for the
+    compiled fixed-shape rows of 5-13 tokens, attention that inductor can fuse, instead of an SDPA
+    kernel call per block and direction), else "sdpa"."""
+    return "eager" if mode.endswith(EAGER_ATTN) else "sdpa"
 
 
 def non_embedding_params(model) -> int:
@@ -116,7 +129,8 @@ class _Runner:
             objective = ObjectiveConfig(k_pred=k_pred, lambda_jepa=lambda_jepa,
                                         objective="ntp" if structure == "ntp" else "jepa",
                                         mode="static" if structure == "ntp" else structure)
-            self.model = GPT2WithJEPA(vocab, preset=preset, objective=objective).to(dev).train()
+            self.model = GPT2WithJEPA(vocab, preset=preset, objective=objective,
+                                      attn_implementation=attn_of(mode)).to(dev).train()
         self.opt = torch.optim.AdamW(weight_decay_groups(self.model, 0.01), lr=1e-4, fused=True)
         self.scaler = torch.amp.GradScaler(dev.type, enabled=False)
         self.fwd = self.model

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from jepa_kit import bench
 
@@ -67,3 +68,17 @@ def test_bench_times_the_concept_objective():
     # four patches of 2 tokens per item enter the recognition block
     assert rows[0]["tokens_per_s"] / rows[0]["items_per_s"] == pytest.approx(8)
     assert bench.parse_mode("concept_bf16_compile") == ("concept", "bf16", "default")
+
+
+def test_eagerattn_modes_build_the_written_out_attention_and_time_it(tmp_path):
+    """``_eagerattn``: the same mode with attention as matmul + softmax (inductor can fuse it for the
+    fixed-shape rows of 5-13 tokens); the bench must build that model, not silently the SDPA one."""
+    assert bench.parse_mode("static_bf16_compile_eagerattn") == ("static", "bf16", "default")
+    assert bench.attn_of("static_bf16_compile_eagerattn") == "eager" and bench.attn_of("static_bf16_compile") == "sdpa"
+    with pytest.raises(ValueError, match="not to concept"):
+        bench.parse_mode("concept_bf16_compile_eagerattn")
+    vocab = bench.paper_vocab()
+    runner = bench._Runner("static_fp32_eagerattn", torch.device("cpu"), vocab, "tiny", 1, 1.0, 0)
+    assert runner.model.gpt2.config._attn_implementation == "eager"
+    rows = bench.bench_training_steps(["static_fp32", "static_fp32_eagerattn"], "cpu", "tiny", 8, 1, 1, 1, 1)
+    assert [r["mode"] for r in rows] == ["static_fp32", "static_fp32_eagerattn"] and all(r["items_per_s"] > 0 for r in rows)
