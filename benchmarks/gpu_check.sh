@@ -55,7 +55,7 @@ if "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'
   EVAL_N=9000 EVAL_FP32_N=200 PROBE_BATCH=1024 CMP_N=500
   BENCH_LARGE="--batch 4096 --steps 10 --rounds 2 --warmup 3 --modes static_bf16_compile ntp_bf16_compile"
   TRAIN="--preset gpu --steps ${TRAIN_STEPS:-16000} --eval_every 1000 --eval_max_items 200 --eval_budget 0"
-  NTP="--eval_every ${NTP_EVAL_EVERY:-0} --max_train_seconds ${NTP_BUDGET_S:-90}"
+  NTP="--eval_every ${NTP_EVAL_EVERY:-0}" NTP_BUDGET=${NTP_BUDGET_S:-90}
 else
   DEVICE=cpu DATA=tiny
   echo "device: cpu (no CUDA): CPU-sized check"
@@ -149,6 +149,7 @@ train_run() {  # objective, extra flags
   # final evaluation of all valid queries still runs and is timed
   local budget=$(( limit - ${EVAL_RESERVE:-90} ))
   [ "$budget" -lt 20 ] && budget=20
+  [ "$name" = ntp ] && [ -n "${NTP_BUDGET:-}" ] && [ "$budget" -gt "$NTP_BUDGET" ] && budget=$NTP_BUDGET
   echo "time limit for this run: $limit s (training budget $budget s, then the final evaluation)"
   rm -rf "$WORK/runs/$name"
   local t=$(date +%s)
