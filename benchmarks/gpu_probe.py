@@ -42,6 +42,38 @@ class _StopProbe(Exception):
     """Raised from the metrics callback to end a run before its (long, exact) final evaluation."""
 
 
+def run_until(cfg, stop_at: int, after_eval=None) -> dict:
+    """Train ``cfg`` until its first logged row at or past step ``stop_at`` (so before the long,
+    exact final evaluation) or a NaN. ``after_eval()`` runs after each evaluation row. Returns
+    nan_at_step (None when finite), wall_s, every metrics row, and [step, graphs compiled so far] at
+    each training row (a jump after an evaluation: it made the training step recompile). Shared by
+    this probe and benchmarks/nan_after_eval.py."""
+    from torch._dynamo.utils import counters
+
+    from jepa_kit.runtime import TrainingDiverged
+    from jepa_kit.train import train
+
+    rows, graphs = [], []
+
+    def callback(row):
+        rows.append(row)
+        if row["kind"] == "eval" and after_eval is not None:
+            after_eval()
+        if row["kind"] == "train":
+            graphs.append([row["step"], counters["stats"]["unique_graphs"]])
+            if row["step"] >= stop_at:
+                raise _StopProbe
+    t = time.time()
+    nan_at = None
+    try:
+        train(cfg, callback=callback)
+    except _StopProbe:
+        pass
+    except TrainingDiverged as e:
+        nan_at = e.step
+    return {"nan_at_step": nan_at, "wall_s": time.time() - t, "rows": rows, "graphs": graphs}
+
+
 def eval_nan_check(data: str, work: Path, cuda: bool, eval_step: int | None = None, tail: int | None = None) -> dict:
     """Is the ntp divergence right after the first evaluation caused by the evaluation?
 
@@ -69,13 +101,10 @@ def eval_nan_check(data: str, work: Path, cuda: bool, eval_step: int | None = No
     A and R NaN, B finite -> what the evaluation left in the weights/optimizer state (C says whether
     the weights alone give NaN on that batch); A and B NaN -> training itself diverges there, not the
     evaluation; none NaN -> not reproduced (the rows give the loss around S)."""
-    from torch._dynamo.utils import counters
-
     from jepa_kit.config import TrainConfig
     from jepa_kit.data import load_dataset
     from jepa_kit.rundir import load_run
-    from jepa_kit.runtime import TrainingDiverged
-    from jepa_kit.train import epoch_permutation, train, training_rows
+    from jepa_kit.train import epoch_permutation, training_rows
 
     S = eval_step or (1000 if cuda else 20)
     T = tail or (50 if cuda else 5)
@@ -137,26 +166,10 @@ def eval_nan_check(data: str, work: Path, cuda: bool, eval_step: int | None = No
         shutil.rmtree(out, ignore_errors=True)
         if resume_from is not None:
             shutil.copytree(resume_from, out)
-        rows, graphs = [], []
-
-        def callback(row):
-            rows.append(row)
-            if row["kind"] == "eval" and after_eval is not None:
-                after_eval()
-            if row["kind"] == "train":
-                graphs.append([row["step"], counters["stats"]["unique_graphs"]])
-                if row["step"] >= S + T:
-                    raise _StopProbe
-        t = time.time()
         cfg = TrainConfig.from_preset(preset, out=str(out), eval_every=eval_every, **base)
-        res = {"nan_at_step": None}
-        try:
-            train(cfg, callback=callback)
-        except _StopProbe:
-            pass
-        except TrainingDiverged as e:
-            res["nan_at_step"] = e.step
-        res["wall_s"] = time.time() - t
+        got = run_until(cfg, S + T, after_eval)
+        rows, graphs = got["rows"], got["graphs"]
+        res = {"nan_at_step": got["nan_at_step"], "wall_s": got["wall_s"]}
         res["train_rows"] = [[r["step"], r["loss"], r["grad_norm"]] for r in rows if r["kind"] == "train"]
         res["evals"] = [{"step": r["step"], "precision": r["precision"],
                          **{sp: {k: m.get(k) for k in ("exact_match", "ntp_loss", "entity_mrr")}

@@ -32,7 +32,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 # name: options of one()
@@ -84,9 +83,9 @@ def align_attention_masks() -> None:
 
 def one(data: str, name: str, at: int, tail: int, work: Path, resume_from: str | None = None) -> dict:
     import torch
+    from gpu_probe import run_until  # this folder is on sys.path: the script runs from it
+
     from jepa_kit.config import TrainConfig
-    from jepa_kit.runtime import TrainingDiverged
-    from jepa_kit.train import train
 
     v = {"compile": True, "cudnn": True, "eval_at": True, "eval_items": 200, **VARIANTS[name]}
     cuda = torch.cuda.is_available()
@@ -101,21 +100,9 @@ def one(data: str, name: str, at: int, tail: int, work: Path, resume_from: str |
         align_attention_masks()
     stop_at = 14 if v.get("early") else at + tail
 
-    class Stop(Exception):
-        pass
-
-    rows, graphs = [], []
-    from torch._dynamo.utils import counters
-
-    def callback(row):
-        rows.append(row)
-        if row["kind"] == "train":  # a jump after the evaluation: it made the training step recompile
-            graphs.append([row["step"], counters["stats"]["unique_graphs"]])
-        if row["kind"] == "eval" and v.get("empty_cache") and cuda:
-            torch.cuda.synchronize()
-            torch.cuda.empty_cache()
-        if row["kind"] == "train" and row["step"] >= stop_at:
-            raise Stop  # before the (long, exact) final evaluation
+    def empty_cache():
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
 
     out = work / name
     if v.get("resume"):
@@ -138,15 +125,10 @@ def one(data: str, name: str, at: int, tail: int, work: Path, resume_from: str |
     attention += ", aligned masks" if v.get("aligned_mask") else ""
     res = {"variant": name, **{k: v[k] for k in ("compile", "cudnn", "eval_at", "eval_items")}, "mode": cfg.mode,
            "attention": attention,
-           "env": v.get("env"), "nan_at_step": None}
-    t = time.time()
-    try:
-        train(cfg, callback=callback)
-    except Stop:
-        pass
-    except TrainingDiverged as e:
-        res["nan_at_step"] = e.step
-    res["wall_s"] = round(time.time() - t, 1)
+           "env": v.get("env")}
+    got = run_until(cfg, stop_at, empty_cache if v.get("empty_cache") and cuda else None)
+    rows, graphs = got["rows"], got["graphs"]
+    res["nan_at_step"], res["wall_s"] = got["nan_at_step"], round(got["wall_s"], 1)
     res["evals_at"] = [r["step"] for r in rows if r["kind"] == "eval"]
     res["losses"] = [[r["step"], round(r["loss"], 4)] for r in rows if r["kind"] == "train"][-3:]
     res["graphs_at_rows"] = graphs[:1] + graphs[-3:]
