@@ -22,12 +22,20 @@ process?), ``eval100`` (the evaluation on 100 items per split instead of 200), `
 (``repro`` with ``PYTORCH_NO_CUDA_MEMORY_CACHING=1``), ``poison`` (no evaluation: the allocator's
 cached memory is filled with 0xFF bytes before training, so a step that reads memory it never wrote
 turns NaN), ``eager`` (``repro`` without torch.compile), ``packed`` (``repro`` in the packed layout,
-uncompiled: the setting in which an ntp run trained 13,281 steps on 2026-11-26), ``math_sdpa`` (only PyTorch's reference attention kernel), ``aligned_mask`` (every
-attention mask given a 16-byte-aligned row stride), ``early`` (a fresh model evaluated at steps 6 and
-12). Without CUDA it runs the tiny model with AT = 6 (a check that the script works).
+uncompiled: the setting in which an ntp run trained 13,281 steps on 2026-11-26), ``math_sdpa`` (only
+PyTorch's reference attention kernel), ``aligned_mask`` (every attention mask given a 16-byte-aligned
+row stride), ``early`` (a fresh model evaluated at steps 6 and 12), ``poison_steps`` (no run: two
+steps of a fresh model in each of several settings, eager and compiled, each SDPA backend, bf16 and
+fp32, static and packed, each on poisoned memory: which one reads memory it never wrote).
+
+A variant that goes NaN then runs the same step checks (without poison) in its own, now broken,
+process, and prints the process-wide settings (``global_flags``) that differ between its start,
+the evaluation and the NaN. Without CUDA it runs the tiny model with AT = 6 (a check that the script works).
 """
 import argparse
+import contextlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -49,6 +57,8 @@ VARIANTS = {
     "aligned_mask": dict(aligned_mask=True),
     "early": dict(early=True),
     "nocudnn": dict(cudnn=False),
+    "poison_steps": dict(steps_only=True, poison=True),
+    "diverge": dict(lr=1e4),  # a run made to go NaN: tests the NaN path of this script
 }
 
 
@@ -61,6 +71,108 @@ def poison_allocator(device) -> None:
     top = 31 if torch.device(device).type == "cuda" else 25  # up to 1 GiB blocks on a GPU, 16 MiB on a CPU
     keep = [torch.full((2 ** k,), 255, dtype=torch.uint8, device=device) for k in range(10, top) for _ in range(2)]
     del keep
+
+
+def global_flags() -> dict:
+    """The process-wide settings a step depends on (matmul precision, SDPA backends, autocast, grad
+    and inference mode...), as strings: compared at the start, after the evaluation and after a NaN."""
+    import torch
+    b = torch.backends
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    probes = {
+        "cuda.matmul.fp32_precision": lambda: b.cuda.matmul.fp32_precision,
+        "cuda.matmul.allow_tf32": lambda: b.cuda.matmul.allow_tf32,
+        "cuda.matmul.bf16_reduced_reduction": lambda: b.cuda.matmul.allow_bf16_reduced_precision_reduction,
+        "cudnn.enabled": lambda: b.cudnn.enabled, "cudnn.benchmark": lambda: b.cudnn.benchmark,
+        "cudnn.allow_tf32": lambda: b.cudnn.allow_tf32,
+        "sdp.flash": b.cuda.flash_sdp_enabled, "sdp.mem_efficient": b.cuda.mem_efficient_sdp_enabled,
+        "sdp.math": b.cuda.math_sdp_enabled, "sdp.cudnn": b.cuda.cudnn_sdp_enabled,
+        "float32_matmul_precision": torch.get_float32_matmul_precision,
+        "grad_enabled": torch.is_grad_enabled, "inference_mode": torch.is_inference_mode_enabled,
+        "autocast": lambda: torch.is_autocast_enabled(dev), "autocast_dtype": lambda: torch.get_autocast_dtype(dev),
+        "autocast_cache": torch.is_autocast_cache_enabled, "deterministic": torch.are_deterministic_algorithms_enabled,
+        "default_dtype": torch.get_default_dtype, "anomaly": torch.is_anomaly_enabled,
+    }
+    out = {}
+    for name, get in probes.items():
+        try:
+            out[name] = str(get())
+        except Exception as e:  # torch >= 2.9 may refuse to read an old-style flag after the new API set it
+            out[name] = f"unreadable ({type(e).__name__})"
+    return out
+
+
+def step_checks(data: str, device: str, poison: bool) -> list[dict]:
+    """Two training steps of a fresh model in each of several settings (the ntp objective, batch
+    1,024, the failing run's fixed-shape rows; the paper model on CUDA, the tiny one elsewhere),
+    each on allocator memory filled with 0xFF bytes first when ``poison``: which setting reads memory
+    it never wrote (or, run in a process where training already went NaN, which one the process
+    state breaks)? Per setting: the two losses, whether every gradient and weight stayed finite, the
+    first parameter with a non-finite gradient, or why the setting could not run."""
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from jepa_kit.config import TrainConfig
+    from jepa_kit.data import load_dataset
+    from jepa_kit.objectives import get_objective
+    from jepa_kit.train import train_step, training_rows, weight_decay_groups
+
+    cuda = torch.device(device).type == "cuda"
+    cfg = TrainConfig.from_preset("gpu" if cuda else "tiny", data=data, out="unused", objective="ntp")
+    ds = load_dataset(data)
+    ids, types = training_rows(ds, "ntp")
+    B = 1024 if cuda else 64
+    batches = [(ids[i * B:(i + 1) * B].to(device), types[i * B:(i + 1) * B].to(device)) for i in range(2)]
+    bf16 = torch.bfloat16
+    settings = [  # name, autocast dtype, forward mode, SDPA backend (None: the dispatcher's choice), compiled
+        ("eager bf16 static", bf16, "static", None, False),
+        ("eager fp32 static", None, "static", None, False),
+        ("eager bf16 packed", bf16, "packed", None, False),
+        ("eager bf16 static math", bf16, "static", SDPBackend.MATH, False),
+        ("eager bf16 static mem_efficient", bf16, "static", SDPBackend.EFFICIENT_ATTENTION, False),
+        ("eager bf16 static cudnn", bf16, "static", SDPBackend.CUDNN_ATTENTION, False),
+        ("eager bf16 static flash", bf16, "static", SDPBackend.FLASH_ATTENTION, False),
+    ]
+    if cuda:  # compiling on a CPU takes minutes
+        settings.append(("compiled bf16 static", bf16, "static", None, True))
+    results = []
+    for name, dtype, mode, backend, compiled in settings:
+        r = {"setting": name}
+        try:
+            torch.manual_seed(0)
+            model = get_objective("ntp").build_model(ds.vocab, cfg).to(device).train()
+            opt = torch.optim.AdamW(weight_decay_groups(model, cfg.weight_decay), lr=cfg.lr, fused=cuda)
+            scaler = torch.amp.GradScaler(torch.device(device).type, enabled=False)
+            fwd = torch.compile(model) if compiled else model
+            losses, bad_grad = [], None
+
+            def find_bad_grad(_opt, *_):
+                nonlocal bad_grad
+                for pname, prm in model.named_parameters():
+                    if bad_grad is None and prm.grad is not None and not bool(torch.isfinite(prm.grad).all()):
+                        bad_grad = pname
+            hook = opt.register_step_pre_hook(find_bad_grad)
+            with contextlib.ExitStack() as stack:
+                if backend is not None:
+                    stack.enter_context(sdpa_kernel(backend))
+                for b_ids, b_types in batches:
+                    if poison:
+                        poison_allocator(device)
+                    (loss, *_), _norm = train_step(
+                        lambda i, t, generator=None: fwd(i, t, generator=generator, mode=mode), model, opt, scaler,
+                        b_ids, b_types, autocast_dtype=dtype, grad_clip=cfg.grad_clip)
+                    losses.append(round(float(loss), 4))
+            hook.remove()
+            r.update(losses=losses, first_nonfinite_grad=bad_grad,
+                     weights_finite=all(bool(torch.isfinite(prm).all()) for prm in model.parameters()))
+            r["finite"] = all(math.isfinite(x) for x in losses) and bad_grad is None and r["weights_finite"]
+        except Exception as e:  # a backend that refuses these shapes or this mask: note it, go on
+            r["error"] = f"{type(e).__name__}: {e}"[:200]
+        results.append(r)
+        del r
+        if cuda:
+            torch.cuda.synchronize()
+    return results
 
 
 def align_attention_masks() -> None:
@@ -99,10 +211,17 @@ def one(data: str, name: str, at: int, tail: int, work: Path, resume_from: str |
     if v.get("aligned_mask"):
         align_attention_masks()
     stop_at = 14 if v.get("early") else at + tail
+    flags = {"start": global_flags()}
+    if v.get("steps_only"):  # no training run: the step checks on poisoned memory, in a fresh process
+        return {"variant": name, "steps_only": True, "mode": "static", "compile": "both", "attention": "each backend", "evals_at": [],
+                "nan_at_step": None, "wall_s": 0.0, "losses": [], "graphs_at_rows": [],
+                "step_checks": step_checks(data, device, poison=True)}
 
-    def empty_cache():
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
+    def after_eval():
+        flags.setdefault("after_eval", global_flags())
+        if v.get("empty_cache") and cuda:
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
 
     out = work / name
     if v.get("resume"):
@@ -118,7 +237,7 @@ def one(data: str, name: str, at: int, tail: int, work: Path, resume_from: str |
     cfg = TrainConfig.from_preset("gpu" if cuda else "tiny", data=data, out=str(out), objective="ntp", steps=100 * at,
                                   compile=v["compile"], log_every=min(10, at), eval_every=eval_every,
                                   eval_max_items=v["eval_items"], eval_budget=None, ckpt_every=at, progress="none",
-                                  device=device, mode=v.get("mode", "static"))
+                                  device=device, mode=v.get("mode", "static"), **({"lr": v["lr"]} if "lr" in v else {}))
     if v.get("poison"):
         poison_allocator(device)
     attention = "math only" if v.get("sdpa") == "math" else "no cuDNN" if not v["cudnn"] else "default"
@@ -126,19 +245,25 @@ def one(data: str, name: str, at: int, tail: int, work: Path, resume_from: str |
     res = {"variant": name, **{k: v[k] for k in ("compile", "cudnn", "eval_at", "eval_items")}, "mode": cfg.mode,
            "attention": attention,
            "env": v.get("env")}
-    got = run_until(cfg, stop_at, empty_cache if v.get("empty_cache") and cuda else None)
+    got = run_until(cfg, stop_at, after_eval)
     rows, graphs = got["rows"], got["graphs"]
     res["nan_at_step"], res["wall_s"] = got["nan_at_step"], round(got["wall_s"], 1)
     res["evals_at"] = [r["step"] for r in rows if r["kind"] == "eval"]
     res["losses"] = [[r["step"], round(r["loss"], 4)] for r in rows if r["kind"] == "train"][-3:]
     res["graphs_at_rows"] = graphs[:1] + graphs[-3:]
+    if got["nan_at_step"]:  # the process that went NaN: what its state breaks, step by step
+        flags["after_nan"] = global_flags()
+        res["step_checks"] = step_checks(data, device, poison=False)
+    res["flags_changed"] = {k: [f.get(k) for f in flags.values()] for k in flags["start"]
+                            if len({f.get(k) for f in flags.values()}) > 1}
+    res["flags_when"] = list(flags)
     return res
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data")
-    ap.add_argument("--variants", default="repro,control,resume,poison,eager,packed,math_sdpa,aligned_mask,eval100,empty_cache,no_caching,early")
+    ap.add_argument("--variants", default="poison_steps,repro,control,resume,eager,math_sdpa,no_caching,packed,poison,aligned_mask,eval100,empty_cache,early")
     ap.add_argument("--at", type=int, default=None, help="the evaluation step (default 1000 on CUDA, 6 on CPU)")
     ap.add_argument("--tail", type=int, default=20, help="steps run after it")
     ap.add_argument("--work", default=None, help="run directories (default: a temporary folder)")
@@ -169,11 +294,20 @@ def main():
         results.append(r)
         if "error" in r:
             print(f"{name:<12} error: {r['error']}", flush=True)
+        elif r.get("steps_only"):
+            print(f"{name:<12} two steps of a fresh model per setting, on poisoned memory:", flush=True)
         else:
             print(f"{name:<12} {r['mode']:<6} compile {r['compile']!s:<5} attention {r['attention']}; evals at {r['evals_at']}: "
                   + (f"NaN at step {r['nan_at_step']}" if r["nan_at_step"] else "finite")
                   + f"  ({r['wall_s']} s; last logged losses {r['losses']}; graphs compiled at rows {r['graphs_at_rows']})",
                   flush=True)
+        for c in r.get("step_checks", []):
+            print(f"    step check {c['setting']:<34} " + (f"error: {c['error']}" if "error" in c else
+                  f"losses {c['losses']}, " + ("finite" if c["finite"] else
+                  f"NON-FINITE (first bad gradient {c['first_nonfinite_grad']}, weights finite {c['weights_finite']})")),
+                  flush=True)
+        if r.get("flags_changed"):
+            print(f"    global settings that changed ({', '.join(r['flags_when'])}): {r['flags_changed']}", flush=True)
         if a.json:  # after every variant: a call stopped at its time limit keeps what finished
             Path(a.json).write_text(json.dumps(results, indent=1))
 

@@ -218,7 +218,9 @@ def test_nan_after_eval_variants_run_cpu_sized(tiny_data, tmp_path):
     """benchmarks/nan_after_eval.py, the fresh-process check for the next GPU session, in its
     CPU-sized form (evaluation at step 6): every variant asked for runs in its own process and says
     finite; the resumed variant continues the evaluated run from its step-6 checkpoint: its first
-    logged row is step 12 (a fresh start would log step 6 too), with the loss of the run it came from."""
+    logged row is step 12 (a fresh start would log step 6 too), with the loss of the run it came from.
+    Its NaN path runs too: the run made to diverge reports its first NaN step, then its step checks
+    (fresh models in the process that went NaN: finite on a CPU); poison_steps runs them without a run."""
     import subprocess
     import sys
 
@@ -226,12 +228,18 @@ def test_nan_after_eval_variants_run_cpu_sized(tiny_data, tmp_path):
 
     out = tmp_path / "nan.json"
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "nan_after_eval.py"), str(tiny_data),
-                        "--variants", "repro,resume,poison", "--tail", "4", "--work", str(tmp_path / "w"),
+                        "--variants", "repro,resume,poison,poison_steps,diverge", "--tail", "4", "--work", str(tmp_path / "w"),
                         "--json", str(out)], capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     res = {r["variant"]: r for r in json.loads(out.read_text())}
-    assert set(res) == {"repro", "resume", "poison"}
-    assert all("error" not in r and r["nan_at_step"] is None for r in res.values()), res
+    assert set(res) == {"repro", "resume", "poison", "poison_steps", "diverge"}
+    assert all("error" not in r for r in res.values()), res
+    assert [n for n, r in res.items() if r["nan_at_step"] is not None] == ["diverge"], res
+    for name in ("poison_steps", "diverge"):
+        checks = {c["setting"]: c for c in res[name]["step_checks"]}
+        assert checks["eager bf16 static"]["finite"] and checks["eager fp32 static"]["finite"], checks
+        assert checks["eager bf16 packed"]["finite"] and checks["eager bf16 static math"]["finite"], checks
+    assert "step check eager bf16 static" in p.stdout
     assert res["repro"]["evals_at"] == [6] and res["resume"]["evals_at"] == []
     assert [s for s, _ in res["resume"]["losses"]] == [12]
     assert dict(map(tuple, res["resume"]["losses"]))[12] == dict(map(tuple, res["repro"]["losses"]))[12]
