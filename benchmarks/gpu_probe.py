@@ -33,7 +33,7 @@ from jepa_kit.data import load_dataset
 from jepa_kit.evaluate import evaluate
 from jepa_kit.ranking import full_fp32
 from jepa_kit.model import MODEL_PRESETS, GPT2WithJEPA, ObjectiveConfig
-from jepa_kit.train import train_step, weight_decay_groups
+from jepa_kit.train import compile_step, train_step, weight_decay_groups
 
 SECTIONS = ("eval_nan", "nan_probe", "eager_syncs", "eval_profile", "step_profile")
 
@@ -318,7 +318,7 @@ def _nan_probe(data, dev, cuda, preset, B, res):
         m = GPT2WithJEPA(ds.vocab, preset=preset, objective=ObjectiveConfig(objective=objective, mode="static")).to(dev).train()
         opt = torch.optim.AdamW(weight_decay_groups(m, 0.01), lr=1e-3, fused=True)
         sc = torch.amp.GradScaler(dev.type, enabled=False)
-        fwd = torch.compile(m) if compile_ else m
+        fwd = compile_step(m) if compile_ else m
         g = torch.Generator().manual_seed(0)
         perm = torch.randperm(len(ids_all), generator=g).to(dev)
         state = {"i": 0}

@@ -1,12 +1,18 @@
-"""Why does a `--preset gpu` ntp run turn NaN right after its first evaluation at step 1,000 (issue 12)?
+"""Why did a `--preset gpu` ntp run turn NaN right after its first evaluation at step 1,000 (issue 12)?
 
-What one H100 showed (2026-11-27, `gpu_check.sh` and `gpu_probe.py --only eval_nan`, README "Performance"):
-the run turns NaN at step 1,001, reproducibly, in a fresh process; after that, *every* later run in
-the same process turns NaN at its first step (a fresh model, no evaluation, cuDNN attention off, or a
-resume), while the same batch's loss from the step-1,000 weights under no_grad is finite (9.05). In
-fresh processes, evaluations at steps 6 and 12 of a fresh model left the next steps finite (eager and
-compiled, cuDNN attention on and off, bf16 and fp32 evaluation). So something the process keeps
-goes bad, and an early evaluation does not do it.
+What one H100 showed (torch 2.11; README "Performance" and "Known problem"):
+
+* 2026-11-27, earlier: the run turned NaN at step 1,001 in a fresh process; after that, every later
+  run in the same process turned NaN at its first step; evaluations at steps 6 and 12 of a fresh
+  model did not do it.
+* 2026-11-27, this script (the settings of the time: Inductor's defaults): ``repro`` and
+  ``math_sdpa`` NaN at step 1,001; ``control``, ``resume``, ``eager``, ``packed``, ``no_caching``
+  and ``aligned_mask`` finite; ``poison`` NaN at step 1. ``poison_steps``: every uncompiled
+  setting finite, the compiled step NaN. ``compile_bisect``: Inductor's defaults NaN,
+  comprehensive_padding off NaN, shape_padding off NaN at the second step, aot_eager and
+  allow_buffer_reuse off finite. So the compiled step read memory it never wrote; the evaluation
+  only left NaN-making bytes in the allocator's cache. The kit now compiles with buffer reuse off
+  (``jepa_kit.train.INDUCTOR_OPTIONS``); a run with it has not been checked past step 1,001 yet.
 
 This runs each variant in its own fresh process (a NaN cannot leak from one variant into the next),
 through the trainer itself (`--preset gpu`, ntp, seed 0: the failing run's settings), and prints
@@ -14,23 +20,25 @@ one line per variant: the first non-finite step, or "finite".
 
     python benchmarks/nan_after_eval.py DATA_DIR [--variants repro,control,...] [--at 1000] [--tail 20]
 
-Variants (``VARIANTS``): ``repro`` (evaluation at step AT, as gpu_check.sh), ``control`` (the same
-run without it: the clean control that the in-process probe lacked), ``resume`` (``repro``'s
-step-AT checkpoint resumed in a fresh process, no evaluation: weights and optimizer state, or the
-process?), ``eval100`` (the evaluation on 100 items per split instead of 200), ``empty_cache``
+Variants (``VARIANTS``): ``repro`` (evaluation at step AT, as gpu_check.sh), ``buffer_reuse``
+(``repro`` compiled with Inductor's defaults: the step before the fix), ``control`` (the same run
+without the evaluation), ``resume`` (``repro``'s step-AT checkpoint resumed in a fresh process, no
+evaluation), ``eval100`` (the evaluation on 100 items per split instead of 200), ``empty_cache``
 (``repro`` with the CUDA caching allocator emptied after the evaluation), ``no_caching``
 (``repro`` with ``PYTORCH_NO_CUDA_MEMORY_CACHING=1``), ``poison`` (no evaluation: the allocator's
 cached memory is filled with 0xFF bytes before training, so a step that reads memory it never wrote
 turns NaN), ``eager`` (``repro`` without torch.compile), ``packed`` (``repro`` in the packed layout,
-uncompiled: the setting in which an ntp run trained 13,281 steps on 2026-11-26), ``math_sdpa`` (only
-PyTorch's reference attention kernel), ``aligned_mask`` (every attention mask given a 16-byte-aligned
-row stride), ``early`` (a fresh model evaluated at steps 6 and 12), ``poison_steps`` (no run: two
-steps of a fresh model in each of several settings, eager and compiled, each SDPA backend, bf16 and
-fp32, static and packed, each on poisoned memory: which one reads memory it never wrote).
+uncompiled), ``math_sdpa`` (only PyTorch's reference attention kernel), ``aligned_mask`` (every
+attention mask given a 16-byte-aligned row stride), ``early`` (a fresh model evaluated at steps 6
+and 12), ``poison_steps`` (no run: two steps of a fresh model in each of several settings, eager
+and compiled, each SDPA backend, bf16 and fp32, static and packed, each on poisoned memory),
+``compile_bisect`` (no run: the compiled step on poisoned memory under several Inductor settings,
+``COMPILE_BISECT``), ``diverge`` (a run made to go NaN by its learning rate: tests this script).
 
 A variant that goes NaN then runs the same step checks (without poison) in its own, now broken,
 process, and prints the process-wide settings (``global_flags``) that differ between its start,
-the evaluation and the NaN. Without CUDA it runs the tiny model with AT = 6 (a check that the script works).
+the evaluation and the NaN. Without CUDA it runs the tiny model with AT = 6 (a check that the script
+works; the Inductor settings of ``compile_bisect`` are left out there: minutes of CPU compile).
 """
 import argparse
 import contextlib
@@ -58,6 +66,8 @@ VARIANTS = {
     "early": dict(early=True),
     "nocudnn": dict(cudnn=False),
     "poison_steps": dict(steps_only=True, poison=True),
+    "compile_bisect": dict(steps_only=True, poison=True, compile_bisect=True),
+    "buffer_reuse": dict(buffer_reuse=True),  # repro with Inductor's buffer reuse on: the step before the fix
     "diverge": dict(lr=1e4),  # a run made to go NaN: tests the NaN path of this script
 }
 
@@ -102,7 +112,20 @@ def global_flags() -> dict:
     return out
 
 
-def step_checks(data: str, device: str, poison: bool) -> list[dict]:
+# compiled-step settings for variant compile_bisect: name, torch.compile backend, Inductor options.
+# On 2026-11-27 (H100, torch 2.11, poisoned memory) Inductor's defaults and comprehensive_padding off
+# went NaN, shape_padding off at the second step; aot_eager and allow_buffer_reuse off stayed finite.
+COMPILE_BISECT = [
+    ("inductor, allow_buffer_reuse off (the kit's setting)", "inductor", {"allow_buffer_reuse": False}),
+    ("inductor defaults (buffer reuse on)", "inductor", {}),
+    ("aot_eager (no inductor code)", "aot_eager", None),
+    ("inductor, inplace_buffers off", "inductor", {"inplace_buffers": False}),
+    ("inductor, comprehensive_padding off", "inductor", {"comprehensive_padding": False}),
+    ("inductor, shape_padding off", "inductor", {"shape_padding": False}),
+]
+
+
+def step_checks(data: str, device: str, poison: bool, compile_bisect: bool = False) -> list[dict]:
     """Two training steps of a fresh model in each of several settings (the ntp objective, batch
     1,024, the failing run's fixed-shape rows; the paper model on CUDA, the tiny one elsewhere),
     each on allocator memory filled with 0xFF bytes first when ``poison``: which setting reads memory
@@ -115,7 +138,7 @@ def step_checks(data: str, device: str, poison: bool) -> list[dict]:
     from jepa_kit.config import TrainConfig
     from jepa_kit.data import load_dataset
     from jepa_kit.objectives import get_objective
-    from jepa_kit.train import train_step, training_rows, weight_decay_groups
+    from jepa_kit.train import compile_step, train_step, training_rows, weight_decay_groups
 
     cuda = torch.device(device).type == "cuda"
     cfg = TrainConfig.from_preset("gpu" if cuda else "tiny", data=data, out="unused", objective="ntp")
@@ -124,17 +147,21 @@ def step_checks(data: str, device: str, poison: bool) -> list[dict]:
     B = 1024 if cuda else 64
     batches = [(ids[i * B:(i + 1) * B].to(device), types[i * B:(i + 1) * B].to(device)) for i in range(2)]
     bf16 = torch.bfloat16
-    settings = [  # name, autocast dtype, forward mode, SDPA backend (None: the dispatcher's choice), compiled
-        ("eager bf16 static", bf16, "static", None, False),
-        ("eager fp32 static", None, "static", None, False),
-        ("eager bf16 packed", bf16, "packed", None, False),
-        ("eager bf16 static math", bf16, "static", SDPBackend.MATH, False),
-        ("eager bf16 static mem_efficient", bf16, "static", SDPBackend.EFFICIENT_ATTENTION, False),
-        ("eager bf16 static cudnn", bf16, "static", SDPBackend.CUDNN_ATTENTION, False),
-        ("eager bf16 static flash", bf16, "static", SDPBackend.FLASH_ATTENTION, False),
+    settings = [  # name, autocast dtype, forward mode, SDPA backend (None: the dispatcher's choice), compile
+        ("eager bf16 static", bf16, "static", None, None),
+        ("eager fp32 static", None, "static", None, None),
+        ("eager bf16 packed", bf16, "packed", None, None),
+        ("eager bf16 static math", bf16, "static", SDPBackend.MATH, None),
+        ("eager bf16 static mem_efficient", bf16, "static", SDPBackend.EFFICIENT_ATTENTION, None),
+        ("eager bf16 static cudnn", bf16, "static", SDPBackend.CUDNN_ATTENTION, None),
+        ("eager bf16 static flash", bf16, "static", SDPBackend.FLASH_ATTENTION, None),
     ]
     if cuda:  # compiling on a CPU takes minutes
-        settings.append(("compiled bf16 static", bf16, "static", None, True))
+        settings += [("compiled bf16 static (the kit's step)", bf16, "static", None, "kit"),
+                     ("compiled bf16 static, inductor defaults", bf16, "static", None, ("inductor", {}))]
+    if compile_bisect:  # the compiled step only, under each backend and inductor setting
+        backends = COMPILE_BISECT if cuda else [c for c in COMPILE_BISECT if c[1] != "inductor"]  # CPU: minutes
+        settings = [(f"compiled bf16 static, {n}", bf16, "static", None, (b, p)) for n, b, p in backends]
     results = []
     for name, dtype, mode, backend, compiled in settings:
         r = {"setting": name}
@@ -143,7 +170,11 @@ def step_checks(data: str, device: str, poison: bool) -> list[dict]:
             model = get_objective("ntp").build_model(ds.vocab, cfg).to(device).train()
             opt = torch.optim.AdamW(weight_decay_groups(model, cfg.weight_decay), lr=cfg.lr, fused=cuda)
             scaler = torch.amp.GradScaler(torch.device(device).type, enabled=False)
-            fwd = torch.compile(model) if compiled else model
+            fwd = model
+            if compiled:
+                torch._dynamo.reset()
+                fwd = (compile_step(model) if compiled == "kit" else
+                       torch.compile(model, backend=compiled[0], options=compiled[1]))
             losses, bad_grad = [], None
 
             def find_bad_grad(_opt, *_):
@@ -169,6 +200,8 @@ def step_checks(data: str, device: str, poison: bool) -> list[dict]:
         except Exception as e:  # a backend that refuses these shapes or this mask: note it, go on
             r["error"] = f"{type(e).__name__}: {e}"[:200]
         results.append(r)
+        print(f"  [{name}] " + (r.get("error") or f"losses {r['losses']}, {'finite' if r['finite'] else 'NON-FINITE'}"),
+              file=sys.stderr, flush=True)  # as it goes: a call stopped at its time limit still shows these
         del r
         if cuda:
             torch.cuda.synchronize()
@@ -210,12 +243,15 @@ def one(data: str, name: str, at: int, tail: int, work: Path, resume_from: str |
             off(False)
     if v.get("aligned_mask"):
         align_attention_masks()
+    if v.get("buffer_reuse"):
+        import jepa_kit.train
+        jepa_kit.train.INDUCTOR_OPTIONS = {}  # torch's defaults
     stop_at = 14 if v.get("early") else at + tail
     flags = {"start": global_flags()}
     if v.get("steps_only"):  # no training run: the step checks on poisoned memory, in a fresh process
         return {"variant": name, "steps_only": True, "mode": "static", "compile": "both", "attention": "each backend", "evals_at": [],
                 "nan_at_step": None, "wall_s": 0.0, "losses": [], "graphs_at_rows": [],
-                "step_checks": step_checks(data, device, poison=True)}
+                "step_checks": step_checks(data, device, poison=True, compile_bisect=bool(v.get("compile_bisect")))}
 
     def after_eval():
         flags.setdefault("after_eval", global_flags())
@@ -242,6 +278,7 @@ def one(data: str, name: str, at: int, tail: int, work: Path, resume_from: str |
         poison_allocator(device)
     attention = "math only" if v.get("sdpa") == "math" else "no cuDNN" if not v["cudnn"] else "default"
     attention += ", aligned masks" if v.get("aligned_mask") else ""
+    attention += ", Inductor buffer reuse on" if v.get("buffer_reuse") else ""
     res = {"variant": name, **{k: v[k] for k in ("compile", "cudnn", "eval_at", "eval_items")}, "mode": cfg.mode,
            "attention": attention,
            "env": v.get("env")}
@@ -263,7 +300,7 @@ def one(data: str, name: str, at: int, tail: int, work: Path, resume_from: str |
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data")
-    ap.add_argument("--variants", default="poison_steps,repro,control,resume,eager,math_sdpa,no_caching,packed,poison,aligned_mask,eval100,empty_cache,early")
+    ap.add_argument("--variants", default="poison_steps,repro,poison,buffer_reuse,compile_bisect,control,resume,eager")
     ap.add_argument("--at", type=int, default=None, help="the evaluation step (default 1000 on CUDA, 6 on CPU)")
     ap.add_argument("--tail", type=int, default=20, help="steps run after it")
     ap.add_argument("--work", default=None, help="run directories (default: a temporary folder)")

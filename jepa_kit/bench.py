@@ -113,7 +113,7 @@ class _Runner:
     """One mode: the model, its optimizer and the trainer's step function."""
 
     def __init__(self, mode: str, dev: torch.device, vocab: Vocab, preset: str, k_pred: int, lambda_jepa: float, seed: int):
-        from jepa_kit.train import weight_decay_groups
+        from jepa_kit.train import compile_step, weight_decay_groups
 
         structure, precision, compile_mode = parse_mode(mode)
         self.mode, self.dev = mode, dev
@@ -135,7 +135,7 @@ class _Runner:
         self.scaler = torch.amp.GradScaler(dev.type, enabled=False)
         self.fwd = self.model
         if compile_mode:
-            self.fwd = torch.compile(self.model, mode=None if compile_mode == "default" else compile_mode)
+            self.fwd = compile_step(self.model, compile_mode)
         self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
         self.rates: list[float] = []
         self.latencies: list[float] = []

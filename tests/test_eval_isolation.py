@@ -228,11 +228,11 @@ def test_nan_after_eval_variants_run_cpu_sized(tiny_data, tmp_path):
 
     out = tmp_path / "nan.json"
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "nan_after_eval.py"), str(tiny_data),
-                        "--variants", "repro,resume,poison,poison_steps,diverge", "--tail", "4", "--work", str(tmp_path / "w"),
+                        "--variants", "repro,resume,poison,poison_steps,diverge,buffer_reuse", "--tail", "4", "--work", str(tmp_path / "w"),
                         "--json", str(out)], capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     res = {r["variant"]: r for r in json.loads(out.read_text())}
-    assert set(res) == {"repro", "resume", "poison", "poison_steps", "diverge"}
+    assert set(res) == {"repro", "resume", "poison", "poison_steps", "diverge", "buffer_reuse"}
     assert all("error" not in r for r in res.values()), res
     assert [n for n, r in res.items() if r["nan_at_step"] is not None] == ["diverge"], res
     for name in ("poison_steps", "diverge"):
