@@ -201,16 +201,16 @@ PY
 }
 train_run ntp --objective ntp $NTP
 
-# The step-1,001 NaN (2026-11-26 and 2026-11-27, H100): the ntp run above is the run that diverged (same
-# settings). Only if it diverges again do the fresh-process variants of benchmarks/nan_after_eval.py
-# run (each ~40 s, estimated: compile, 1,020 steps, an evaluation): the control without evaluation,
-# the step-1,000 checkpoint resumed in a fresh process, the allocator filled with 0xFF bytes, eager, and
-# the packed layout uncompiled. EVAL_NAN=1 runs them regardless.
+# The step-1,001 NaN (2026-11-26 and 2026-11-27, H100): a compiled step reading memory it never wrote;
+# the kit now compiles with Inductor's buffer reuse off (jepa_kit.runtime.INDUCTOR_OPTIONS). Only if the
+# ntp run above diverges anyway do the fresh-process checks of benchmarks/nan_after_eval.py run: the
+# steps on poisoned memory (uncompiled and compiled, then under several Inductor settings), the run
+# without evaluation, and the run uncompiled. EVAL_NAN=1 runs them regardless.
 if grep -q "became NaN" "$WORK/train_ntp.log" 2>/dev/null || [ "${EVAL_NAN:-0}" = 1 ]; then
   section "0. issue 12: the NaN after the evaluation, one fresh process per variant (nan_after_eval.py)"
   if [ "$(left)" -lt 100 ]; then echo "skipped: $(left) s left before DEADLINE_S"; else
     timeout -k 10 $(( $(left) - 20 )) "$PY" benchmarks/nan_after_eval.py "$WORK/data/$DATA" --work "$WORK/nan" \
-      --variants "${NAN_VARIANTS:-control,resume,poison,eager,packed}" --resume-from "$WORK/runs/ntp" ${NAN_AT:-} --json "$OUT/nan_after_eval.json"
+      --variants "${NAN_VARIANTS:-poison_steps,compile_bisect,control,eager}" --resume-from "$WORK/runs/ntp" ${NAN_AT:-} --json "$OUT/nan_after_eval.json"
   fi
 else echo "(the ntp run did not diverge: the step-1,001 NaN probe is not run)"; fi
 

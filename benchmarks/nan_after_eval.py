@@ -12,7 +12,7 @@ What one H100 showed (torch 2.11; README "Performance" and "Known problem"):
   comprehensive_padding off NaN, shape_padding off NaN at the second step, aot_eager and
   allow_buffer_reuse off finite. So the compiled step read memory it never wrote; the evaluation
   only left NaN-making bytes in the allocator's cache. The kit now compiles with buffer reuse off
-  (``jepa_kit.train.INDUCTOR_OPTIONS``); a run with it has not been checked past step 1,001 yet.
+  (``jepa_kit.runtime.INDUCTOR_OPTIONS``); a run with it has not been checked past step 1,001 yet.
 
 This runs each variant in its own fresh process (a NaN cannot leak from one variant into the next),
 through the trainer itself (`--preset gpu`, ntp, seed 0: the failing run's settings), and prints
@@ -49,6 +49,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the kit from this checkout, installed or not
 
 # name: options of one()
 VARIANTS = {
@@ -138,7 +140,8 @@ def step_checks(data: str, device: str, poison: bool, compile_bisect: bool = Fal
     from jepa_kit.config import TrainConfig
     from jepa_kit.data import load_dataset
     from jepa_kit.objectives import get_objective
-    from jepa_kit.train import compile_step, train_step, training_rows, weight_decay_groups
+    from jepa_kit.runtime import compile_step
+    from jepa_kit.train import train_step, training_rows, weight_decay_groups
 
     cuda = torch.device(device).type == "cuda"
     cfg = TrainConfig.from_preset("gpu" if cuda else "tiny", data=data, out="unused", objective="ntp")
@@ -244,8 +247,8 @@ def one(data: str, name: str, at: int, tail: int, work: Path, resume_from: str |
     if v.get("aligned_mask"):
         align_attention_masks()
     if v.get("buffer_reuse"):
-        import jepa_kit.train
-        jepa_kit.train.INDUCTOR_OPTIONS = {}  # torch's defaults
+        import jepa_kit.runtime
+        jepa_kit.runtime.INDUCTOR_OPTIONS = {}  # torch's defaults
     stop_at = 14 if v.get("early") else at + tail
     flags = {"start": global_flags()}
     if v.get("steps_only"):  # no training run: the step checks on poisoned memory, in a fresh process

@@ -113,7 +113,8 @@ class _Runner:
     """One mode: the model, its optimizer and the trainer's step function."""
 
     def __init__(self, mode: str, dev: torch.device, vocab: Vocab, preset: str, k_pred: int, lambda_jepa: float, seed: int):
-        from jepa_kit.train import compile_step, weight_decay_groups
+        from jepa_kit.runtime import compile_step
+        from jepa_kit.train import weight_decay_groups
 
         structure, precision, compile_mode = parse_mode(mode)
         self.mode, self.dev = mode, dev

@@ -9,6 +9,7 @@
   for. ``TrainingDiverged``: a NaN/inf loss.
 * ``Progress``: a tqdm bar in a terminal or live notebook, log lines under SLURM or papermill.
 * ``EvalClock``: keeps periodic evaluations under a fraction of the training time.
+* ``compile_step``: torch.compile as training steps use it (Inductor's buffer reuse off).
 """
 from __future__ import annotations
 
@@ -230,3 +231,21 @@ def global_loss(out: dict, gamma_ntp: float, lambda_jepa: float, dist: Dist, dev
     stops = float(sums[4])  # one host sync per step: every rank must agree to stop at the same step
     return loss, stats, sums[3], stops > 0
 
+
+# Inductor settings of every compiled training step (``compile_step``). Buffer reuse is off: on one
+# H100 (torch 2.11, 2026-11-27) the compiled ntp step of ``--preset gpu`` read memory it never wrote.
+# Two steps of a fresh model on allocator memory filled with 0xFF bytes went NaN compiled with
+# Inductor's defaults, and stayed finite uncompiled (every SDPA backend, bf16 and fp32, static and
+# packed), under aot_eager (no Inductor code) and under Inductor with ``allow_buffer_reuse`` off.
+# That is the NaN at the first step after a periodic evaluation (the evaluation leaves such memory
+# in the cache); benchmarks/nan_after_eval.py, README "Known problem".
+INDUCTOR_OPTIONS: dict = {"allow_buffer_reuse": False}
+
+
+def compile_step(module, mode: str = "default"):
+    """``torch.compile(module)`` as training uses it: ``mode``'s Inductor settings (default |
+    reduce-overhead | max-autotune-no-cudagraphs) plus ``INDUCTOR_OPTIONS``. The trainer and
+    ``jepa-kit bench`` compile through here, so the bench times the step the trainer runs."""
+    from torch._inductor import list_mode_options
+
+    return torch.compile(module, options={**list_mode_options(mode), **INDUCTOR_OPTIONS})

@@ -50,14 +50,14 @@ from jepa_kit.objectives import get_objective
 from jepa_kit.rundir import RunFiles, check_resume, clean, now
 from jepa_kit.runlock import RunLocked, run_lock  # RunLocked: re-exported for the CLI
 from jepa_kit.runtime import (PREEMPTED_EXIT_CODE, Dist, EvalClock, Preempted, Progress,
-                              TrainingDiverged, global_loss, init_distributed, training_precision)
+                              TrainingDiverged, compile_step, global_loss, init_distributed, training_precision)
 from jepa_kit.signals import StopSignal
 
 _clock = time.perf_counter  # what max_train_seconds counts (a test may replace it)
 
 __all__ = ["ConfigError", "LeakageError", "PREEMPTED_EXIT_CODE", "Preempted", "RunLocked", "TrainConfig",
-           "TrainingDiverged", "Trainer", "check_leakage", "compile_step", "epoch_permutation", "lr_at", "train",
-           "train_step", "training_rows"]
+           "TrainingDiverged", "Trainer", "check_leakage", "epoch_permutation", "lr_at", "train", "train_step",
+           "training_rows"]
 
 
 class LeakageError(DataError):
@@ -130,25 +130,6 @@ def weight_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dic
 
 
 # -- one step -------------------------------------------------------------------------------
-
-# Inductor settings of every compiled training step (``compile_step``). Buffer reuse is off: on one
-# H100 (torch 2.11, 2026-11-27) the compiled ntp step of ``--preset gpu`` read memory it never wrote.
-# Two steps of a fresh model on allocator memory filled with 0xFF bytes went NaN compiled with
-# Inductor's defaults, and stayed finite uncompiled (every SDPA backend, bf16 and fp32, static and
-# packed), under aot_eager (no Inductor code) and under Inductor with ``allow_buffer_reuse`` off.
-# That is the NaN at the first step after a periodic evaluation (the evaluation leaves such memory
-# in the cache); benchmarks/nan_after_eval.py, README "Known problem".
-INDUCTOR_OPTIONS: dict = {"allow_buffer_reuse": False}
-
-
-def compile_step(module, mode: str = "default"):
-    """``torch.compile(module)`` as training uses it: ``mode``'s Inductor settings (default |
-    reduce-overhead | max-autotune-no-cudagraphs) plus ``INDUCTOR_OPTIONS``. The trainer and
-    ``jepa-kit bench`` compile through here, so the bench times the step the trainer runs."""
-    from torch._inductor import list_mode_options
-
-    return torch.compile(module, options={**list_mode_options(mode), **INDUCTOR_OPTIONS})
-
 
 def train_step(fwd, model, opt, scaler, ids, types, *, autocast_dtype=None, grad_clip: float = 0.0,
                generator=None, global_loss=None):
@@ -432,8 +413,8 @@ class Trainer:
                    f"the last checkpoint was written: {where}. Try a lower lr, warmup or grad_clip.")
             if self.last_eval_step is not None and bad == self.last_eval_step + 1:
                 msg += (f" This is the first step after a periodic evaluation (step {self.last_eval_step}): on CUDA that "
-                        "is the known problem of issue 12 (README, 'Known problem'), not a learning-rate problem; "
-                        "eval_every 0 or --mode packed --compile false are the ways around it to try.")
+                        "was the known problem of issue 12 (README, 'Known problem'), a compiled step reading memory "
+                        "it never wrote, not a learning-rate problem; --compile false is the way around it.")
             self.files.write_status(state="failed", error=msg)
             raise TrainingDiverged(msg, bad, self.last_saved)
 
