@@ -1,22 +1,26 @@
 #!/usr/bin/env bash
 # The one prepared GPU check (issue 12). It stops itself by DEADLINE_S (default 540 s, one 600 s
 # device call): training runs get what is left, and sections that cannot start in time say
-# "skipped". SKIP=bench,profile,eval,jepa,precisions,large leaves those sections out (the bench and
+# "skipped". SKIP=fix,bench,profile,eval,jepa,precisions,large leaves those sections out (the bench and
 # the evaluation speed were measured on 2026-11-26 and -27: README "Performance").
+#   0. (fix) issue 12's NaN: two training steps of a fresh model per setting on memory filled with
+#      0xFF bytes (benchmarks/nan_after_eval.py --variants poison_steps): the kit's compiled step
+#      (Inductor's buffer reuse off) must stay finite; the step with Inductor's defaults went NaN;
 #   1. (bench) the training-step bench at batch 1,024 (the trainer's own step function: seed
 #      structure and compiled fixed-shape modes, each with SDPA and with attention written out as
-#      matmul + softmax, `_eagerattn`, which inductor can fuse for rows of 5-13 tokens) and a probe
-#      of the old packed_bf16 anomaly;
+#      matmul + softmax, `_eagerattn`, which inductor can fuse for rows of 5-13 tokens, and with
+#      Inductor's buffer reuse on, `_reuse`: the cost of the fix) and a probe of the old packed_bf16
+#      anomaly;
 #   1c. (profile) the compiled fixed-shape jepa and ntp steps under the profiler: GPU busy time
 #      against wall time per step, and the top kernels (what keeps MFU at 10-21 %?);
 #   2. (eval) entity-MRR evaluation speed: 9,000 queries of a random model (bf16) in one chunk, 2,000
 #      in the trainer's chunks of 256 queries (speed and peak memory), and an fp32 projection;
 #   3. paper-scale ntp trained with `--preset gpu` for NTP_BUDGET_S (90 s: the issue's target,
-#      compile included) *without periodic evaluations*, then the exact final evaluation of all
-#      9,000 valid queries: its atomic exact match says whether ntp memorises within 90 s, and its
-#      time is the trained-model evaluation. (On the H100, 2026-11-26 and -27, ntp runs of this
-#      preset turned NaN at the first step after their first periodic evaluation; NTP_EVAL_EVERY=1000
-#      brings those evaluations back.) If the ntp run diverges, fresh-process variants follow it
+#      compile included), evaluated (200 items per split) every NTP_EVAL_EVERY = 1,000 steps as the
+#      runs that turned NaN at step 1,001 were (the check of the fix in a real run), then the exact
+#      final evaluation of all 9,000 valid queries: the first periodic evaluation at atomic exact
+#      match >= 0.8 is the time to memorise, and the final evaluation's time is the trained-model
+#      evaluation. If the ntp run diverges anyway, fresh-process variants follow it
 #      (benchmarks/nan_after_eval.py; EVAL_NAN=1 runs them regardless);
 #   3b. (jepa) jepa with the seed's settings and evaluations every 1,000 steps (no NaN seen there),
 #      reporting the first evaluated step with atomic exact match >= 0.8 (time-to-memorise);
@@ -51,11 +55,11 @@ skip() { [[ ",${SKIP:-}," == *",$1,"* ]] && echo "skipped (SKIP=$SKIP)"; }
 if "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
   DEVICE=cuda DATA=paper
   "$PY" -c 'import torch, transformers; print("device:", torch.cuda.get_device_name(0), "| torch", torch.__version__, "| transformers", transformers.__version__)'
-  BENCH="--batch 1024 --steps 30 --rounds 2 --warmup 5 --modes ${BENCH_MODES:-two_pass_fp32 static_bf16_compile static_bf16_compile_eagerattn ntp_bf16_compile ntp_bf16_compile_eagerattn concept_bf16_compile}"
+  BENCH="--batch 1024 --steps 30 --rounds 2 --warmup 5 --modes ${BENCH_MODES:-two_pass_fp32 static_bf16_compile static_bf16_compile_reuse static_bf16_compile_eagerattn ntp_bf16_compile ntp_bf16_compile_reuse ntp_bf16_compile_eagerattn concept_bf16_compile}"
   EVAL_N=9000 EVAL_FP32_N=200 PROBE_BATCH=1024 CMP_N=500
   BENCH_LARGE="--batch 4096 --steps 10 --rounds 2 --warmup 3 --modes static_bf16_compile ntp_bf16_compile"
   TRAIN="--preset gpu --steps ${TRAIN_STEPS:-16000} --eval_every 1000 --eval_max_items 200 --eval_budget 0"
-  NTP="--eval_every ${NTP_EVAL_EVERY:-0}" NTP_BUDGET=${NTP_BUDGET_S:-90}
+  NTP="--eval_every ${NTP_EVAL_EVERY:-1000}" NTP_BUDGET=${NTP_BUDGET_S:-90}
 else
   DEVICE=cpu DATA=tiny
   echo "device: cpu (no CUDA): CPU-sized check"
@@ -69,6 +73,10 @@ echo "$DEVICE" > "$WORK/device.txt"
 
 section "data"
 "$PY" -m jepa_kit data generate --preset "$DATA" --out "$WORK/data/$DATA" --force || exit 1
+
+section "0. issue 12's fix: training steps on memory filled with 0xFF bytes (nan_after_eval.py --variants poison_steps)"
+skip fix || timeout -k 10 240 "$PY" benchmarks/nan_after_eval.py "$WORK/data/$DATA" --work "$WORK/fix" \
+  --variants poison_steps --json "$OUT/fix_poison_steps.json" 2> "$WORK/fix.log"
 
 section "1. training-step bench ($DEVICE)"
 if ! skip bench; then
@@ -207,7 +215,7 @@ train_run ntp --objective ntp $NTP
 # steps on poisoned memory (uncompiled and compiled, then under several Inductor settings), the run
 # without evaluation, and the run uncompiled. EVAL_NAN=1 runs them regardless.
 if grep -q "became NaN" "$WORK/train_ntp.log" 2>/dev/null || [ "${EVAL_NAN:-0}" = 1 ]; then
-  section "0. issue 12: the NaN after the evaluation, one fresh process per variant (nan_after_eval.py)"
+  section "3a. issue 12: the NaN after the evaluation, one fresh process per variant (nan_after_eval.py)"
   if [ "$(left)" -lt 100 ]; then echo "skipped: $(left) s left before DEADLINE_S"; else
     timeout -k 10 $(( $(left) - 20 )) "$PY" benchmarks/nan_after_eval.py "$WORK/data/$DATA" --work "$WORK/nan" \
       --variants "${NAN_VARIANTS:-poison_steps,compile_bisect,control,eager}" --resume-from "$WORK/runs/ntp" ${NAN_AT:-} --json "$OUT/nan_after_eval.json"

@@ -12,7 +12,8 @@ next-token objective in the fixed-shape layout) or ``concept`` (the binding pape
 JEPA at 1 + 1 blocks of the preset's width, as papermill_runs/binding_paper.yaml trains it: no LM
 head, 4 patches per item); ``compile`` is ``torch.compile`` of the
 model's forward as ``train --compile true`` does it, ``cudagraphs`` the same in mode
-``reduce-overhead``. Defaults: ``two_pass_fp32``, ``packed_fp32``, ``static_fp32`` on CPU; on
+``reduce-overhead``; a compiled mode may end in ``_eagerattn`` (attention as matmul + softmax) and
+then ``_reuse`` (Inductor's buffer reuse on, as before the fix of issue 12's NaN). Defaults: ``two_pass_fp32``, ``packed_fp32``, ``static_fp32`` on CPU; on
 CUDA ``two_pass_fp32``, ``packed_bf16``, ``static_bf16``, ``static_bf16_compile``,
 ``ntp_bf16_compile``.
 
@@ -78,11 +79,20 @@ def random_batch(vocab: Vocab, batch: int, generator: torch.Generator) -> tuple[
 
 
 EAGER_ATTN = "_eagerattn"  # a mode suffix: attention written out as matmul + softmax (attn_implementation "eager")
+# The last mode suffix: compiled with Inductor's buffer reuse on (torch's default, which the kit turns
+# off: jepa_kit.runtime.INDUCTOR_OPTIONS), to time what that fix costs side by side.
+REUSE = "_reuse"
 
 
 def parse_mode(mode: str) -> tuple[str, str, str | None]:
     """``static_bf16_compile`` -> ("static", "bf16", "default"); compile is None, "default" or
-    "reduce-overhead" (``_cudagraphs``). A trailing ``_eagerattn`` (see ``attn_of``) is ignored here."""
+    "reduce-overhead" (``_cudagraphs``). The suffixes ``_eagerattn`` (see ``attn_of``) and then
+    ``_reuse`` (``REUSE``, compiled modes only) are checked and ignored here."""
+    if mode.endswith(REUSE):
+        structure, precision, compile_mode = parse_mode(mode.removesuffix(REUSE))
+        if compile_mode is None:
+            raise ValueError(f"benchmark mode {mode!r}: {REUSE} applies to compiled modes only")
+        return structure, precision, compile_mode
     if mode.startswith("concept_") and mode.endswith(EAGER_ATTN):
         raise ValueError(f"benchmark mode {mode!r}: {EAGER_ATTN} applies to the GPT-2 modes, not to concept")
     mode = mode.removesuffix(EAGER_ATTN)
@@ -94,14 +104,14 @@ def parse_mode(mode: str) -> tuple[str, str, str | None]:
                 if extra in (None, "compile", "cudagraphs") and not (extra and structure in ("two_pass", "packed")):
                     return structure, rest[0], {None: None, "compile": "default", "cudagraphs": "reduce-overhead"}[extra]
     raise ValueError(f"benchmark mode {mode!r} not understood; expected {{{'|'.join(STRUCTURES)}}}_{{fp32|bf16}}, "
-                     f"with _compile or _cudagraphs for static, ntp and concept, and optionally {EAGER_ATTN}")
+                     f"with _compile or _cudagraphs for static, ntp and concept, and optionally {EAGER_ATTN}, then {REUSE}")
 
 
 def attn_of(mode: str) -> str:
     """The attention implementation of a mode: "eager" with the ``_eagerattn`` suffix (for the
     compiled fixed-shape rows of 5-13 tokens, attention that inductor can fuse, instead of an SDPA
     kernel call per block and direction), else "sdpa"."""
-    return "eager" if mode.endswith(EAGER_ATTN) else "sdpa"
+    return "eager" if mode.removesuffix(REUSE).endswith(EAGER_ATTN) else "sdpa"
 
 
 def non_embedding_params(model) -> int:
@@ -136,7 +146,8 @@ class _Runner:
         self.scaler = torch.amp.GradScaler(dev.type, enabled=False)
         self.fwd = self.model
         if compile_mode:
-            self.fwd = compile_step(self.model, compile_mode)
+            reuse = {"allow_buffer_reuse": True} if mode.endswith(REUSE) else {}
+            self.fwd = compile_step(self.model, compile_mode, **reuse)
         self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
         self.rates: list[float] = []
         self.latencies: list[float] = []

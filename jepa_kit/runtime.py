@@ -242,10 +242,11 @@ def global_loss(out: dict, gamma_ntp: float, lambda_jepa: float, dist: Dist, dev
 INDUCTOR_OPTIONS: dict = {"allow_buffer_reuse": False}
 
 
-def compile_step(module, mode: str = "default"):
+def compile_step(module, mode: str = "default", **overrides):
     """``torch.compile(module)`` as training uses it: ``mode``'s Inductor settings (default |
-    reduce-overhead | max-autotune-no-cudagraphs) plus ``INDUCTOR_OPTIONS``. The trainer and
-    ``jepa-kit bench`` compile through here, so the bench times the step the trainer runs."""
+    reduce-overhead | max-autotune-no-cudagraphs) plus ``INDUCTOR_OPTIONS`` (``overrides``, Inductor
+    options, win: the bench's ``_reuse`` modes). The trainer and ``jepa-kit bench`` compile through
+    here, so the bench times the step the trainer runs."""
     from torch._inductor import list_mode_options
 
-    return torch.compile(module, options={**list_mode_options(mode), **INDUCTOR_OPTIONS})
+    return torch.compile(module, options={**list_mode_options(mode), **INDUCTOR_OPTIONS, **overrides})

@@ -29,3 +29,6 @@ def test_gpu_check_cpu_form_trains_evaluates_and_runs_the_nan_variants(tmp_path)
     nan = {r["variant"]: r for r in json.loads((tmp_path / "out" / "nan_after_eval.json").read_text())}
     assert set(nan) == {"control", "resume"} and all(r.get("nan_at_step", "error") is None for r in nan.values()), nan
     assert (tmp_path / "out" / "runs.tgz").is_file()
+    fix = json.loads((tmp_path / "out" / "fix_poison_steps.json").read_text())  # section 0, the CPU's settings
+    assert [r["variant"] for r in fix] == ["poison_steps"] and len(fix[0]["step_checks"]) >= 4
+    assert all(c["finite"] for c in fix[0]["step_checks"] if "error" not in c), fix
