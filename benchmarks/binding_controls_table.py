@@ -7,7 +7,6 @@ MRR on the curve with its step (read off the test curve: optimistic selection, s
 describe the curve), the first step above 5x chance, the slope of the last half.
 """
 import sys
-from pathlib import Path
 
 from jepa_kit import collect
 from jepa_kit.evaluate import chance_entity_mrr
