@@ -195,7 +195,7 @@ def step_checks(data: str, device: str, poison: bool, compile_bisect: bool = Fal
                     (loss, *_), _norm = train_step(
                         lambda i, t, generator=None: fwd(i, t, generator=generator, mode=mode), model, opt, scaler,
                         b_ids, b_types, autocast_dtype=dtype, grad_clip=cfg.grad_clip)
-                    losses.append(round(float(loss), 4))
+                    losses.append(round(float(loss.detach()), 4))
             hook.remove()
             r.update(losses=losses, first_nonfinite_grad=bad_grad,
                      weights_finite=all(bool(torch.isfinite(prm).all()) for prm in model.parameters()))
@@ -252,8 +252,8 @@ def one(data: str, name: str, at: int, tail: int, work: Path, resume_from: str |
     stop_at = 14 if v.get("early") else at + tail
     flags = {"start": global_flags()}
     if v.get("steps_only"):  # no training run: the step checks on poisoned memory, in a fresh process
-        return {"variant": name, "steps_only": True, "mode": "static", "compile": "both", "attention": "each backend", "evals_at": [],
-                "nan_at_step": None, "wall_s": 0.0, "losses": [], "graphs_at_rows": [],
+        return {"variant": name, "steps_only": True, "mode": "static", "compile": "both", "attention": "each backend",
+                "evals_at": [], "nan_at_step": None, "wall_s": 0.0, "losses": [], "graphs_at_rows": [],
                 "step_checks": step_checks(data, device, poison=True, compile_bisect=bool(v.get("compile_bisect")))}
 
     def after_eval():

@@ -13,9 +13,9 @@ JEPA at 1 + 1 blocks of the preset's width, as papermill_runs/binding_paper.yaml
 head, 4 patches per item); ``compile`` is ``torch.compile`` of the
 model's forward as ``train --compile true`` does it, ``cudagraphs`` the same in mode
 ``reduce-overhead``; a compiled mode may end in ``_eagerattn`` (attention as matmul + softmax) and
-then ``_reuse`` (Inductor's buffer reuse on, as before the fix of issue 12's NaN). Defaults: ``two_pass_fp32``, ``packed_fp32``, ``static_fp32`` on CPU; on
-CUDA ``two_pass_fp32``, ``packed_bf16``, ``static_bf16``, ``static_bf16_compile``,
-``ntp_bf16_compile``.
+then ``_reuse`` (Inductor's buffer reuse on, as before the fix of issue 12's NaN). Defaults:
+``two_pass_fp32``, ``packed_fp32``, ``static_fp32`` on CPU; on CUDA ``two_pass_fp32``,
+``packed_bf16``, ``static_bf16``, ``static_bf16_compile``, ``ntp_bf16_compile``.
 
 Two timings per row:
 

@@ -237,16 +237,17 @@ def global_loss(out: dict, gamma_ntp: float, lambda_jepa: float, dist: Dist, dev
 # Two steps of a fresh model on allocator memory filled with 0xFF bytes went NaN compiled with
 # Inductor's defaults, and stayed finite uncompiled (every SDPA backend, bf16 and fp32, static and
 # packed), under aot_eager (no Inductor code) and under Inductor with ``allow_buffer_reuse`` off.
-# That is the NaN at the first step after a periodic evaluation (the evaluation leaves such memory
-# in the cache); benchmarks/nan_after_eval.py, README "Known problem".
+# This explains the NaN at the first step after a periodic evaluation (the evaluation leaves such
+# bytes in the cache); a full GPU run with reuse off has not been checked yet (README "Known problem",
+# benchmarks/nan_after_eval.py).
 INDUCTOR_OPTIONS: dict = {"allow_buffer_reuse": False}
 
 
 def compile_step(module, mode: str = "default", **overrides):
     """``torch.compile(module)`` as training uses it: ``mode``'s Inductor settings (default |
-    reduce-overhead | max-autotune-no-cudagraphs) plus ``INDUCTOR_OPTIONS`` (``overrides``, Inductor
-    options, win: the bench's ``_reuse`` modes). The trainer and ``jepa-kit bench`` compile through
-    here, so the bench times the step the trainer runs."""
+    reduce-overhead | max-autotune-no-cudagraphs) plus ``INDUCTOR_OPTIONS``; ``overrides`` (Inductor
+    options) come last and win (the bench's ``_reuse`` modes turn buffer reuse back on). The trainer
+    and ``jepa-kit bench`` compile through here, so the bench times the step the trainer runs."""
     from torch._inductor import list_mode_options
 
     return torch.compile(module, options={**list_mode_options(mode), **INDUCTOR_OPTIONS, **overrides})
