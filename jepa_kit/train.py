@@ -412,10 +412,9 @@ class Trainer:
             msg = (f"loss became NaN or infinite at step {bad} of {self.run_dir}; training stopped and nothing after "
                    f"the last checkpoint was written: {where}. Try a lower lr, warmup or grad_clip.")
             if self.last_eval_step is not None and bad == self.last_eval_step + 1:
-                msg += (f" This is the first step after a periodic evaluation (step {self.last_eval_step}): on CUDA that "
-                        "was the known problem of issue 12 (README, 'Known problem'): a compiled step reading memory "
-                        "it never wrote, not a learning-rate problem. In a compiled run, --compile false is the way "
-                        "around it.")
+                msg += (f" This is the first step after a periodic evaluation (step {self.last_eval_step}): on CUDA that was "
+                        "issue 12's known problem (README), a compiled step reading memory it never wrote, not a "
+                        "learning-rate problem; in a compiled run, --compile false is the way around it.")
             self.files.write_status(state="failed", error=msg)
             raise TrainingDiverged(msg, bad, self.last_saved)
 
