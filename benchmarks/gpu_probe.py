@@ -214,7 +214,7 @@ def eval_nan_check(data: str, work: Path, cuda: bool, eval_step: int | None = No
         losses = {}
         with torch.no_grad():
             for name, fwd, dtype in (("eager_bf16", model, torch.bfloat16), ("eager_fp32", model, None),
-                                     ("compiled_bf16", torch.compile(model) if cuda and res["A_eval"]["nan_at_step"] else None, torch.bfloat16)):
+                                     ("compiled_bf16", compile_step(model) if cuda and res["A_eval"]["nan_at_step"] else None, torch.bfloat16)):
                 if fwd is None:
                     continue
                 with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
