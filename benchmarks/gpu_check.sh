@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The one prepared GPU check (issue 12). It stops itself by DEADLINE_S (default 540 s, one 600 s
 # device call): training runs get what is left, and sections that cannot start in time say
-# "skipped". SKIP=fix,bench,profile,eval,jepa,precisions,large leaves those sections out (the bench and
-# the evaluation speed were measured on 2026-11-26 and -27: README "Performance").
+# "skipped". SKIP=fix,bench,anomaly,profile,eval,ntp,ntp_large,jepa,precisions,large leaves those
+# sections out (the bench and the evaluation speed were measured on 2026-11-26 and -27: README
+# "Performance"; anomaly is section 1b, the rest are named below).
 #   0. (fix) issue 12's NaN: two training steps of a fresh model per setting on memory filled with
 #      0xFF bytes (benchmarks/nan_after_eval.py --variants poison_steps): the kit's compiled step
 #      (Inductor's buffer reuse off) must stay finite; the step with Inductor's defaults went NaN;
@@ -22,7 +23,9 @@
 #      match >= 0.8 is the time to memorise, and the final evaluation's time is the trained-model
 #      evaluation. If the ntp run diverges anyway, fresh-process variants follow it
 #      (benchmarks/nan_after_eval.py; EVAL_NAN=1 runs them regardless);
-#   3b. (jepa) jepa with the seed's settings and evaluations every 1,000 steps (no NaN seen there),
+#   3b. (ntp_large) the same ntp run at batch 4,096 (--preset gpu_large: lr scaled by the square root
+#      of the batch ratio, config.scaled_lr): items/s and time to memorise at the larger batch;
+#   3c. (jepa) jepa with the seed's settings and evaluations every 1,000 steps (no NaN seen there),
 #      reporting the first evaluated step with atomic exact match >= 0.8 (time-to-memorise);
 #      both runs report items/s, peak memory and the final evaluation's time;
 #   4. (precisions) rank differences of the fast evaluation paths against exact fp32, trained ntp model;
@@ -60,6 +63,7 @@ if "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'
   BENCH_LARGE="--batch 4096 --steps 10 --rounds 2 --warmup 3 --modes static_bf16_compile ntp_bf16_compile"
   TRAIN="--preset gpu --steps ${TRAIN_STEPS:-16000} --eval_every 1000 --eval_max_items 200 --eval_budget 0"
   NTP="--eval_every ${NTP_EVAL_EVERY:-1000}" NTP_BUDGET=${NTP_BUDGET_S:-90}
+  LARGE_NTP="--preset gpu_large --steps 4000 --eval_every 250"
 else
   DEVICE=cpu DATA=tiny
   echo "device: cpu (no CUDA): CPU-sized check"
@@ -68,6 +72,7 @@ else
   BENCH_LARGE="--preset tiny --batch 64 --steps 2 --rounds 1 --warmup 1 --no-memory --modes static_fp32"
   TRAIN="--preset tiny --steps 40 --eval_every 20 --eval_max_items 20 --log_every 20"
   NTP="--eval_every ${NTP_EVAL_EVERY:-20}"
+  LARGE_NTP="--batch_size 512 --lr 2e-3 --warmup_steps 25 --steps 10 --eval_every 5 --log_every 5"
 fi
 echo "$DEVICE" > "$WORK/device.txt"
 
@@ -86,7 +91,7 @@ if ! skip bench; then
 fi
 
 section "1b. the packed_bf16 anomaly: a step on a batch of a never-seen shape vs a seen one"
-if ! skip bench; then
+if ! skip bench && ! skip anomaly; then
 "$PY" - "$DEVICE" "$PROBE_BATCH" "$OUT/anomaly.json" <<'PY'
 import json, statistics, sys, time
 import torch
@@ -150,14 +155,14 @@ train_run() {  # objective, extra flags
   local name=$1; shift
   section "3. paper-scale training: $name"
   local limit=$(( $(left) - 40 ))
-  local cap=${TRAIN_TIMEOUT:-240}; [ "$name" = ntp ] && cap=${NTP_TIMEOUT:-$cap}
+  local cap=${TRAIN_TIMEOUT:-240}; [[ $name == ntp* ]] && cap=${NTP_TIMEOUT:-$cap}
   [ "$limit" -gt "$cap" ] && limit=$cap
   if [ "$limit" -lt 60 ]; then echo "skipped: $(left) s left before DEADLINE_S"; return; fi
   # training stops itself (max_train_seconds) EVAL_RESERVE s before the hard limit, so that its exact
   # final evaluation of all valid queries still runs and is timed
   local budget=$(( limit - ${EVAL_RESERVE:-90} ))
   [ "$budget" -lt 20 ] && budget=20
-  [ "$name" = ntp ] && [ -n "${NTP_BUDGET:-}" ] && [ "$budget" -gt "$NTP_BUDGET" ] && budget=$NTP_BUDGET
+  [[ $name == ntp* ]] && [ -n "${NTP_BUDGET:-}" ] && [ "$budget" -gt "$NTP_BUDGET" ] && budget=$NTP_BUDGET
   echo "time limit for this run: $limit s (training budget $budget s, then the final evaluation)"
   rm -rf "$WORK/runs/$name"
   local t=$(date +%s)
@@ -207,7 +212,7 @@ if s["jepa"]:
     print(f"  jepa: distance {s['jepa']['jepa_distance']:.4f}, cos between items {s['jepa']['pred_cos_between_items']:.3f}")
 PY
 }
-train_run ntp --objective ntp $NTP
+if skip ntp >/dev/null; then section "3. paper-scale training: ntp"; skip ntp; else train_run ntp --objective ntp $NTP; fi
 
 # The step-1,001 NaN (2026-11-26 and 2026-11-27, H100): a compiled step reading memory it never wrote;
 # the kit now compiles with Inductor's buffer reuse off (jepa_kit.runtime.INDUCTOR_OPTIONS). Only if the
@@ -220,10 +225,16 @@ if grep -q "became NaN" "$WORK/train_ntp.log" 2>/dev/null || [ "${EVAL_NAN:-0}" 
     timeout -k 10 $(( $(left) - 20 )) "$PY" benchmarks/nan_after_eval.py "$WORK/data/$DATA" --work "$WORK/nan" \
       --variants "${NAN_VARIANTS:-poison_steps,compile_bisect,control,eager}" --resume-from "$WORK/runs/ntp" ${NAN_AT:-} --json "$OUT/nan_after_eval.json"
   fi
-else echo "(the ntp run did not diverge: the step-1,001 NaN probe is not run)"; fi
+elif ! skip ntp >/dev/null; then echo "(the ntp run did not diverge: the step-1,001 NaN probe is not run)"; fi
+
+# Larger batches (issue 12 allows them, the lr scaled: config.scaled_lr, measured on the tiny data by
+# benchmarks/lr_scaling.py): the same ntp run at --preset gpu_large (batch 4,096, lr 2e-3, evaluations at
+# the same items as above), for its items/s and time to memorise against the batch-1,024 run's.
+if skip ntp_large >/dev/null; then section "3. paper-scale training: ntp_large"; skip ntp_large
+else train_run ntp_large --objective ntp $LARGE_NTP; fi
 
 if [ "${JEPA_RUN:-1}" = 1 ]; then
-  if skip jepa >/dev/null; then section "3b. paper-scale training: jepa"; skip jepa; else train_run jepa --objective jepa; fi
+  if skip jepa >/dev/null; then section "3. paper-scale training: jepa"; skip jepa; else train_run jepa --objective jepa; fi
 fi
 
 section "4. fast evaluation paths against exact fp32, trained ntp model"

@@ -20,12 +20,12 @@ def test_gpu_check_cpu_form_trains_evaluates_and_runs_the_nan_variants(tmp_path)
     log = p.stdout + p.stderr
     assert p.returncode == 0, log[-3000:]
     assert "device: cpu (no CUDA)" in log and log.count("skipped (SKIP=") == 6, log[-3000:]
-    for name in ("ntp", "jepa"):
+    for name, steps in (("ntp", 40), ("ntp_large", 10), ("jepa", 40)):
         s = json.loads((tmp_path / "out" / f"summary_{name}.json").read_text())
-        assert s["finished"] and s["steps"] == 40 and s["stopped_by"] == "steps", s
+        assert s["finished"] and s["steps"] == steps and s["stopped_by"] == "steps", s
         assert set(s["final"]) == {"train", "atomic", "test"} and s["final"]["atomic"]["n"] > 0
         assert s["final_eval_s"] > 0 and s["median_items_per_s"] > 0
-    assert log.count("final atomic exact match") == 2
+    assert log.count("final atomic exact match") == 3
     nan = {r["variant"]: r for r in json.loads((tmp_path / "out" / "nan_after_eval.json").read_text())}
     assert set(nan) == {"control", "resume"} and all(r.get("nan_at_step", "error") is None for r in nan.values()), nan
     assert (tmp_path / "out" / "runs.tgz").is_file()

@@ -87,6 +87,19 @@ def test_seed_preset_is_the_seeds_setup():
     assert tiny.model == "tiny" and tiny.model_preset()["n_layer"] == 1
 
 
+def test_gpu_large_preset_scales_the_lr_by_the_square_root_and_keeps_items_per_event():
+    from jepa_kit.config import scaled_lr
+
+    assert scaled_lr(1024) == 1e-3 and scaled_lr(4096) == pytest.approx(2e-3) and scaled_lr(256) == pytest.approx(5e-4)
+    gpu, large = TrainConfig.from_preset("gpu"), TrainConfig.from_preset("gpu_large")
+    ratio = large.batch_size // gpu.batch_size
+    assert ratio == 4 and large.lr == pytest.approx(gpu.lr * 2)
+    for name in ("warmup_steps", "log_every", "eval_every", "ckpt_every"):  # the same items between events
+        assert getattr(large, name) * large.batch_size == getattr(gpu, name) * gpu.batch_size, name
+    rest = {f for f in TrainConfig.field_names()} - {"batch_size", "lr", "warmup_steps", "log_every", "eval_every", "ckpt_every"}
+    assert {f: getattr(large, f) for f in rest} == {f: getattr(gpu, f) for f in rest}
+
+
 def test_unknown_keys_are_rejected_with_the_valid_ones(tmp_path):
     with pytest.raises(ConfigError) as e:
         TrainConfig.from_dict({"lr": 1e-3, "learning_rate": 1e-3})
