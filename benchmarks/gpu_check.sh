@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The one prepared GPU check (issue 12). It stops itself by DEADLINE_S (default 540 s, one 600 s
 # device call): training runs get what is left, and sections that cannot start in time say
-# "skipped". SKIP=fix,bench,anomaly,profile,eval,ntp,ntp_large,jepa,precisions,large leaves those
-# sections out (the bench and the evaluation speed were measured on 2026-11-26 and -27: README
-# "Performance"; anomaly is section 1b, the rest are named below).
+# "skipped". SKIP=fix,bench,anomaly,profile,stepgraph,eval,ntp,ntp_large,jepa,precisions,large
+# leaves those sections out (the bench and the evaluation speed were measured on 2026-11-26 and
+# -27: README "Performance"; anomaly is section 1b, the rest are named below).
 #   0. (fix) issue 12's NaN: two training steps of a fresh model per setting on memory filled with
 #      0xFF bytes (benchmarks/nan_after_eval.py --variants poison_steps): the kit's compiled step
 #      (Inductor's buffer reuse off) must stay finite; the step with Inductor's defaults went NaN;
@@ -14,6 +14,8 @@
 #      anomaly;
 #   1c. (profile) the compiled fixed-shape jepa and ntp steps under the profiler: GPU busy time
 #      against wall time per step, and the top kernels (what keeps MFU at 10-21 %?);
+#   1d. (stepgraph) the whole compiled step captured as one CUDA graph (the bench's `_stepgraph` rows:
+#      one replay per step instead of the host launching every kernel) must train as the plain step;
 #   2. (eval) entity-MRR evaluation speed: 9,000 queries of a random model (bf16) in one chunk, 2,000
 #      in the trainer's chunks of 256 queries (speed and peak memory), and an fp32 projection;
 #   3. paper-scale ntp trained with `--preset gpu` for NTP_BUDGET_S (90 s: the issue's target,
@@ -58,7 +60,7 @@ skip() { [[ ",${SKIP:-}," == *",$1,"* ]] && echo "skipped (SKIP=$SKIP)"; }
 if "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
   DEVICE=cuda DATA=paper
   "$PY" -c 'import torch, transformers; print("device:", torch.cuda.get_device_name(0), "| torch", torch.__version__, "| transformers", transformers.__version__)'
-  BENCH="--batch 1024 --steps 30 --rounds 2 --warmup 5 --modes ${BENCH_MODES:-two_pass_fp32 static_bf16_compile static_bf16_compile_reuse static_bf16_compile_eagerattn ntp_bf16_compile ntp_bf16_compile_reuse ntp_bf16_compile_eagerattn concept_bf16_compile}"
+  BENCH="--batch 1024 --steps 30 --rounds 2 --warmup 5 --modes ${BENCH_MODES:-two_pass_fp32 static_bf16_compile static_bf16_compile_reuse static_bf16_compile_eagerattn ntp_bf16_compile ntp_bf16_compile_reuse ntp_bf16_compile_eagerattn concept_bf16_compile static_bf16_compile_stepgraph ntp_bf16_compile_stepgraph}"
   EVAL_N=9000 EVAL_FP32_N=200 PROBE_BATCH=1024 CMP_N=500
   BENCH_LARGE="--batch 4096 --steps 10 --rounds 2 --warmup 3 --modes static_bf16_compile ntp_bf16_compile"
   TRAIN="--preset gpu --steps ${TRAIN_STEPS:-16000} --eval_every 1000 --eval_max_items 200 --eval_budget 0"
@@ -134,6 +136,9 @@ fi
 
 section "1c. where the compiled training steps spend their time (gpu_probe.py --only step_profile)"
 skip profile || "$PY" benchmarks/gpu_probe.py "$WORK/data/$DATA" "$OUT/step_profile.json" --only step_profile 2>&1 | grep -v "^USDT"
+
+section "1d. the whole step as one CUDA graph trains as the plain step (gpu_probe.py --only stepgraph)"
+skip stepgraph || "$PY" benchmarks/gpu_probe.py "$WORK/data/$DATA" "$OUT/stepgraph.json" --only stepgraph 2>&1 | grep -v "^USDT"
 
 section "2. entity-MRR evaluation speed, random model (nothing pruned)"
 if ! skip eval; then

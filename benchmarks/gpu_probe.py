@@ -12,7 +12,10 @@
 * ``eval_profile``: where the bf16 evaluation spends its time;
 * ``step_profile``: where the compiled fixed-shape training steps (jepa and ntp, batch 1,024) spend
   their time: the GPU's busy time against the wall time of 10 steps (a step far from the FLOP
-  bound is either waiting on the host or running many small kernels) and the top kernels.
+  bound is either waiting on the host or running many small kernels) and the top kernels;
+* ``stepgraph``: the whole compiled step captured as one CUDA graph (the bench's ``_stepgraph``
+  modes, ``runtime.GraphedStep``) must train as the step it captures: the losses of 12 steps on the
+  same batches from the same weights, and the weights after them, graphed against plain.
 
     python benchmarks/gpu_probe.py DATA_DIR OUT.json [--only eval_nan] [--eval-step 1000] [--work DIR]
 
@@ -36,7 +39,7 @@ from jepa_kit.model import MODEL_PRESETS, GPT2WithJEPA, ObjectiveConfig
 from jepa_kit.runtime import compile_step
 from jepa_kit.train import train_step, weight_decay_groups
 
-SECTIONS = ("eval_nan", "nan_probe", "eager_syncs", "eval_profile", "step_profile")
+SECTIONS = ("eval_nan", "nan_probe", "eager_syncs", "eval_profile", "step_profile", "stepgraph")
 
 
 class _StopProbe(Exception):
@@ -306,6 +309,8 @@ def older_probes(data, dev, sections, res):
         _eval_profile(dev, cuda, preset, res)
     if "step_profile" in sections:
         _step_profile(dev, cuda, preset, B, res)
+    if "stepgraph" in sections:
+        _stepgraph_check(dev, cuda, preset, B, res)
 
 
 def _nan_probe(data, dev, cuda, preset, B, res):
@@ -439,6 +444,39 @@ def _step_profile(dev, cuda, preset, B, res, steps: int = 10):
               f"{out['gpu_busy_ms_per_step']:.1f} ms per step", flush=True)
         print(table[-3500:], flush=True)
         del r
+
+
+def _stepgraph_check(dev, cuda, preset, B, res, steps: int = 8):
+    """(5) a captured whole step trains as the plain one: same weights, same batches, losses and weights compared."""
+    if not cuda:
+        res["stepgraph"] = {"skipped": "needs CUDA (a CUDA graph)"}
+        print("stepgraph: skipped, needs CUDA", flush=True)
+        return
+    vocab = paper_vocab()
+    g = torch.Generator().manual_seed(0)
+    batches = [tuple(t.to(dev) for t in random_batch(vocab, B, g)) for _ in range(steps)]
+    for mode in ("ntp_bf16_compile", "static_bf16_compile"):
+        plain, graphed = _Runner(mode, dev, vocab, preset, 1, 1.0, 0), _Runner(mode + "_stepgraph", dev, vocab, preset, 1, 1.0, 0)
+        warm = graphed.graphed.warmup
+        init = [p.detach().float().clone() for p in plain.model.parameters()]
+        losses = {"plain": [], "graphed": []}
+        for _ in range(warm):  # the graphed runner's first call trains warmup + 1 steps on its batch
+            plain.step(*batches[0])
+        for ids, types in batches:
+            losses["plain"].append(float(plain.step(ids, types)))
+            losses["graphed"].append(float(graphed.step(ids, types)))
+        diff = max(abs(a - b) for a, b in zip(losses["plain"], losses["graphed"]))
+        # the weights' difference relative to how far training moved them (1.0: one of them did not train)
+        pairs = list(zip(plain.model.parameters(), graphed.model.parameters(), init))
+        moved = sum(float((a.float() - w0).pow(2).sum()) for a, _, w0 in pairs) ** 0.5
+        wdiff = sum(float((a.float() - b.float()).pow(2).sum()) for a, b, _ in pairs) ** 0.5 / max(moved, 1e-30)
+        out = {**losses, "max_loss_diff": diff, "weight_diff_over_movement": wdiff,
+               "same": diff <= 1e-3 * max(1.0, abs(losses["plain"][-1])) and wdiff <= 0.05}
+        res.setdefault("stepgraph", {})[mode] = out
+        print(f"stepgraph {mode}: losses plain {losses['plain'][-1]:.4f} graphed {losses['graphed'][-1]:.4f} after "
+              f"{warm + steps} steps; max loss diff {diff:.2e}, weight difference / movement {wdiff:.2e}: "
+              + ("the same" if out["same"] else "DIFFERENT"), flush=True)
+        del plain, graphed
 
 
 if __name__ == "__main__":

@@ -13,7 +13,10 @@ JEPA at 1 + 1 blocks of the preset's width, as papermill_runs/binding_paper.yaml
 head, 4 patches per item); ``compile`` is ``torch.compile`` of the
 model's forward as ``train --compile true`` does it, ``cudagraphs`` the same in mode
 ``reduce-overhead``; a compiled mode may end in ``_eagerattn`` (attention as matmul + softmax) and
-then ``_reuse`` (Inductor's buffer reuse on, as before the fix of issue 12's NaN). Defaults:
+then ``_reuse`` (Inductor's buffer reuse on, as before the fix of issue 12's NaN); any fixed-shape
+mode on CUDA may end in ``_stepgraph``: the whole step (forward, backward, clipping, AdamW) captured
+as one CUDA graph and replayed (``runtime.GraphedStep``; its peak memory counts the graph's pool
+as reserved while it was captured). Defaults:
 ``two_pass_fp32``, ``packed_fp32``, ``static_fp32`` on CPU; on CUDA ``two_pass_fp32``,
 ``packed_bf16``, ``static_bf16``, ``static_bf16_compile``, ``ntp_bf16_compile``.
 
@@ -82,12 +85,22 @@ EAGER_ATTN = "_eagerattn"  # a mode suffix: attention written out as matmul + so
 # The last mode suffix: compiled with Inductor's buffer reuse on (torch's default, which the kit turns
 # off: jepa_kit.runtime.INDUCTOR_OPTIONS), to time what that fix costs side by side.
 REUSE = "_reuse"
+# The outermost mode suffix, fixed-shape structures on CUDA only: the whole step (forward, backward,
+# clipping, AdamW with capturable=True) captured as one CUDA graph and replayed (runtime.GraphedStep).
+STEPGRAPH = "_stepgraph"
 
 
 def parse_mode(mode: str) -> tuple[str, str, str | None]:
     """``static_bf16_compile`` -> ("static", "bf16", "default"); compile is None, "default" or
     "reduce-overhead" (``_cudagraphs``). The suffixes ``_eagerattn`` (see ``attn_of``) and then
-    ``_reuse`` (``REUSE``, compiled modes only) are checked and ignored here."""
+    ``_reuse`` (``REUSE``, compiled modes only) and ``_stepgraph`` (``STEPGRAPH``, fixed-shape
+    structures) are checked and ignored here."""
+    if mode.endswith(STEPGRAPH):
+        structure, precision, compile_mode = parse_mode(mode.removesuffix(STEPGRAPH))
+        if structure not in ("static", "ntp", "concept") or compile_mode == "reduce-overhead":
+            raise ValueError(f"benchmark mode {mode!r}: {STEPGRAPH} applies to the fixed-shape structures "
+                             f"(static, ntp, concept), uncompiled or _compile")
+        return structure, precision, compile_mode
     if mode.endswith(REUSE):
         structure, precision, compile_mode = parse_mode(mode.removesuffix(REUSE))
         if compile_mode is None:
@@ -111,7 +124,7 @@ def attn_of(mode: str) -> str:
     """The attention implementation of a mode: "eager" with the ``_eagerattn`` suffix (for the
     compiled fixed-shape rows of 5-13 tokens, attention that inductor can fuse, instead of an SDPA
     kernel call per block and direction), else "sdpa"."""
-    return "eager" if mode.removesuffix(REUSE).endswith(EAGER_ATTN) else "sdpa"
+    return "eager" if mode.removesuffix(STEPGRAPH).removesuffix(REUSE).endswith(EAGER_ATTN) else "sdpa"
 
 
 def non_embedding_params(model) -> int:
@@ -123,7 +136,7 @@ class _Runner:
     """One mode: the model, its optimizer and the trainer's step function."""
 
     def __init__(self, mode: str, dev: torch.device, vocab: Vocab, preset: str, k_pred: int, lambda_jepa: float, seed: int):
-        from jepa_kit.runtime import compile_step
+        from jepa_kit.runtime import GraphedStep, compile_step
         from jepa_kit.train import weight_decay_groups
 
         structure, precision, compile_mode = parse_mode(mode)
@@ -142,11 +155,17 @@ class _Runner:
                                         mode="static" if structure == "ntp" else structure)
             self.model = GPT2WithJEPA(vocab, preset=preset, objective=objective,
                                       attn_implementation=attn_of(mode)).to(dev).train()
-        self.opt = torch.optim.AdamW(weight_decay_groups(self.model, 0.01), lr=1e-4, fused=True)
+        self.graphed = None
+        if mode.endswith(STEPGRAPH):
+            if dev.type != "cuda":
+                raise ValueError(f"benchmark mode {mode!r}: {STEPGRAPH} captures a CUDA graph and needs a CUDA device")
+            self.graphed = GraphedStep(self._step)
+        self.opt = torch.optim.AdamW(weight_decay_groups(self.model, 0.01), lr=1e-4, fused=True,
+                                     capturable=self.graphed is not None)
         self.scaler = torch.amp.GradScaler(dev.type, enabled=False)
         self.fwd = self.model
         if compile_mode:
-            reuse = {"allow_buffer_reuse": True} if mode.endswith(REUSE) else {}
+            reuse = {"allow_buffer_reuse": True} if mode.removesuffix(STEPGRAPH).endswith(REUSE) else {}
             self.fwd = compile_step(self.model, compile_mode, **reuse)
         self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
         self.rates: list[float] = []
@@ -160,12 +179,22 @@ class _Runner:
         return sum(t.numel() * t.element_size() for t in tensors) / 2**20
 
     def step(self, ids, types):
+        """One training step; returns the loss tensor (with _stepgraph: the graph's, overwritten by the next step)."""
+        building = self.graphed is not None and self.graphed.graph is None
+        if building:  # the graph's memory pool is reserved while it is captured; replays allocate nothing
+            reserved = torch.cuda.memory_reserved(self.dev)
+        (loss, n_tokens, n_logits), _ = (self.graphed or self._step)(ids, types)
+        if building:
+            self.peak_step_mb = max(self.peak_step_mb, (torch.cuda.memory_reserved(self.dev) - reserved) / 2**20)
+        self.tokens, self.logit_positions = n_tokens, n_logits
+        return loss
+
+    def _step(self, ids, types):
         from jepa_kit.train import train_step
 
-        (_, n_tokens, n_logits), _ = train_step(
+        return train_step(
             self.fwd, self.model, self.opt, self.scaler, ids, types, autocast_dtype=self.autocast_dtype,
             grad_clip=1.0, global_loss=lambda out: (out["loss"], out["n_tokens"], out.get("n_logit_positions", 0)))
-        self.tokens, self.logit_positions = n_tokens, n_logits
 
     def sync(self):
         if self.dev.type == "cuda":

@@ -10,9 +10,12 @@
 * ``Progress``: a tqdm bar in a terminal or live notebook, log lines under SLURM or papermill.
 * ``EvalClock``: keeps periodic evaluations under a fraction of the training time.
 * ``compile_step``: torch.compile as training steps use it (Inductor's buffer reuse off).
+* ``GraphedStep``: a whole fixed-shape training step captured as one CUDA graph (the bench's
+  ``_stepgraph`` modes).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import signal
@@ -251,3 +254,51 @@ def compile_step(module, mode: str = "default", **overrides):
     from torch._inductor import list_mode_options
 
     return torch.compile(module, options={**list_mode_options(mode), **INDUCTOR_OPTIONS, **overrides})
+
+
+class GraphedStep:
+    """A whole training step (forward, backward, clipping, optimizer update) as one CUDA graph:
+    one replay per step instead of hundreds of kernel launches from Python, for fixed-shape steps.
+
+    ``fn(*inputs)`` is the step; its tensor inputs keep one shape. The first call runs ``warmup``
+    real steps on its inputs on a side stream (compilation, optimizer state, allocator pools), then
+    captures ``fn`` and replays it once: the first call trains ``warmup + 1`` steps on its batch.
+    Later calls copy their inputs into the captured ones and replay. Returns ``fn``'s outputs as
+    captured: the same tensors, overwritten by each replay (read them before the next call).
+    Conditions (not checked here): the optimizer is capturable (``capturable=True``: its step count
+    lives on the device), its learning rate does not change between steps unless it is a tensor
+    updated in place, nothing in ``fn`` reads a value back to the host, and no parameter, gradient
+    or optimizer state is replaced (set to a new tensor) outside ``fn``. ``graph_factory`` and
+    ``capture`` replace ``torch.cuda.CUDAGraph`` and ``torch.cuda.graph`` in the CPU tests."""
+
+    def __init__(self, fn, warmup: int = 3, graph_factory=None, capture=None):
+        self.fn, self.warmup = fn, warmup
+        self.graph_factory = graph_factory or torch.cuda.CUDAGraph
+        self.capture = capture or torch.cuda.graph
+        self.graph = self.inputs = self.outputs = None
+
+    def __call__(self, *inputs):
+        if self.graph is None:
+            self._build(inputs)
+        for static, x in zip(self.inputs, inputs):
+            if static.shape != x.shape or static.dtype != x.dtype:
+                raise ValueError(f"GraphedStep: input of shape {tuple(x.shape)} {x.dtype}, captured with "
+                                 f"{tuple(static.shape)} {static.dtype}; a captured step takes one shape")
+            static.copy_(x)
+        self.graph.replay()
+        return self.outputs
+
+    def _build(self, inputs) -> None:
+        self.inputs = tuple(x.clone() for x in inputs)
+        cuda = all(x.is_cuda for x in inputs)
+        side = torch.cuda.Stream() if cuda else None
+        if cuda:
+            side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side) if cuda else contextlib.nullcontext():
+            for _ in range(self.warmup):
+                self.fn(*self.inputs)
+        if cuda:
+            torch.cuda.current_stream().wait_stream(side)
+        self.graph = self.graph_factory()
+        with self.capture(self.graph):
+            self.outputs = self.fn(*self.inputs)

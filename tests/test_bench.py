@@ -98,3 +98,21 @@ def test_reuse_modes_compile_with_inductor_buffer_reuse_on(monkeypatch):
     for mode in ("static_fp32_compile", "static_fp32_compile_reuse"):
         bench._Runner(mode, torch.device("cpu"), bench.paper_vocab(), "tiny", 1, 1.0, 0)
     assert [c["allow_buffer_reuse"] for c in calls] == [False, True]
+
+
+def test_stepgraph_modes_are_fixed_shape_cuda_modes():
+    """``_stepgraph``: the whole step as one CUDA graph (runtime.GraphedStep). Parsed for the
+    fixed-shape structures; on a CPU the mode fails with a clear error in its row, the others run.
+    That it trains as the plain step is checked on a GPU (benchmarks/gpu_probe.py --only stepgraph)."""
+    assert bench.parse_mode("ntp_bf16_compile_stepgraph") == ("ntp", "bf16", "default")
+    assert bench.parse_mode("static_bf16_stepgraph") == ("static", "bf16", None)
+    assert bench.parse_mode("static_bf16_compile_eagerattn_reuse_stepgraph") == ("static", "bf16", "default")
+    assert bench.attn_of("static_bf16_compile_eagerattn_reuse_stepgraph") == "eager"
+    for bad in ("packed_bf16_stepgraph", "two_pass_fp32_stepgraph", "static_bf16_cudagraphs_stepgraph",
+                "static_bf16_stepgraph_compile"):
+        with pytest.raises(ValueError):
+            bench.parse_mode(bad)
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        bench._Runner("ntp_fp32_stepgraph", torch.device("cpu"), bench.paper_vocab(), "tiny", 1, 1.0, 0)
+    rows = bench.bench_training_steps(["ntp_fp32", "ntp_fp32_stepgraph"], "cpu", "tiny", 8, 1, 1, 1, 1, memory=False)
+    assert rows[0]["items_per_s"] > 0 and rows[1]["items_per_s"] is None and "CUDA" in rows[1]["error"]
