@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The one prepared GPU check (issue 12). It stops itself by DEADLINE_S (default 540 s, one 600 s
 # device call): training runs get what is left, and sections that cannot start in time say
-# "skipped". SKIP=fix,bench,anomaly,profile,stepgraph,eval,ntp,ntp_large,jepa,precisions,large
-# leaves those sections out (the bench and the evaluation speed were measured on 2026-11-26 and
+# "skipped". SKIP=fix,bench,anomaly,profile,stepgraph,eval,ntp,ntp_large,ntp_graph,jepa,precisions,
+# large leaves those sections out (the bench and the evaluation speed were measured on 2026-11-26 and
 # -27: README "Performance"; anomaly is section 1b, the rest are named below).
 #   0. (fix) issue 12's NaN: two training steps of a fresh model per setting on memory filled with
 #      0xFF bytes (benchmarks/nan_after_eval.py --variants poison_steps): the kit's compiled step
@@ -27,7 +27,8 @@
 #      (benchmarks/nan_after_eval.py; EVAL_NAN=1 runs them regardless);
 #   3b. (ntp_large) the same ntp run at batch 4,096 (--preset gpu_large: lr scaled by the square root
 #      of the batch ratio, config.scaled_lr): items/s and time to memorise at the larger batch;
-#   3c. (jepa) jepa with the seed's settings and evaluations every 1,000 steps (no NaN seen there),
+#   3c. (ntp_graph) the same ntp run with the whole step as one CUDA graph (--step_graph true);
+#   3d. (jepa) jepa with the seed's settings and evaluations every 1,000 steps (no NaN seen there),
 #      reporting the first evaluated step with atomic exact match >= 0.8 (time-to-memorise);
 #      both runs report items/s, peak memory and the final evaluation's time;
 #   4. (precisions) rank differences of the fast evaluation paths against exact fp32, trained ntp model;
@@ -237,6 +238,12 @@ elif ! skip ntp >/dev/null; then echo "(the ntp run did not diverge: the step-1,
 # the same items as above), for its items/s and time to memorise against the batch-1,024 run's.
 if skip ntp_large >/dev/null; then section "3. paper-scale training: ntp_large"; skip ntp_large
 else train_run ntp_large --objective ntp $LARGE_NTP; fi
+
+# The trainer with its whole step captured as one CUDA graph (--step_graph true; section 1d checks that a
+# captured step trains as the plain one): the same ntp run, for the trainer's items/s and time to memorise.
+if skip ntp_graph >/dev/null; then section "3. paper-scale training: ntp_graph"; skip ntp_graph
+elif [ "$DEVICE" = cuda ]; then train_run ntp_graph --objective ntp $NTP --step_graph true
+else section "3. paper-scale training: ntp_graph"; echo "skipped: --step_graph needs CUDA"; fi
 
 if [ "${JEPA_RUN:-1}" = 1 ]; then
   if skip jepa >/dev/null; then section "3. paper-scale training: jepa"; skip jepa; else train_run jepa --objective jepa; fi

@@ -40,7 +40,7 @@ def lower_is_better(metric: str) -> bool:
 # ``mode`` is among them: every mode computes the same losses (tests/test_model.py).
 RESUMABLE_FIELDS = ("data", "out", "steps", "epochs", "max_train_seconds", "log_every", "eval_every",
                     "eval_max_items", "eval_precision", "eval_budget", "logit_lens", "ckpt_every", "keep_last",
-                    "progress", "device", "compile", "compile_mode", "mode")
+                    "progress", "device", "compile", "compile_mode", "step_graph", "mode")
 
 
 class ConfigError(ValueError):
@@ -126,6 +126,8 @@ class TrainConfig:
     compile: bool = _f(False, "torch.compile the model (fixed shapes: mode static, or auto on CUDA)")
     compile_mode: str = _f("default", "torch.compile mode: default | reduce-overhead (CUDA graphs) | "
                                       "max-autotune-no-cudagraphs")
+    step_graph: bool = _f(False, "CUDA, one process, mode static: capture the whole step (forward, backward, "
+                                 "clipping, AdamW) as one CUDA graph, replayed every step (not yet timed on a GPU)")
     progress: str = _f("auto", "auto | bar | log | none (auto: log lines under SLURM, papermill or without a terminal)")
 
     def __post_init__(self):

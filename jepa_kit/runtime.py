@@ -15,7 +15,6 @@
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import os
 import signal
@@ -260,26 +259,34 @@ class GraphedStep:
     """A whole training step (forward, backward, clipping, optimizer update) as one CUDA graph:
     one replay per step instead of hundreds of kernel launches from Python, for fixed-shape steps.
 
-    ``fn(*inputs)`` is the step; its tensor inputs keep one shape. The first call runs ``warmup``
-    real steps on its inputs on a side stream (compilation, optimizer state, allocator pools), then
-    captures ``fn`` and replays it once: the first call trains ``warmup + 1`` steps on its batch.
-    Later calls copy their inputs into the captured ones and replay. Returns ``fn``'s outputs as
-    captured: the same tensors, overwritten by each replay (read them before the next call).
-    Conditions (not checked here): the optimizer is capturable (``capturable=True``: its step count
-    lives on the device), its learning rate does not change between steps unless it is a tensor
-    updated in place, nothing in ``fn`` reads a value back to the host, and no parameter, gradient
-    or optimizer state is replaced (set to a new tensor) outside ``fn``. ``graph_factory`` and
-    ``capture`` replace ``torch.cuda.CUDAGraph`` and ``torch.cuda.graph`` in the CPU tests."""
+    ``fn(*inputs)`` is the step; its tensor inputs keep one shape. Every call is one step on its
+    inputs: the first ``warmup`` calls run ``fn`` itself on a side stream (compilation, optimizer
+    state, allocator pools), the next one captures ``fn`` on copies of its inputs and replays the
+    graph, and later calls copy their inputs into those and replay. Returns ``fn``'s outputs; from
+    the capture on, the same tensors every call, overwritten by each replay (read them before the
+    next call). Conditions (``jepa_kit.step.check_step_graph`` checks them for the trainer): the
+    optimizer is capturable (``capturable=True``: its step count lives on the device) and its
+    learning rate is a tensor updated in place, nothing in ``fn`` reads a value back to the host
+    or changes shape with the data, and no parameter, gradient or optimizer state is replaced by a
+    new tensor outside ``fn``. ``graph_factory`` and ``capture`` replace ``torch.cuda.CUDAGraph``
+    and ``torch.cuda.graph`` in the CPU tests."""
 
     def __init__(self, fn, warmup: int = 3, graph_factory=None, capture=None):
         self.fn, self.warmup = fn, warmup
         self.graph_factory = graph_factory or torch.cuda.CUDAGraph
         self.capture = capture or torch.cuda.graph
         self.graph = self.inputs = self.outputs = None
+        self.calls = 0
 
     def __call__(self, *inputs):
+        self.calls += 1
         if self.graph is None:
-            self._build(inputs)
+            if self.calls <= self.warmup:
+                return self._warm(inputs)
+            self.inputs = tuple(x.clone() for x in inputs)
+            self.graph = self.graph_factory()
+            with self.capture(self.graph):  # records the kernels, runs nothing
+                self.outputs = self.fn(*self.inputs)
         for static, x in zip(self.inputs, inputs):
             if static.shape != x.shape or static.dtype != x.dtype:
                 raise ValueError(f"GraphedStep: input of shape {tuple(x.shape)} {x.dtype}, captured with "
@@ -288,17 +295,13 @@ class GraphedStep:
         self.graph.replay()
         return self.outputs
 
-    def _build(self, inputs) -> None:
-        self.inputs = tuple(x.clone() for x in inputs)
-        cuda = all(x.is_cuda for x in inputs)
-        side = torch.cuda.Stream() if cuda else None
-        if cuda:
-            side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side) if cuda else contextlib.nullcontext():
-            for _ in range(self.warmup):
-                self.fn(*self.inputs)
-        if cuda:
-            torch.cuda.current_stream().wait_stream(side)
-        self.graph = self.graph_factory()
-        with self.capture(self.graph):
-            self.outputs = self.fn(*self.inputs)
+    def _warm(self, inputs):
+        """One plain step on a side stream (as PyTorch's whole-network capture recipe warms up)."""
+        if not all(x.is_cuda for x in inputs):
+            return self.fn(*inputs)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            out = self.fn(*inputs)
+        torch.cuda.current_stream().wait_stream(side)
+        return out

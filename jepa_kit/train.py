@@ -52,6 +52,7 @@ from jepa_kit.runlock import RunLocked, run_lock  # RunLocked: re-exported for t
 from jepa_kit.runtime import (PREEMPTED_EXIT_CODE, Dist, EvalClock, Preempted, Progress,
                               TrainingDiverged, compile_step, global_loss, init_distributed, training_precision)
 from jepa_kit.signals import StopSignal
+from jepa_kit.step import TrainerStep, check_step_graph, train_step, weight_decay_groups  # noqa: F401 (re-exported)
 
 _clock = time.perf_counter  # what max_train_seconds counts (a test may replace it)
 
@@ -120,40 +121,6 @@ def _headline(metrics: dict) -> str:
     return "-"
 
 
-def weight_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: decay on matrices and embeddings, none on biases and layer norms."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.dim() >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-# -- one step -------------------------------------------------------------------------------
-
-def train_step(fwd, model, opt, scaler, ids, types, *, autocast_dtype=None, grad_clip: float = 0.0,
-               generator=None, global_loss=None):
-    """One optimizer step: forward (under autocast when ``autocast_dtype`` is set), backward,
-    gradient clipping, update. What ``train`` runs every step and ``jepa-kit bench`` times.
-
-    ``fwd`` is the model or its compiled/DDP wrapper; ``global_loss(out)`` returns a tuple whose
-    first element is the loss to backpropagate (default: ``(out["loss"],)``). Nothing here reads
-    a value back to the host: with fixed shapes (mode static) and bf16 a step never waits.
-    Returns (``global_loss(out)``, the gradient norm tensor or None)."""
-    with torch.autocast(ids.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-        out = fwd(ids, types, generator=generator)
-    res = global_loss(out) if global_loss is not None else (out["loss"],)
-    scaler.scale(res[0]).backward()
-    norm = None
-    if grad_clip > 0:
-        scaler.unscale_(opt)
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    scaler.step(opt)  # with fp16: skipped when the gradients hold inf/NaN (the scaler then shrinks)
-    scaler.update()
-    opt.zero_grad(set_to_none=True)
-    return res, norm
-
-
 # -- the run --------------------------------------------------------------------------------
 
 def train(config: TrainConfig | dict | str | Path, callback=None, pending_signal=0) -> Path:
@@ -210,6 +177,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = self.objective.build_model(self.dataset.vocab, cfg).to(device)
         self.model.train()
+        if cfg.step_graph:  # refused before any file is written
+            check_step_graph(self.model, device, dist.world, self.precision, cfg.loss_dropout)
         # fused: one kernel for the whole update, on CUDA and on CPU alike (~7x less time than foreach on CPU)
         self.opt = torch.optim.AdamW(weight_decay_groups(self.model, cfg.weight_decay), lr=cfg.lr, fused=True)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
@@ -316,6 +285,9 @@ class Trainer:
             fwd = compile_step(fwd, cfg.compile_mode)
         autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         weights = (cfg.gamma_ntp, cfg.lambda_jepa)
+        step_fn = TrainerStep(fwd, self.model, self.opt, self.scaler, autocast_dtype=autocast_dtype,
+                              grad_clip=cfg.grad_clip, graph=cfg.step_graph,
+                              loss_fn=lambda out: global_loss(out, *weights, dist, device, stop.signum != 0))
 
         self.progress.line(
             f"{self.run_dir}: {cfg.objective}, {self.n_rows} rows, batch {cfg.batch_size}, {self.total_steps} steps "
@@ -338,16 +310,14 @@ class Trainer:
             start = (self.step % self.steps_per_epoch) * cfg.batch_size + dist.rank * self.local_batch
             idx = perm[start:start + self.local_batch]
             self.lr = lr_at(cfg, self.step, self.total_steps)
-            for group in self.opt.param_groups:
-                group["lr"] = self.lr
+            step_fn.set_lr(self.lr)
             gen = None
             if cfg.loss_dropout > 0:  # which JEPA items are dropped depends only on (seed, step, rank)
                 gen = torch.Generator(device=device).manual_seed(_derived_seed(cfg.seed, 2, self.step, dist.rank))
 
-            (loss, stats, n_jepa, stop_all), norm = train_step(
-                fwd, self.model, self.opt, self.scaler, train_ids[idx], train_types[idx],
-                autocast_dtype=autocast_dtype, grad_clip=cfg.grad_clip, generator=gen,
-                global_loss=lambda out: global_loss(out, *weights, dist, device, stop.signum != 0))
+            (loss, stats, n_jepa, stop_all), norm = step_fn(train_ids[idx], train_types[idx], gen)
+            if dist.world == 1:  # a captured step froze the flag it read (torchrun: the ranks' agreed flag)
+                stop_all = stop.signum != 0
             self.grad_norm = norm if norm is not None else self.grad_norm
             self.step += 1
             self.progress.step()
