@@ -38,7 +38,7 @@ from jepa_kit.evaluate import evaluate
 from jepa_kit.ranking import full_fp32
 from jepa_kit.model import MODEL_PRESETS, GPT2WithJEPA, ObjectiveConfig
 from jepa_kit.runtime import compile_step
-from jepa_kit.train import train_step, weight_decay_groups
+from jepa_kit.step import train_step, weight_decay_groups
 
 SECTIONS = ("eval_nan", "nan_probe", "eager_syncs", "eval_profile", "step_profile", "stepgraph")
 

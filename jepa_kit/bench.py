@@ -1,6 +1,6 @@
 """Training-step and evaluation benchmark: what ``train`` does, timed as ``train`` runs it.
 
-Each training row runs ``jepa_kit.train.train_step`` (forward under autocast, backward, gradient
+Each training row runs ``jepa_kit.step.train_step`` (forward under autocast, backward, gradient
 clipping at 1.0, fused AdamW) of the ``paper`` model (or another preset) on a device-resident
 set of random valid rows, sliced by a random permutation as the trainer slices its data: 300/390
 of the rows are JEPA (``train``) items, the rest atomic; k = 1 <PRED>, λ = 1, cosine.
@@ -137,7 +137,7 @@ class _Runner:
 
     def __init__(self, mode: str, dev: torch.device, vocab: Vocab, preset: str, k_pred: int, lambda_jepa: float, seed: int):
         from jepa_kit.runtime import GraphedStep, compile_step
-        from jepa_kit.train import weight_decay_groups
+        from jepa_kit.step import weight_decay_groups
 
         structure, precision, compile_mode = parse_mode(mode)
         self.mode, self.dev = mode, dev
@@ -190,7 +190,7 @@ class _Runner:
         return loss
 
     def _step(self, ids, types):
-        from jepa_kit.train import train_step
+        from jepa_kit.step import train_step
 
         return train_step(
             self.fwd, self.model, self.opt, self.scaler, ids, types, autocast_dtype=self.autocast_dtype,
@@ -247,7 +247,7 @@ def bench_training_steps(modes, device: str = "cpu", preset: str = "paper", batc
     for m in modes:
         try:
             r = _Runner(m, dev, vocab, preset, k_pred, lambda_jepa, seed)
-            for i in range(warmup):
+            for i in range(max(warmup, r.graphed.warmup + 1) if r.graphed else warmup):  # capture untimed
                 r.step(*batch_at(i))
             r.sync()
             runners.append(r)

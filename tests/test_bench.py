@@ -24,16 +24,16 @@ def test_bench_json_rows(capsys):
 
 
 def test_bench_times_the_trainers_step_function(monkeypatch):
-    import jepa_kit.train as train_mod
+    import jepa_kit.step as step_mod
 
     calls = []
-    real = train_mod.train_step
+    real = step_mod.train_step
 
     def spy(*a, **kw):
         calls.append(kw.get("grad_clip"))
         return real(*a, **kw)
 
-    monkeypatch.setattr(train_mod, "train_step", spy)
+    monkeypatch.setattr(step_mod, "train_step", spy)  # the trainer's step (step.TrainerStep) calls it there
     rows = bench.run("cpu", "tiny", (4,), steps=2, warmup=1, modes=["static_fp32"], rounds=1, latency_steps=1,
                      memory=False)
     assert len(calls) == 1 + 2 + 1 and set(calls) == {1.0}  # warmup, timed round, latency step

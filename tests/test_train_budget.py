@@ -12,6 +12,7 @@ import torch
 
 from jepa_kit import checkpoint as ckpt
 from jepa_kit import runtime
+from jepa_kit import step as S
 from jepa_kit import train as T
 from jepa_kit.config import ConfigError, TrainConfig
 from jepa_kit.runtime import Preempted
@@ -31,7 +32,7 @@ def data(tmp_path_factory):
 def fake_clock(monkeypatch):
     """One second per training step, a hundred per evaluation (which the budget must not count)."""
     now = [0.0]
-    step, evaluate = T.train_step, T.Trainer.evaluate
+    step, evaluate = S.train_step, T.Trainer.evaluate
 
     def timed_step(*a, **kw):
         now[0] += 1.0
@@ -41,7 +42,7 @@ def fake_clock(monkeypatch):
         now[0] += 100.0
         return evaluate(self, *a, **kw)
 
-    monkeypatch.setattr(T, "train_step", timed_step)
+    monkeypatch.setattr(S, "train_step", timed_step)  # where the trainer's step (step.TrainerStep) finds it
     monkeypatch.setattr(T.Trainer, "evaluate", timed_evaluate)
     monkeypatch.setattr(T, "_clock", lambda: now[0])
     return now
