@@ -254,7 +254,8 @@ def scaled_lr(batch_size: int, base_batch: int = 1024, base_lr: float = 1e-3) ->
     ``benchmarks/lr_scaling.py``), 4x the batch at 2x the lr memorised the forward facts in the
     same epochs as the base (34.8 against 32.1-34.1), keeping the lr took 1.5x the epochs and the
     linear rule (4x the lr) 0.9-1.0x; at 8x the batch the square-root rule took 1.3x the epochs and the
-    linear one never reached 0.5 exact match in one seed of two. Not yet checked at the paper's scale."""
+    linear one never reached 0.5 exact match in one seed of two. For jepa, 4x the batch with the
+    square-root rule took 1.2x the epochs (1.6x with the lr kept). Not yet checked at the paper's scale."""
     return base_lr * (batch_size / base_batch) ** 0.5
 
 
