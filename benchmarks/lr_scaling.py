@@ -16,7 +16,6 @@ Default: the ``tiny`` data and model on CPU (base batch 128 at lr 1e-3, the ``ti
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import subprocess
@@ -44,13 +43,14 @@ def plan(base_batch: int, base_lr: float, factors, seeds, rules=RULES) -> list[d
     return runs
 
 
-def epochs_to(metrics_path: Path, batch: int, n_train: int, thresholds=THRESHOLDS) -> dict:
+def epochs_to(run_dir: Path, batch: int, n_train: int, thresholds=THRESHOLDS) -> dict:
     """First evaluated epoch (steps x batch / training items) with atomic exact match >= each
     threshold (None: not reached), and the last evaluation's atomic exact match."""
-    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-    evals = [r for r in rows if r.get("kind") == "eval"]
+    from jepa_kit.collect import of_kind, read_metrics
+
+    evals = of_kind(read_metrics(run_dir), "eval")
     if not evals:
-        raise ValueError(f"{metrics_path}: no evaluation rows")
+        raise ValueError(f"{Path(run_dir) / 'metrics.jsonl'}: no evaluation rows")
     out = {}
     for th in thresholds:
         hit = next((r["step"] for r in evals if r["splits"]["atomic"]["exact_match"] >= th), None)
@@ -74,7 +74,7 @@ def train_one(run: dict, data: Path, out: Path, objective: str, model: str, epoc
     if done.returncode != 0:
         return {**run, "error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
     return {**run, "steps": steps, "warmup": warmup,
-            **epochs_to(out / run["name"] / "metrics.jsonl", run["batch"], n_train)}
+            **epochs_to(out / run["name"], run["batch"], n_train)}
 
 
 def format_table(rows: list[dict]) -> str:

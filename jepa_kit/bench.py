@@ -133,11 +133,11 @@ def non_embedding_params(model) -> int:
 
 
 class _Runner:
-    """One mode: the model, its optimizer and the trainer's step function."""
+    """One mode: the model, its optimizer and the trainer's step (``step.TrainerStep``)."""
 
     def __init__(self, mode: str, dev: torch.device, vocab: Vocab, preset: str, k_pred: int, lambda_jepa: float, seed: int):
-        from jepa_kit.runtime import GraphedStep, compile_step
-        from jepa_kit.step import weight_decay_groups
+        from jepa_kit.runtime import compile_step
+        from jepa_kit.step import TrainerStep, weight_decay_groups
 
         structure, precision, compile_mode = parse_mode(mode)
         self.mode, self.dev = mode, dev
@@ -155,19 +155,21 @@ class _Runner:
                                         mode="static" if structure == "ntp" else structure)
             self.model = GPT2WithJEPA(vocab, preset=preset, objective=objective,
                                       attn_implementation=attn_of(mode)).to(dev).train()
-        self.graphed = None
-        if mode.endswith(STEPGRAPH):
-            if dev.type != "cuda":
-                raise ValueError(f"benchmark mode {mode!r}: {STEPGRAPH} captures a CUDA graph and needs a CUDA device")
-            self.graphed = GraphedStep(self._step)
-        self.opt = torch.optim.AdamW(weight_decay_groups(self.model, 0.01), lr=1e-4, fused=True,
-                                     capturable=self.graphed is not None)
+        graph = mode.endswith(STEPGRAPH)
+        if graph and dev.type != "cuda":
+            raise ValueError(f"benchmark mode {mode!r}: {STEPGRAPH} captures a CUDA graph and needs a CUDA device")
+        self.opt = torch.optim.AdamW(weight_decay_groups(self.model, 0.01), lr=1e-4, fused=True)
         self.scaler = torch.amp.GradScaler(dev.type, enabled=False)
         self.fwd = self.model
         if compile_mode:
             reuse = {"allow_buffer_reuse": True} if mode.removesuffix(STEPGRAPH).endswith(REUSE) else {}
             self.fwd = compile_step(self.model, compile_mode, **reuse)
-        self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
+        # the trainer's step object (a _stepgraph mode: its lr a device tensor, the optimizer capturable)
+        self.step_fn = TrainerStep(
+            self.fwd, self.model, self.opt, self.scaler, autocast_dtype=torch.bfloat16 if precision == "bf16" else None,
+            grad_clip=1.0, graph=graph,
+            loss_fn=lambda out: (out["loss"], out["n_tokens"], out.get("n_logit_positions", 0)))
+        self.graphed = self.step_fn.graphed  # runtime.GraphedStep or None
         self.rates: list[float] = []
         self.latencies: list[float] = []
         self.tokens = self.logit_positions = 0  # per step
@@ -183,18 +185,11 @@ class _Runner:
         building = self.graphed is not None and self.graphed.graph is None
         if building:  # the graph's memory pool is reserved while it is captured; replays allocate nothing
             reserved = torch.cuda.memory_reserved(self.dev)
-        (loss, n_tokens, n_logits), _ = (self.graphed or self._step)(ids, types)
+        (loss, n_tokens, n_logits), _ = self.step_fn(ids, types)
         if building:
             self.peak_step_mb = max(self.peak_step_mb, (torch.cuda.memory_reserved(self.dev) - reserved) / 2**20)
         self.tokens, self.logit_positions = n_tokens, n_logits
         return loss
-
-    def _step(self, ids, types):
-        from jepa_kit.step import train_step
-
-        return train_step(
-            self.fwd, self.model, self.opt, self.scaler, ids, types, autocast_dtype=self.autocast_dtype,
-            grad_clip=1.0, global_loss=lambda out: (out["loss"], out["n_tokens"], out.get("n_logit_positions", 0)))
 
     def sync(self):
         if self.dev.type == "cuda":

@@ -35,12 +35,12 @@ def test_epochs_to_reads_the_first_evaluation_over_each_threshold(tmp_path):
 
     rows = [{"kind": "train", "step": 10}, ev(10, 0.2), ev(20, 0.55), ev(30, 0.81), ev(40, 0.7)]
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    got = m.epochs_to(tmp_path / "metrics.jsonl", batch=100, n_train=1000)
+    got = m.epochs_to(tmp_path, batch=100, n_train=1000)
     # the test split's 0.9 is never read; 0.95 is not reached; the last evaluation is 0.7
     assert got == {"em0.5": 2.0, "em0.8": 3.0, "em0.95": None, "final_atomic_em": 0.7}
     (tmp_path / "metrics.jsonl").write_text(json.dumps(rows[0]) + "\n")
     with pytest.raises(ValueError, match="no evaluation rows"):
-        m.epochs_to(tmp_path / "metrics.jsonl", batch=100, n_train=1000)
+        m.epochs_to(tmp_path, batch=100, n_train=1000)
 
 
 def test_a_short_scaling_run_prints_its_table(tmp_path):
