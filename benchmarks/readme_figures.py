@@ -1,6 +1,6 @@
 """The README's pictures, drawn by headless Chromium from the kit's own figures (no kaleido, no
 network): the block-causal mask of one JEPA row, the committed 42-run study's forward vs reverse
-comparison, and the binding controls' MRR against steps.
+comparison, and the binding controls' MRR against steps (600 and 8,000 entities).
 
     python benchmarks/readme_figures.py [OUT_DIR]      # default docs/figures
 
@@ -18,8 +18,9 @@ from jepa_kit.datagen import generate
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "papermill_runs" / "results" / "study_runs"
 CONTROLS = ROOT / "papermill_runs" / "results" / "binding_controls_runs"
+SCALE = ROOT / "papermill_runs" / "results" / "binding_scale_runs"
 WIDTH = 1100
-FIGURES = ("mask.png", "forward_reverse.png", "binding_controls_mrr.png")
+FIGURES = ("mask.png", "forward_reverse.png", "binding_controls_mrr.png", "binding_scale_mrr.png")
 
 
 def mask_png(out: Path) -> Path:
@@ -38,15 +39,17 @@ def forward_reverse_png(out: Path) -> Path:
     return browser.figure_png(fig, out / "forward_reverse.png", width=WIDTH)
 
 
-def controls_png(out: Path) -> Path:
-    table = collect.collect(CONTROLS)
-    fig = viz.mrr_curves_figure(collect.learning_curves(CONTROLS), table, n_entities=600, log_x=True)
-    return browser.figure_png(fig, out / "binding_controls_mrr.png", width=WIDTH, height=520)
+def controls_png(out: Path, runs: Path = CONTROLS, n_entities: int = 600, name: str = "binding_controls_mrr.png",
+                 log_x: bool = True) -> Path:
+    table = collect.collect(runs)
+    fig = viz.mrr_curves_figure(collect.learning_curves(runs), table, n_entities=n_entities, log_x=log_x)
+    return browser.figure_png(fig, out / name, width=WIDTH, height=520)
 
 
 def main(out: str = "docs/figures") -> list[Path]:
     out = Path(out)
-    paths = [mask_png(out), forward_reverse_png(out), controls_png(out)]
+    paths = [mask_png(out), forward_reverse_png(out), controls_png(out),
+             controls_png(out, SCALE, 8000, "binding_scale_mrr.png", log_x=False)]  # the rise comes late
     for p in paths:
         w, h = browser.png_size(p)
         print(f"{p}  {w} x {h}  {p.stat().st_size / 1e3:.0f} kB")

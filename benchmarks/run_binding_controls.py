@@ -1,10 +1,14 @@
-"""Run the binding-controls study (papermill_runs/binding_controls.yaml) with N workers, no papermill.
+"""Run a binding-controls sweep (default papermill_runs/binding_controls.yaml) with N workers, no papermill.
 
 The configs come from the sweep file (jepa_kit.sweeps.plan), so they are exactly what
-`jepa-kit sweep papermill_runs/binding_controls.yaml --local` would run; each run directory is
-named setting_objective[_variant]_seedN. A finished run is skipped (train() resumes).
+`jepa-kit sweep SWEEP --local` would run; each run directory is named
+setting_objective[_pos][_key=value...]_seedN: the setting is "abstract" (data/tiny_abstract),
+"surface" (data/tiny) or the data folder's name; _pos marks position embeddings on abstract data;
+each other setting that differs between the sweep's runs (a weight decay, a width) is written out.
+A finished run is skipped, a stopped one resumed (train()).
 
     python benchmarks/run_binding_controls.py [--jobs 2] [--out papermill_runs/output/binding_controls]
+    python benchmarks/run_binding_controls.py --sweep papermill_runs/binding_scale.yaml
 """
 import argparse
 import multiprocessing as mp
@@ -13,10 +17,21 @@ import time
 from pathlib import Path
 
 
-def name_of(params: dict) -> str:
-    setting = "abstract" if "abstract" in Path(params["data"]).name else "surface"
-    variant = "_pos" if params["objective"] == "ntp" and params["pos_emb"] and setting == "abstract" else ""
-    return f"{setting}_{params['objective']}{variant}_seed{params['seed']}"
+NAMED = {"data", "objective", "pos_emb", "seed", "best_metric", "n_recognition", "out"}  # in the name already, or follow
+
+
+def varied(planned: list[dict]) -> list[str]:
+    """The other settings that differ between a sweep's runs: each becomes part of its runs' names."""
+    keys = sorted({k for params in planned for k in params} - NAMED)
+    return [k for k in keys if len({repr(params.get(k)) for params in planned}) > 1]
+
+
+def name_of(params: dict, keys=()) -> str:
+    data = Path(params["data"]).name
+    setting = {"tiny_abstract": "abstract", "tiny": "surface"}.get(data, data)
+    variant = "_pos" if params["objective"] == "ntp" and params["pos_emb"] and "abstract" in data else ""
+    extra = "".join(f"_{k}={params[k]}" for k in keys)
+    return f"{setting}_{params['objective']}{variant}{extra}_seed{params['seed']}"
 
 
 def one(job):
@@ -37,11 +52,14 @@ def main() -> int:
 
     p = argparse.ArgumentParser()
     p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--out", default="papermill_runs/output/binding_controls")
+    p.add_argument("--sweep", default="papermill_runs/binding_controls.yaml")
+    p.add_argument("--out", help="default papermill_runs/output/<the sweep's name>")
     args = p.parse_args()
-    sweep = sweeps.load_sweep("papermill_runs/binding_controls.yaml")
+    sweep = sweeps.load_sweep(args.sweep)
+    args.out = args.out or f"papermill_runs/output/{sweep.name}"
     planned = sweeps.plan(sweep.runs, args.out, sweep.preset, sweep.name)
-    jobs = [(r.params, Path(args.out).resolve() / name_of(r.params)) for r in planned]
+    keys = varied([r.params for r in planned])
+    jobs = [(r.params, Path(args.out).resolve() / name_of(r.params, keys)) for r in planned]
     assert len({j[1] for j in jobs}) == len(jobs), "two runs got one name"
     with mp.get_context("spawn").Pool(args.jobs) as pool:
         for name, wall in pool.imap_unordered(one, jobs):
