@@ -14,6 +14,7 @@ import sys
 from jepa_kit import collect
 from jepa_kit.evaluate import chance_entity_mrr
 
+
 def main(folder: str) -> None:
     table = collect.collect(folder)
     curves = collect.learning_curves(folder)

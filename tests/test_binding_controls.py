@@ -39,13 +39,17 @@ def test_run_names_keep_the_committed_names_and_name_other_data_after_its_folder
     assert name_of(run("data/small", pos_emb=True)) == "small_ntp_seed1"
 
 
-def test_run_names_write_out_what_else_differs_between_a_sweeps_runs():
-    script = _script("run_binding_controls")
+def _planned(sweep_file: str, out) -> list[dict]:
     from jepa_kit import sweeps
+    sweep = sweeps.load_sweep(ROOT / "papermill_runs" / sweep_file)
+    return [r.params for r in sweeps.plan(sweep.runs, out, sweep.preset, sweep.name)]
+
+
+def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
+    script = _script("run_binding_controls")
     names = {}
     for sweep_file in ("binding_controls.yaml", "binding_scale.yaml"):
-        sweep = sweeps.load_sweep(ROOT / "papermill_runs" / sweep_file)
-        planned = [r.params for r in sweeps.plan(sweep.runs, "/tmp/unused", sweep.preset, sweep.name)]
+        planned = _planned(sweep_file, tmp_path)
         keys = script.varied(planned)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -57,3 +61,27 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs():
                                            "small_abstract_ntp_weight_decay=0.1_seed0",
                                            "small_abstract_ntp_weight_decay=0.1_seed1",
                                            "small_abstract_ntp_weight_decay=1.0_seed0"]
+
+
+def test_the_committed_8000_entity_runs_are_the_sweeps_configs(tmp_path):
+    """They were trained with `jepa-kit train` flags: every TrainConfig field but where the data,
+    the run and the progress output went is what binding_scale.yaml plans, and the data is the
+    small_abstract preset's (its fingerprint)."""
+    import dataclasses
+    import json
+
+    from jepa_kit.config import TrainConfig
+    from jepa_kit.datagen import generate
+    from jepa_kit.data import fingerprint
+    script = _script("run_binding_controls")
+    planned = _planned("binding_scale.yaml", tmp_path)
+    keys = script.varied(planned)
+    data = fingerprint(generate("small_abstract", tmp_path / "small_abstract", seed=0))
+    for params in planned:
+        run = ROOT / "papermill_runs" / "results" / "binding_scale_runs" / script.name_of(params, keys)
+        stored = json.loads((run / "config.json").read_text())
+        want = dataclasses.asdict(TrainConfig.from_dict({**params, "out": str(tmp_path)}))
+        assert {k: v for k, v in stored["config"].items() if k not in ("data", "out", "progress")} == \
+               {k: v for k, v in want.items() if k not in ("data", "out", "progress")}, run.name
+        assert stored["data_fingerprint"] == data, run.name
+        assert json.loads((run / "status.json").read_text())["state"] == "finished", run.name
