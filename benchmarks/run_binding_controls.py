@@ -20,10 +20,11 @@ from pathlib import Path
 NAMED = {"data", "objective", "pos_emb", "seed", "best_metric", "n_recognition", "out"}  # in the name already, or follow
 
 
-def varied(planned: list[dict]) -> list[str]:
-    """The other settings that differ between a sweep's runs: each becomes part of its runs' names."""
-    keys = sorted({k for params in planned for k in params} - NAMED)
-    return [k for k in keys if len({repr(params.get(k)) for params in planned}) > 1]
+def varied(sweep, planned) -> list[str]:
+    """The other settings that differ between a sweep's runs (``sweeps.varying_keys``; ``planned``:
+    ``sweeps.plan``'s runs): each becomes part of its runs' names."""
+    from jepa_kit import sweeps
+    return [k for k in sweeps.varying_keys(sweep.runs, [r.params for r in planned]) if k not in NAMED]
 
 
 def name_of(params: dict, keys=()) -> str:
@@ -58,7 +59,7 @@ def main() -> int:
     sweep = sweeps.load_sweep(args.sweep)
     args.out = args.out or f"papermill_runs/output/{sweep.name}"
     planned = sweeps.plan(sweep.runs, args.out, sweep.preset, sweep.name)
-    keys = varied([r.params for r in planned])
+    keys = varied(sweep, planned)
     jobs = [(r.params, Path(args.out).resolve() / name_of(r.params, keys)) for r in planned]
     assert len({j[1] for j in jobs}) == len(jobs), "two runs got one name"
     with mp.get_context("spawn").Pool(args.jobs) as pool:

@@ -201,6 +201,18 @@ def _safe(text: str) -> str:
     return text[:120] or "run"
 
 
+def varying_keys(runs: list[dict], resolved: list[dict] | None = None) -> list[str]:
+    """The keys the sweep sets (``runs``: each run's overrides) whose values differ between its runs
+    (compared in ``resolved``, the full configs; defaults to ``runs``), objective first, seed last."""
+    resolved = resolved or runs
+    keys: list[str] = []
+    for r in runs:
+        keys += [k for k in r if k not in keys]
+    keys.sort(key=lambda k: (k != "objective", k == "seed"))
+    enc = lambda v: json.dumps(v, sort_keys=True, default=str)
+    return [k for k in keys if len({enc(r.get(k)) for r in resolved}) > 1]
+
+
 def run_names(runs: list[dict], resolved: list[dict] | None = None) -> list[str]:
     """A readable unique name per run from the parameters that set it apart, e.g. ``k_pred=2_seed=1``.
 
@@ -211,12 +223,8 @@ def run_names(runs: list[dict], resolved: list[dict] | None = None) -> list[str]
     data directory) is named by its last folder.
     """
     resolved = resolved or runs
-    keys: list[str] = []
-    for r in runs:
-        keys += [k for k in r if k not in keys]
-    keys.sort(key=lambda k: (k != "objective", k == "seed"))  # objective first, seed last
     enc = lambda v: json.dumps(v, sort_keys=True, default=str)
-    varying = [k for k in keys if len({enc(r.get(k)) for r in resolved}) > 1]
+    varying = varying_keys(runs, resolved)
     common = _common([{k: r.get(k) for k in varying} for r in resolved])
     names, used = [], set()
     for r in resolved:

@@ -39,18 +39,19 @@ def test_run_names_keep_the_committed_names_and_name_other_data_after_its_folder
     assert name_of(run("data/small", pos_emb=True)) == "small_ntp_seed1"
 
 
-def _planned(sweep_file: str, out) -> list[dict]:
+def _planned(sweep_file: str, out):
+    """The sweep, its planned runs' params and the keys the runner names them by."""
     from jepa_kit import sweeps
     sweep = sweeps.load_sweep(ROOT / "papermill_runs" / sweep_file)
-    return [r.params for r in sweeps.plan(sweep.runs, out, sweep.preset, sweep.name)]
+    planned = sweeps.plan(sweep.runs, out, sweep.preset, sweep.name)
+    return [r.params for r in planned], _script("run_binding_controls").varied(sweep, planned)
 
 
 def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     script = _script("run_binding_controls")
     names = {}
     for sweep_file in ("binding_controls.yaml", "binding_scale.yaml"):
-        planned = _planned(sweep_file, tmp_path)
-        keys = script.varied(planned)
+        planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
     assert names["binding_controls.yaml"] == sorted(  # the committed runs' names
@@ -74,8 +75,7 @@ def test_the_committed_8000_entity_runs_are_the_sweeps_configs(tmp_path):
     from jepa_kit.datagen import generate
     from jepa_kit.data import fingerprint
     script = _script("run_binding_controls")
-    planned = _planned("binding_scale.yaml", tmp_path)
-    keys = script.varied(planned)
+    planned, keys = _planned("binding_scale.yaml", tmp_path)
     data = fingerprint(generate("small_abstract", tmp_path / "small_abstract", seed=0))
     for params in planned:
         run = ROOT / "papermill_runs" / "results" / "binding_scale_runs" / script.name_of(params, keys)
