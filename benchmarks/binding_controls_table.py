@@ -2,16 +2,28 @@
 
     python benchmarks/binding_controls_table.py [papermill_runs/results/binding_controls_runs]
     python benchmarks/binding_controls_table.py papermill_runs/results/binding_scale_runs
+    python benchmarks/binding_controls_table.py --at 10000,20000,30000,40000,50000,60000 \
+        papermill_runs/results/binding_scale_runs papermill_runs/results/binding_scale_jepa_runs
+    python benchmarks/binding_controls_table.py --at 1000,2000,4000,8000 --match abstract_ \
+        --baseline abstract_ntp papermill_runs/results/binding_controls_runs papermill_runs/results/binding_controls_jepa_runs
 
 Chance is each run's own: its data's entity count (``data_facts`` in the run's config.json).
 
 Per run: forward memorisation step, final forward (atomic) and reverse (test) MRR, the best test
 MRR on the curve with its step (read off the test curve: optimistic selection, shown only to
 describe the curve), the first step above 5x chance, the slope of the last half.
-"""
-import sys
 
-from jepa_kit import collect
+With ``--at STEPS``: instead, the reverse (test) MRR of every run of one or more folders at those
+steps, side by side (runs trained alike compared at equal steps; the periodic evaluations use
+``eval_max_items`` items per split, the final one every item), with a JEPA run's collapse indicator
+(the cosine between different items' predictions, on held-out train items) at its last evaluation;
+``--baseline SETTING`` adds the kit's rule (Welch's t-test over seeds, one-sided, alpha 0.05) on
+the MRR at the last of those steps, each setting against that one.
+"""
+import argparse
+import re
+
+from jepa_kit import analysis, collect
 from jepa_kit.evaluate import chance_entity_mrr
 
 
@@ -37,5 +49,52 @@ def main(folder: str) -> None:
               f"| {fmt(s['reverse_step'], '{:.0f}')} | {fmt(s['slope_per_1k'], '{:+.4f}')} |")
 
 
+def at_steps(folders: list[str], steps: list[int], match: str = "", baseline: str | None = None) -> None:
+    """The reverse MRR of each run in ``folders`` (whose name contains ``match``) at each of ``steps``
+    ("-" where it has no evaluation there; the last evaluation at a step wins: the final one over
+    every item). ``baseline``: the setting (a run name without its ``_seedN``) every other setting's
+    MRR at the last of ``steps`` is compared with, by the kit's rule (``analysis.compare``)."""
+    at_last: dict[str, list[float]] = {}
+    print("| run | MRR | " + " | ".join(f"step {s:,}" for s in steps) + " | pred. cosine between items (last eval) |")
+    print("|---|---|" + "---|" * len(steps) + "---|")
+    for folder in folders:
+        for run, rows in sorted(collect.learning_curves(folder).items()):
+            if match not in run:
+                continue
+            metric, points = collect.mrr_curve(rows, "test")
+            at = dict(points)  # a later point at the same step (the final evaluation) replaces the earlier
+            jepa = [r["jepa"] for r in collect.of_kind(rows, "eval") if isinstance(r.get("jepa"), dict)]
+            cos = jepa[-1].get("pred_cos_between_items") if jepa else None
+            cells = ["-" if at.get(s) is None else f"{at[s]:.3f}" for s in steps]
+            at_last.setdefault(re.sub(r"_seed\d+$", "", run), []).append(at.get(steps[-1]))
+            print(f"| {run} | {'concept' if metric == 'concept_mrr' else 'entity'} | " + " | ".join(cells)
+                  + f" | {'-' if cos is None else f'{cos:.3f}'} |")
+    if baseline is None:
+        return
+    if baseline not in at_last:
+        raise SystemExit(f"no runs of the baseline setting {baseline!r} among {sorted(at_last)}")
+    print()
+    base = at_last[baseline]
+    for setting, values in at_last.items():
+        if setting != baseline:
+            c = analysis.compare(values, base)
+            side = lambda mean, std, n: f"{mean:.3f}" + (f" ± {std:.3f}" if std == std else "") + \
+                f" ({n} seed{'s' if n != 1 else ''})"
+            print(f"- {setting} vs {baseline}, reverse MRR at step {steps[-1]:,}: {side(c.mean, c.std, c.n)} vs "
+                  f"{side(c.base_mean, c.base_std, c.base_n)}: {c.verdict}")
+
+
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "papermill_runs/results/binding_controls_runs")
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("folders", nargs="*", default=["papermill_runs/results/binding_controls_runs"])
+    p.add_argument("--at", help="comma-separated steps: the reverse MRR of every run of the folders at each")
+    p.add_argument("--match", default="", help="with --at: only the runs whose name contains this")
+    p.add_argument("--baseline", help="with --at: the setting (run name without _seedN) the others are "
+                                      "compared with at the last step, by the kit's rule")
+    args = p.parse_args()
+    if args.at:
+        at_steps(args.folders, [int(s) for s in args.at.split(",")], args.match, args.baseline)
+    else:
+        if len(args.folders) != 1:
+            p.error("one folder at a time (or --at STEPS for several)")
+        main(args.folders[0])

@@ -1,6 +1,7 @@
 """The README's pictures, drawn by headless Chromium from the kit's own figures (no kaleido, no
 network): the block-causal mask of one JEPA row, the committed 42-run study's forward vs reverse
-comparison, and the binding controls' MRR against steps (600 and 8,000 entities).
+comparison, the binding controls' MRR against steps (600 and 8,000 entities), and at 8,000
+entities ntp against ntp + the JEPA term.
 
     python benchmarks/readme_figures.py [OUT_DIR]      # default docs/figures
 
@@ -19,8 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "papermill_runs" / "results" / "study_runs"
 CONTROLS = ROOT / "papermill_runs" / "results" / "binding_controls_runs"
 SCALE = ROOT / "papermill_runs" / "results" / "binding_scale_runs"
+SCALE_JEPA = ROOT / "papermill_runs" / "results" / "binding_scale_jepa_runs"
 WIDTH = 1100
-FIGURES = ("mask.png", "forward_reverse.png", "binding_controls_mrr.png", "binding_scale_mrr.png")
+FIGURES = ("mask.png", "forward_reverse.png", "binding_controls_mrr.png", "binding_scale_mrr.png",
+           "binding_scale_jepa_mrr.png")
 
 
 def mask_png(out: Path) -> Path:
@@ -46,10 +49,22 @@ def controls_png(out: Path, runs: Path = CONTROLS, n_entities: int = 600, name: 
     return browser.figure_png(fig, out / name, width=WIDTH, height=520)
 
 
+def scale_jepa_png(out: Path) -> Path:
+    """ntp (weight decay 0.1, both seeds) from binding_scale_runs next to the JEPA runs trained alike."""
+    import pandas as pd
+    curves = {n: rows for n, rows in collect.learning_curves(SCALE).items() if "_ntp_weight_decay=0.1_" in n}
+    curves.update(collect.learning_curves(SCALE_JEPA))
+    table = pd.concat([collect.collect(SCALE), collect.collect(SCALE_JEPA)], ignore_index=True)
+    table = table[table["run"].isin(list(curves))]
+    fig = viz.mrr_curves_figure(curves, table, n_entities=8000, log_x=False)
+    return browser.figure_png(fig, out / "binding_scale_jepa_mrr.png", width=WIDTH, height=520)
+
+
 def main(out: str = "docs/figures") -> list[Path]:
     out = Path(out)
     paths = [mask_png(out), forward_reverse_png(out), controls_png(out),
-             controls_png(out, SCALE, 8000, "binding_scale_mrr.png", log_x=False)]  # the rise comes late
+             controls_png(out, SCALE, 8000, "binding_scale_mrr.png", log_x=False),  # the rise comes late
+             scale_jepa_png(out)]
     for p in paths:
         w, h = browser.png_size(p)
         print(f"{p}  {w} x {h}  {p.stat().st_size / 1e3:.0f} kB")

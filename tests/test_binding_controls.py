@@ -17,6 +17,8 @@ def _script(name: str):
 @pytest.mark.parametrize("folder, runs, chance", [
     ("binding_controls_runs", 12, "chance MRR (600 entities, ties count half): 0.0116"),  # 6 settings x 2 seeds
     ("binding_scale_runs", 4, "chance MRR (8,000 entities, ties count half): 0.0012"),
+    ("binding_scale_jepa_runs", 2, "chance MRR (8,000 entities, ties count half): 0.0012"),
+    ("binding_controls_jepa_runs", 4, "chance MRR (600 entities, ties count half): 0.0116"),
 ])
 def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, runs, chance):
     _script("binding_controls_table").main(str(ROOT / "papermill_runs" / "results" / folder))
@@ -27,6 +29,31 @@ def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, ru
     readme = (ROOT / "README.md").read_text()
     for row in rows:
         assert row in readme, row
+
+
+@pytest.mark.parametrize("folders, steps, match, baseline, runs", [
+    (("binding_scale_runs", "binding_scale_jepa_runs"), [10000, 20000, 30000, 40000, 50000, 60000], "",
+     "small_abstract_ntp_weight_decay=0.1", 4 + 2),
+    (("binding_controls_runs", "binding_controls_jepa_runs"), [1000, 2000, 4000, 8000], "abstract_", "abstract_ntp",
+     6 + 4),
+])
+def test_the_readme_tables_at_equal_steps_are_computed_from_the_committed_runs(capsys, folders, steps, match,
+                                                                                baseline, runs):
+    """ntp and ntp + JEPA side by side at the same steps, and the rule's verdicts, as in the README."""
+    results = ROOT / "papermill_runs" / "results"
+    _script("binding_controls_table").at_steps([str(results / f) for f in folders], steps, match, baseline)
+    out = capsys.readouterr().out.splitlines()
+    rows = [line for line in out if line.startswith("| ")]
+    verdicts = [line for line in out if line.startswith("- ")]
+    assert len(rows) == 1 + runs and len(verdicts) == len({r.split(" | ")[0].rsplit("_seed", 1)[0] for r in rows[1:]}) - 1
+    assert rows[0].startswith("| run | MRR | step " + " | step ".join(f"{s:,}" for s in steps) + " |")
+    cells = [[c.strip() for c in row.split("|")[1:-1]] for row in rows[1:]]
+    assert all(v != "-" for c in cells for v in c[2:2 + len(steps)])  # every run has each of these evaluations
+    jepa = ["_jepa_" in c[0] for c in cells]
+    assert [c[-1] != "-" for c in cells] == jepa and any(jepa)  # the collapse indicator: JEPA runs only
+    readme = (ROOT / "README.md").read_text()
+    for line in rows + verdicts:
+        assert line in readme, line
 
 
 def test_run_names_keep_the_committed_names_and_name_other_data_after_its_folder():
@@ -50,24 +77,34 @@ def _planned(sweep_file: str, out):
 def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     script = _script("run_binding_controls")
     names = {}
-    for sweep_file in ("binding_controls.yaml", "binding_scale.yaml"):
+    for sweep_file in ("binding_controls.yaml", "binding_scale.yaml", "binding_controls_jepa.yaml",
+                       "binding_scale_jepa.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
     assert names["binding_controls.yaml"] == sorted(  # the committed runs' names
         p.name for p in (ROOT / "papermill_runs" / "results" / "binding_controls_runs").iterdir() if p.is_dir())
+    assert names["binding_controls_jepa.yaml"] == sorted(  # the committed runs' names
+        p.name for p in (ROOT / "papermill_runs" / "results" / "binding_controls_jepa_runs").iterdir() if p.is_dir())
     assert names["binding_scale.yaml"] == [  # the committed runs' names
         p.name for p in sorted((ROOT / "papermill_runs" / "results" / "binding_scale_runs").iterdir()) if p.is_dir()]
     assert names["binding_scale.yaml"] == ["small_abstract_concept_weight_decay=0.1_seed0",
                                            "small_abstract_ntp_weight_decay=0.1_seed0",
                                            "small_abstract_ntp_weight_decay=0.1_seed1",
                                            "small_abstract_ntp_weight_decay=1.0_seed0"]
+    assert names["binding_scale_jepa.yaml"] == [  # the committed runs' names
+        p.name for p in sorted((ROOT / "papermill_runs" / "results" / "binding_scale_jepa_runs").iterdir()) if p.is_dir()]
+    assert names["binding_scale_jepa.yaml"] == ["small_abstract_jepa_jepa_metric=cosine_seed0",
+                                                "small_abstract_jepa_jepa_metric=infonce_seed0"]
 
 
-def test_the_committed_8000_entity_runs_are_the_sweeps_configs(tmp_path):
-    """They were trained with `jepa-kit train` flags: every TrainConfig field but where the data,
-    the run and the progress output went is what binding_scale.yaml plans, and the data is the
-    small_abstract preset's (its fingerprint)."""
+@pytest.mark.parametrize("sweep_file, folder", [("binding_scale.yaml", "binding_scale_runs"),
+                                                ("binding_scale_jepa.yaml", "binding_scale_jepa_runs"),
+                                                ("binding_controls_jepa.yaml", "binding_controls_jepa_runs")])
+def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder):
+    """The 8,000-entity runs were trained with `jepa-kit train` flags: every TrainConfig field but
+    where the data, the run and the progress output went is what the sweep file plans, and the data
+    is the datagen preset its folder is named after (its fingerprint); every run finished."""
     import dataclasses
     import json
 
@@ -75,13 +112,32 @@ def test_the_committed_8000_entity_runs_are_the_sweeps_configs(tmp_path):
     from jepa_kit.datagen import generate
     from jepa_kit.data import fingerprint
     script = _script("run_binding_controls")
-    planned, keys = _planned("binding_scale.yaml", tmp_path)
-    data = fingerprint(generate("small_abstract", tmp_path / "small_abstract", seed=0))
+    planned, keys = _planned(sweep_file, tmp_path)
+    preset = {Path(p["data"]).name for p in planned}
+    assert len(preset) == 1
+    preset = preset.pop()
+    data = fingerprint(generate(preset, tmp_path / preset, seed=0))
     for params in planned:
-        run = ROOT / "papermill_runs" / "results" / "binding_scale_runs" / script.name_of(params, keys)
+        run = ROOT / "papermill_runs" / "results" / folder / script.name_of(params, keys)
         stored = json.loads((run / "config.json").read_text())
         want = dataclasses.asdict(TrainConfig.from_dict({**params, "out": str(tmp_path)}))
         assert {k: v for k, v in stored["config"].items() if k not in ("data", "out", "progress")} == \
                {k: v for k, v in want.items() if k not in ("data", "out", "progress")}, run.name
         assert stored["data_fingerprint"] == data, run.name
         assert json.loads((run / "status.json").read_text())["state"] == "finished", run.name
+
+
+@pytest.mark.parametrize("jepa_file, ntp_file", [("binding_controls_jepa.yaml", "binding_controls.yaml"),
+                                                 ("binding_scale_jepa.yaml", "binding_scale.yaml")])
+def test_the_jepa_sweeps_change_nothing_but_the_objective(tmp_path, jepa_file, ntp_file):
+    """Each JEPA run is an abstract ntp run of its ntp sweep (same seed, same data) with the JEPA term
+    added: every other TrainConfig field is equal, so the curves compare at equal steps."""
+    jepa, _ = _planned(jepa_file, tmp_path / "j")
+    ntp, _ = _planned(ntp_file, tmp_path / "n")
+    ntp = {p["seed"]: p for p in ntp if p["objective"] == "ntp" and "abstract" in p["data"] and not p["pos_emb"]
+           and p["weight_decay"] == 0.1}
+    assert {p["jepa_metric"] for p in jepa} == {"cosine", "infonce"}
+    for p in jepa:
+        assert p["objective"] == "jepa" and p["seed"] in ntp
+        differ = {k for k in p if k != "out" and p[k] != ntp[p["seed"]][k]}
+        assert differ <= {"objective", "jepa_metric"}, differ
