@@ -21,9 +21,9 @@ steps, side by side (runs trained alike compared at equal steps; the periodic ev
 the MRR at the last of those steps, each setting against that one.
 """
 import argparse
-import re
 
 from jepa_kit import analysis, collect
+from jepa_kit.run_views import strip_seed
 from jepa_kit.evaluate import chance_entity_mrr
 
 
@@ -66,7 +66,7 @@ def at_steps(folders: list[str], steps: list[int], match: str = "", baseline: st
             jepa = [r["jepa"] for r in collect.of_kind(rows, "eval") if isinstance(r.get("jepa"), dict)]
             cos = jepa[-1].get("pred_cos_between_items") if jepa else None
             cells = ["-" if at.get(s) is None else f"{at[s]:.3f}" for s in steps]
-            at_last.setdefault(re.sub(r"_seed\d+$", "", run), []).append(at.get(steps[-1]))
+            at_last.setdefault(strip_seed(run), []).append(at.get(steps[-1]))
             print(f"| {run} | {'concept' if metric == 'concept_mrr' else 'entity'} | " + " | ".join(cells)
                   + f" | {'-' if cos is None else f'{cos:.3f}'} |")
     if baseline is None:
@@ -74,12 +74,11 @@ def at_steps(folders: list[str], steps: list[int], match: str = "", baseline: st
     if baseline not in at_last:
         raise SystemExit(f"no runs of the baseline setting {baseline!r} among {sorted(at_last)}")
     print()
-    base = at_last[baseline]
+    side = lambda mean, std, n: f"{mean:.3f}" + (f" ± {std:.3f}" if std == std else "") + \
+        f" ({n} seed{'s' if n != 1 else ''})"
     for setting, values in at_last.items():
         if setting != baseline:
-            c = analysis.compare(values, base)
-            side = lambda mean, std, n: f"{mean:.3f}" + (f" ± {std:.3f}" if std == std else "") + \
-                f" ({n} seed{'s' if n != 1 else ''})"
+            c = analysis.compare(values, at_last[baseline])
             print(f"- {setting} vs {baseline}, reverse MRR at step {steps[-1]:,}: {side(c.mean, c.std, c.n)} vs "
                   f"{side(c.base_mean, c.base_std, c.base_n)}: {c.verdict}")
 
