@@ -42,14 +42,15 @@ def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, ru
 def test_the_readme_tables_at_equal_steps_are_computed_from_the_committed_runs(capsys, folders, steps, match,
                                                                                 baseline, runs):
     """ntp and ntp + JEPA side by side at the same steps, and the rule's verdicts, as in the README."""
+    from jepa_kit.run_views import strip_seed
     results = ROOT / "papermill_runs" / "results"
     _script("binding_controls_table").at_steps([str(results / f) for f in folders], steps, match, baseline)
     out = capsys.readouterr().out.splitlines()
     rows = [line for line in out if line.startswith("| ")]
     verdicts = [line for line in out if line.startswith("- ")]
-    assert len(rows) == 1 + runs and len(verdicts) == len({r.split(" | ")[0].rsplit("_seed", 1)[0] for r in rows[1:]}) - 1
     assert rows[0].startswith("| run | MRR | step " + " | step ".join(f"{s:,}" for s in steps) + " |")
     cells = [[c.strip() for c in row.split("|")[1:-1]] for row in rows[1:]]
+    assert len(rows) == 1 + runs and len(verdicts) == len({strip_seed(c[0]) for c in cells}) - 1  # all but the baseline
     assert all(v != "-" for c in cells for v in c[2:2 + len(steps)])  # every run has each of these evaluations
     jepa = ["_jepa_" in c[0] for c in cells]
     assert [c[-1] != "-" for c in cells] == jepa and any(jepa)  # the collapse indicator: JEPA runs only
@@ -100,9 +101,10 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                                                 ("binding_scale_jepa.yaml", "binding_scale_jepa_runs"),
                                                 ("binding_controls_jepa.yaml", "binding_controls_jepa_runs")])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder):
-    """The 8,000-entity runs were trained with `jepa-kit train` flags: every TrainConfig field but
-    where the data, the run and the progress output went is what the sweep file plans, and the data
-    is the datagen preset its folder is named after (its fingerprint); every run finished."""
+    """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
+    TrainConfig field but where the data, the run and the progress output went is what the sweep
+    file plans, and the data is the datagen preset its folder is named after (its fingerprint);
+    every run finished."""
     import dataclasses
     import json
 
