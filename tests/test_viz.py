@@ -218,6 +218,11 @@ def test_mrr_curves_figure_plots_each_runs_own_mrr_with_chance():
     assert lines == [round(chance, 12), round(5 * chance, 12)]
     assert "comparable to concept MRR" in fig.layout.title.text
     assert not viz.mrr_curves_figure({"c": concept}).layout.shapes, "no entity count: no chance line"
+    labels = lambda f: [a.text for a in f.layout.annotations if "chance" in a.text]
+    assert labels(fig) == ["chance, 600 entities", "5 x chance"]
+    many = viz.mrr_curves_figure({"n": ntp}, table.assign(n_entities=8000))
+    assert len(many.layout.shapes) == 4, "both lines in both panels"
+    assert labels(many) == ["chance (dashed) and 5 x chance (dotted), 8000 entities"], "one label where the lines touch"
 
 
 def test_training_figures_of_a_concept_run_show_concept_mrr():
