@@ -50,7 +50,7 @@ def controls_png(out: Path, runs: Path = CONTROLS, n_entities: int = 600, name: 
 
 
 def scale_jepa_png(out: Path) -> Path:
-    """ntp (weight decay 0.1, both seeds) from binding_scale_runs next to the JEPA runs trained alike."""
+    """ntp (weight decay 0.1, every seed) from binding_scale_runs next to the JEPA runs trained alike."""
     import pandas as pd
     curves = {n: rows for n, rows in collect.learning_curves(SCALE).items() if "_ntp_weight_decay=0.1_" in n}
     curves.update(collect.learning_curves(SCALE_JEPA))

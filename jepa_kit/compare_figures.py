@@ -220,7 +220,7 @@ def mrr_curves_figure(curves: dict[str, list[dict]], table=None, splits=("atomic
         chance = chance_entity_mrr(n)
         # lines closer than a label's height on the 0-1 axis (8,000 entities: 0.0012 and 0.006) share one label
         labels = ([f"chance, {n} entities", f"{above:g} x chance"] if (above - 1) * chance >= _LABEL_GAP
-                  else [None, f"chance (dashed) and {above:g} x chance (dotted), {n} entities"])
+                  else [None, f"chance and {above:g} x chance, {n} entities"])
         for j in range(1, len(splits) + 1):
             last = j == len(splits)
             for y, line, text in ((chance, dict(color="black", dash="dash", width=1), labels[0]),

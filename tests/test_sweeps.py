@@ -200,12 +200,13 @@ def test_binding_control_files_expand_and_list(tmp_path, capsys):
     planned = sweeps.plan(scale.runs, tmp_path, scale.preset, scale.name)
     assert sorted((*setting(p), p.params["weight_decay"], p.params["seed"]) for p in planned) == [
         ("small_abstract", "concept", False, 0.1, 0), ("small_abstract", "ntp", False, 0.1, 0),
-        ("small_abstract", "ntp", False, 0.1, 1), ("small_abstract", "ntp", False, 1.0, 0)]
+        ("small_abstract", "ntp", False, 0.1, 1), ("small_abstract", "ntp", False, 0.1, 2),
+        ("small_abstract", "ntp", False, 1.0, 0)]
     for p in planned:  # binding_controls.yaml's models on 8,000 entities, chosen on the forward split
         params = p.params
         assert (params["n_layer"], params["n_embd"], params["dropout"]) == (2, 128, 0.1)
         assert params["best_split"] == "atomic"
         assert params["best_metric"] == ("concept_mrr" if params["objective"] == "concept" else "exact_match")
-    for name, n in (("binding_controls", 12), ("binding_paper", 3), ("binding_scale", 4)):
+    for name, n in (("binding_controls", 12), ("binding_paper", 3), ("binding_scale", 5)):
         assert cli.main(["sweep", str(ROOT / "papermill_runs" / f"{name}.yaml"), "--list", "--out", str(tmp_path)]) == 0
         assert len(capsys.readouterr().out.splitlines()) == n

@@ -222,7 +222,7 @@ def test_mrr_curves_figure_plots_each_runs_own_mrr_with_chance():
     assert labels(fig) == ["chance, 600 entities", "5 x chance"]
     many = viz.mrr_curves_figure({"n": ntp}, table.assign(n_entities=8000))
     assert len(many.layout.shapes) == 4, "both lines in both panels"
-    assert labels(many) == ["chance (dashed) and 5 x chance (dotted), 8000 entities"], "one label where the lines touch"
+    assert labels(many) == ["chance and 5 x chance, 8000 entities"], "one label where the lines touch"
 
 
 def test_training_figures_of_a_concept_run_show_concept_mrr():
