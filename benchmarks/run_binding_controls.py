@@ -31,7 +31,8 @@ def name_of(params: dict, keys=()) -> str:
     data = Path(params["data"]).name
     setting = {"tiny_abstract": "abstract", "tiny": "surface"}.get(data, data)
     variant = "_pos" if params["objective"] == "ntp" and params["pos_emb"] and "abstract" in data else ""
-    extra = "".join(f"_{k}={params[k]}" for k in keys)
+    # a JEPA setting names only the JEPA runs: an ntp run has no metric to vary
+    extra = "".join(f"_{k}={params[k]}" for k in keys if params["objective"] == "jepa" or not k.startswith("jepa_"))
     return f"{setting}_{params['objective']}{variant}{extra}_seed{params['seed']}"
 
 

@@ -51,6 +51,8 @@ PRESETS = {
     # the same sizes and splits with one token per entity (the paper's abstract data is paper_abstract)
     "paper_abstract": GenParams(entities_a=50_000, entities_b=30_000, valid_per_split=3000, **_abstract),
     "small_abstract": GenParams(entities_a=5_000, entities_b=3_000, valid_per_split=1000, **_abstract),
+    # between tiny_abstract (600 entities) and small_abstract (8,000): papermill_runs/binding_mid.yaml
+    "mid_abstract": GenParams(entities_a=1_500, entities_b=900, valid_per_split=1000, **_abstract),
     "tiny_abstract": GenParams(entities_a=400, entities_b=200, valid_per_split=200, **_abstract),
 }
 
