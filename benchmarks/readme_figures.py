@@ -1,7 +1,8 @@
 """The README's pictures, drawn by headless Chromium from the kit's own figures (no kaleido, no
 network): the block-causal mask of one JEPA row, the committed 42-run study's forward vs reverse
-comparison, the binding controls' MRR against steps (600 and 8,000 entities), and at 8,000
-entities ntp against ntp + the JEPA term.
+comparison, the binding controls' MRR against steps (600 and 8,000 entities), at 8,000
+entities ntp against ntp + the JEPA term, and ntp against ntp + infonce at 600, 2,400 and 8,000
+entities.
 
     python benchmarks/readme_figures.py [OUT_DIR]      # default docs/figures
 
@@ -21,9 +22,11 @@ STUDY = ROOT / "papermill_runs" / "results" / "study_runs"
 CONTROLS = ROOT / "papermill_runs" / "results" / "binding_controls_runs"
 SCALE = ROOT / "papermill_runs" / "results" / "binding_scale_runs"
 SCALE_JEPA = ROOT / "papermill_runs" / "results" / "binding_scale_jepa_runs"
+CONTROLS_JEPA = ROOT / "papermill_runs" / "results" / "binding_controls_jepa_runs"
+MID = ROOT / "papermill_runs" / "results" / "binding_mid_runs"
 WIDTH = 1100
 FIGURES = ("mask.png", "forward_reverse.png", "binding_controls_mrr.png", "binding_scale_mrr.png",
-           "binding_scale_jepa_mrr.png")
+           "binding_scale_jepa_mrr.png", "binding_sizes_mrr.png")
 
 
 def mask_png(out: Path) -> Path:
@@ -60,11 +63,27 @@ def scale_jepa_png(out: Path) -> Path:
     return browser.figure_png(fig, out / "binding_scale_jepa_mrr.png", width=WIDTH, height=520)
 
 
+def sizes_png(out: Path) -> Path:
+    """Reverse MRR of ntp and ntp + infonce (same models and training at each size) at 600, 2,400
+    and 8,000 entities, every committed seed of each."""
+    def runs(folder: Path, part: str) -> dict:
+        return {n: rows for n, rows in collect.learning_curves(folder).items() if part in n}
+
+    panels = [("600 entities, batch 128", 600, {"ntp": runs(CONTROLS, "abstract_ntp_seed"),
+                                                "ntp + JEPA (infonce)": runs(CONTROLS_JEPA, "=infonce_")}),
+              ("2,400 entities, batch 256", 2400, {"ntp": runs(MID, "_ntp_seed"),
+                                                   "ntp + JEPA (infonce)": runs(MID, "=infonce_")}),
+              ("8,000 entities, batch 256", 8000, {"ntp": runs(SCALE, "_ntp_weight_decay=0.1_"),
+                                                   "ntp + JEPA (infonce)": runs(SCALE_JEPA, "=infonce_")})]
+    fig = viz.mrr_by_size_figure(panels)
+    return browser.figure_png(fig, out / "binding_sizes_mrr.png", width=WIDTH, height=460)
+
+
 def main(out: str = "docs/figures") -> list[Path]:
     out = Path(out)
     paths = [mask_png(out), forward_reverse_png(out), controls_png(out),
              controls_png(out, SCALE, 8000, "binding_scale_mrr.png", log_x=False),  # the rise comes late
-             scale_jepa_png(out)]
+             scale_jepa_png(out), sizes_png(out)]
     for p in paths:
         w, h = browser.png_size(p)
         print(f"{p}  {w} x {h}  {p.stat().st_size / 1e3:.0f} kB")

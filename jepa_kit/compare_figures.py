@@ -237,6 +237,32 @@ def mrr_curves_figure(curves: dict[str, list[dict]], table=None, splits=("atomic
     return fig
 
 
+def mrr_by_size_figure(panels, split: str = "test", colors: dict | None = None, seeds: str = "band") -> go.Figure:
+    """One split's MRR over every entity against steps, a panel per data size. ``panels``: one
+    ``(title, n_entities, {label: {run name: metrics.jsonl rows}})`` per panel; a label (say, an
+    objective) keeps one colour in every panel and is drawn from its runs as in ``_setting_traces``
+    (``seeds``). Each panel's dashed line is chance for its own entity count; the y axis is shared,
+    so the sizes compare at a glance, the x axes are not (each size ran its own number of steps)."""
+    from jepa_kit.evaluate import chance_entity_mrr
+    _check_seeds(seeds)
+    if not panels:
+        raise ValueError("mrr_by_size_figure needs at least one panel")
+    colors = {**setting_colors(label for _, _, groups in panels for label in groups), **(colors or {})}
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[title for title, _, _ in panels], shared_yaxes=True)
+    shown: set = set()
+    for j, (_, n, groups) in enumerate(panels, 1):
+        for label, runs in groups.items():
+            series = {run: mrr_curve(rows, split)[1] for run, rows in runs.items()}
+            _setting_traces(fig, label, colors[label], series, 1, j, shown, seeds, {}, dict(size=4), (0.0, 1.0))
+        fig.add_hline(y=chance_entity_mrr(n), line=dict(color="black", dash="dash", width=1), row=1, col=j)
+    fig.update_xaxes(title_text="step")
+    fig.update_yaxes(rangemode="tozero")
+    fig.update_yaxes(title_text="MRR over every entity", row=1, col=1)
+    fig.update_layout(title=f"{SPLIT_LABELS[split]}: MRR against steps at each size; {_seed_note(seeds)}; "
+                            "dashed: chance", height=_fit_legend(fig, 440), legend=dict(font=dict(size=10)))
+    return fig
+
+
 def logit_lens_figure(layers: dict[str, dict[str, list[float]]], metric: str = "entity_mrr",
                       colors: dict | None = None, seeds: str = "band", chance: float | None = None) -> go.Figure:
     """Per-layer (logit-lens) metric: ``layers[run][split]`` is a list over layers (``collect.per_layer``);

@@ -39,7 +39,7 @@ from jepa_kit.run_views import (CONCEPT_EVAL_METRICS, CONCEPT_TABLE_COLUMNS, MET
 # the figures that compare many runs (03, the demo's report), re-exported likewise
 from jepa_kit.compare_figures import (BAR_ROW_PX, MANY_BARS, MIN_PLOT_PX, METRIC_TITLES, SEED_MODES,  # noqa: F401
                                       ablation_figure, forward_reverse_figure, learning_curves_figure,
-                                      logit_lens_figure, mrr_curves_figure)
+                                      logit_lens_figure, mrr_by_size_figure, mrr_curves_figure)
 
 RENDERER = "plotly_mimetype+notebook"
 HEADLESS_RENDERER = "plotly_mimetype+notebook_connected"  # plotly.js from cdn.plot.ly, not in every notebook

@@ -19,6 +19,7 @@ def _script(name: str):
     ("binding_scale_runs", 5, "chance MRR (8,000 entities, ties count half): 0.0012"),
     ("binding_scale_jepa_runs", 5, "chance MRR (8,000 entities, ties count half): 0.0012"),
     ("binding_controls_jepa_runs", 4, "chance MRR (600 entities, ties count half): 0.0116"),
+    ("binding_mid_runs", 4, "chance MRR (2,400 entities, ties count half): 0.0035"),
 ])
 def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, runs, chance):
     _script("binding_controls_table").main(str(ROOT / "papermill_runs" / "results" / folder))
@@ -38,6 +39,8 @@ def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, ru
     (("binding_scale_runs", "binding_scale_jepa_runs"), [30000], "", "small_abstract_ntp_weight_decay=0.1", 5 + 5),
     (("binding_controls_runs", "binding_controls_jepa_runs"), [1000, 2000, 4000, 8000], "abstract_", "abstract_ntp",
      6 + 4),
+    # step 10,000: the mark binding_mid.yaml chose for its predictions M2 and M3 before its runs started
+    (("binding_mid_runs",), [5000, 10000, 20000, 30000], "", "mid_abstract_ntp", 4),
 ])
 def test_the_readme_tables_at_equal_steps_are_computed_from_the_committed_runs(capsys, folders, steps, match,
                                                                                 baseline, runs):
@@ -67,6 +70,9 @@ def test_run_names_keep_the_committed_names_and_name_other_data_after_its_folder
     assert name_of(run("data/small_abstract", "concept")) == "small_abstract_concept_seed1"
     assert name_of(run("data/small_abstract", pos_emb=True)) == "small_abstract_ntp_pos_seed1"
     assert name_of(run("data/small", pos_emb=True)) == "small_ntp_seed1"
+    infonce = {**run("data/mid_abstract", "jepa"), "jepa_metric": "infonce"}
+    assert name_of(infonce, ["jepa_metric"]) == "mid_abstract_jepa_jepa_metric=infonce_seed1"
+    assert name_of({**infonce, "objective": "ntp"}, ["jepa_metric"]) == "mid_abstract_ntp_seed1", "no metric on ntp"
 
 
 def _planned(sweep_file: str, out):
@@ -81,7 +87,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     script = _script("run_binding_controls")
     names = {}
     for sweep_file in ("binding_controls.yaml", "binding_scale.yaml", "binding_controls_jepa.yaml",
-                       "binding_scale_jepa.yaml"):
+                       "binding_scale_jepa.yaml", "binding_mid.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -97,11 +103,15 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                                                 "small_abstract_jepa_jepa_metric=infonce_seed0",
                                                 "small_abstract_jepa_jepa_metric=infonce_seed1",
                                                 "small_abstract_jepa_jepa_metric=infonce_seed2"]
+    assert names["binding_mid.yaml"] == ["mid_abstract_jepa_jepa_metric=infonce_seed0",
+                                         "mid_abstract_jepa_jepa_metric=infonce_seed1",
+                                         "mid_abstract_ntp_seed0", "mid_abstract_ntp_seed1"]
 
 
 @pytest.mark.parametrize("sweep_file, folder", [("binding_scale.yaml", "binding_scale_runs"),
                                                 ("binding_scale_jepa.yaml", "binding_scale_jepa_runs"),
-                                                ("binding_controls_jepa.yaml", "binding_controls_jepa_runs")])
+                                                ("binding_controls_jepa.yaml", "binding_controls_jepa_runs"),
+                                                ("binding_mid.yaml", "binding_mid_runs")])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder):
     """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
     TrainConfig field but where the data, the run and the progress output went is what the sweep
@@ -143,3 +153,17 @@ def test_the_jepa_sweeps_change_nothing_but_the_objective(tmp_path, jepa_file, n
         assert p["objective"] == "jepa" and p["seed"] in ntp
         differ = {k for k in p if k != "out" and p[k] != ntp[p["seed"]][k]}
         assert differ <= {"objective", "jepa_metric"}, differ
+
+
+def test_the_2400_entity_runs_are_the_8000_entity_runs_on_other_data(tmp_path):
+    """binding_mid.yaml's ntp and infonce runs are binding_scale(_jepa).yaml's runs of the same seed
+    with only the data (mid_abstract) and the number of steps changed."""
+    mid, _ = _planned("binding_mid.yaml", tmp_path / "m")
+    big = _planned("binding_scale.yaml", tmp_path / "n")[0] + _planned("binding_scale_jepa.yaml", tmp_path / "j")[0]
+    key = lambda p: (p["objective"], p["jepa_metric"] if p["objective"] == "jepa" else "-", p["seed"])
+    big = {key(p): p for p in big if p["weight_decay"] == 0.1 and p["objective"] != "concept"}
+    assert sorted(key(p) for p in mid) == [("jepa", "infonce", 0), ("jepa", "infonce", 1), ("ntp", "-", 0),
+                                           ("ntp", "-", 1)]
+    for p in mid:
+        assert {k for k in p if k != "out" and p[k] != big[key(p)][k]} == {"data", "steps"}
+        assert (Path(p["data"]).name, p["steps"]) == ("mid_abstract", 30000)

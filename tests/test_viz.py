@@ -225,6 +225,27 @@ def test_mrr_curves_figure_plots_each_runs_own_mrr_with_chance():
     assert labels(many) == ["chance and 5 x chance, 8000 entities"], "one label where the lines touch"
 
 
+def test_mrr_by_size_figure_keeps_a_colour_per_label_and_a_chance_line_per_size():
+    from jepa_kit.evaluate import chance_entity_mrr
+
+    run = lambda *vals: [_eval(1000 * i, {"test": {"entity_mrr": v}}) for i, v in enumerate(vals, 1)]
+    panels = [("600 entities", 600, {"ntp": {"n0": run(0.1, 0.2), "n1": run(0.3, 0.4)}, "infonce": {"i0": run(0.05)}}),
+              ("8,000 entities", 8000, {"ntp": {"m0": run(0.01, 0.02, 0.03)}})]
+    fig = viz.mrr_by_size_figure(panels)
+    assert [a.text for a in fig.layout.annotations] == ["600 entities", "8,000 entities"]
+    mean = [t for t in fig.data if t.name == "ntp" and t.mode == "lines+markers"]
+    assert [t.xaxis for t in mean] == ["x", "x2"]
+    assert list(mean[0].x) == [1000, 2000] and list(mean[0].y) == pytest.approx([0.2, 0.3]), "the mean of the seeds"
+    assert list(mean[1].y) == [0.01, 0.02, 0.03], "one run: its own line"
+    assert len({t.line.color for t in fig.data if t.name == "ntp"}) == 1, "one colour in every panel"
+    assert sum(t.showlegend is not False for t in fig.data) == 2, "each label once in the legend"
+    assert sorted(round(s.y0, 12) for s in fig.layout.shapes) == sorted(round(chance_entity_mrr(n), 12)
+                                                                          for n in (600, 8000))
+    assert "test" in fig.layout.title.text
+    with pytest.raises(ValueError, match="at least one panel"):
+        viz.mrr_by_size_figure([])
+
+
 def test_training_figures_of_a_concept_run_show_concept_mrr():
     rows = [{"kind": "train", "step": 1, "loss": 2.0, "ntp_loss": 0.0, "jepa_loss": 2.0},
             _eval(1, {s: {"concept_mrr": 0.1, "concept_mrr_paper_ties": 0.2, "n": 3} for s in ("train", "atomic", "test")})]
