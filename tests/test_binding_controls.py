@@ -20,6 +20,7 @@ def _script(name: str):
     ("binding_scale_jepa_runs", 5, "chance MRR (8,000 entities, ties count half): 0.0012"),
     ("binding_controls_jepa_runs", 4, "chance MRR (600 entities, ties count half): 0.0116"),
     ("binding_mid_runs", 4, "chance MRR (2,400 entities, ties count half): 0.0035"),
+    ("binding_scale_data1_runs", 2, "chance MRR (8,000 entities, ties count half): 0.0012"),
 ])
 def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, runs, chance):
     _script("binding_controls_table").main(str(ROOT / "papermill_runs" / "results" / folder))
@@ -41,6 +42,8 @@ def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, ru
      6 + 4),
     # step 10,000: the mark binding_mid.yaml chose for its predictions M2 and M3 before its runs started
     (("binding_mid_runs",), [5000, 10000, 20000, 30000], "", "mid_abstract_ntp", 4),
+    # binding_scale_data1.yaml's prediction D1 names these steps
+    (("binding_scale_data1_runs",), [10000, 20000, 30000], "", "small_abstract_data1_ntp", 2),
 ])
 def test_the_readme_tables_at_equal_steps_are_computed_from_the_committed_runs(capsys, folders, steps, match,
                                                                                 baseline, runs):
@@ -87,7 +90,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     script = _script("run_binding_controls")
     names = {}
     for sweep_file in ("binding_controls.yaml", "binding_scale.yaml", "binding_controls_jepa.yaml",
-                       "binding_scale_jepa.yaml", "binding_mid.yaml"):
+                       "binding_scale_jepa.yaml", "binding_mid.yaml", "binding_scale_data1.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -108,15 +111,18 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                                          "mid_abstract_ntp_seed0", "mid_abstract_ntp_seed1"]
 
 
-@pytest.mark.parametrize("sweep_file, folder", [("binding_scale.yaml", "binding_scale_runs"),
-                                                ("binding_scale_jepa.yaml", "binding_scale_jepa_runs"),
-                                                ("binding_controls_jepa.yaml", "binding_controls_jepa_runs"),
-                                                ("binding_mid.yaml", "binding_mid_runs")])
-def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder):
+@pytest.mark.parametrize("sweep_file, folder, data_draw", [
+    ("binding_scale.yaml", "binding_scale_runs", None),
+    ("binding_scale_jepa.yaml", "binding_scale_jepa_runs", None),
+    ("binding_controls_jepa.yaml", "binding_controls_jepa_runs", None),
+    ("binding_mid.yaml", "binding_mid_runs", None),
+    ("binding_scale_data1.yaml", "binding_scale_data1_runs", ("small_abstract", 1)),
+])
+def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder, data_draw):
     """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
     TrainConfig field but where the data, the run and the progress output went is what the sweep
-    file plans, and the data is the datagen preset its folder is named after (its fingerprint);
-    every run finished."""
+    file plans, and the data is the datagen preset its folder is named after, generator seed 0, or
+    ``data_draw`` (preset, generator seed) (its fingerprint); every run finished."""
     import dataclasses
     import json
 
@@ -127,8 +133,8 @@ def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder)
     planned, keys = _planned(sweep_file, tmp_path)
     preset = {Path(p["data"]).name for p in planned}
     assert len(preset) == 1
-    preset = preset.pop()
-    data = fingerprint(generate(preset, tmp_path / preset, seed=0))
+    preset, data_seed = data_draw or (preset.pop(), 0)
+    data = fingerprint(generate(preset, tmp_path / preset, seed=data_seed))
     for params in planned:
         run = ROOT / "papermill_runs" / "results" / folder / script.name_of(params, keys)
         stored = json.loads((run / "config.json").read_text())
@@ -155,15 +161,21 @@ def test_the_jepa_sweeps_change_nothing_but_the_objective(tmp_path, jepa_file, n
         assert differ <= {"objective", "jepa_metric"}, differ
 
 
-def test_the_2400_entity_runs_are_the_8000_entity_runs_on_other_data(tmp_path):
-    """binding_mid.yaml's ntp and infonce runs are binding_scale(_jepa).yaml's runs of the same seed
-    with only the data (mid_abstract) and the number of steps changed."""
-    mid, _ = _planned("binding_mid.yaml", tmp_path / "m")
+
+@pytest.mark.parametrize("sweep_file, data, runs", [
+    ("binding_mid.yaml", "mid_abstract", [("jepa", "infonce", 0), ("jepa", "infonce", 1), ("ntp", "-", 0), ("ntp", "-", 1)]),
+    ("binding_scale_data1.yaml", "small_abstract_data1", [("jepa", "infonce", 0), ("ntp", "-", 0)]),
+])
+def test_other_data_runs_are_the_8000_entity_runs_with_only_the_data_and_steps_changed(tmp_path, sweep_file, data,
+                                                                                        runs):
+    """binding_mid.yaml (2,400 entities) and binding_scale_data1.yaml (a second draw of the 8,000-entity
+    data): each run is binding_scale(_jepa).yaml's ntp or infonce run of the same seed with only the
+    data and the number of steps (30,000) changed."""
+    other, _ = _planned(sweep_file, tmp_path / "o")
     big = _planned("binding_scale.yaml", tmp_path / "n")[0] + _planned("binding_scale_jepa.yaml", tmp_path / "j")[0]
     key = lambda p: (p["objective"], p["jepa_metric"] if p["objective"] == "jepa" else "-", p["seed"])
     big = {key(p): p for p in big if p["weight_decay"] == 0.1 and p["objective"] != "concept"}
-    assert sorted(key(p) for p in mid) == [("jepa", "infonce", 0), ("jepa", "infonce", 1), ("ntp", "-", 0),
-                                           ("ntp", "-", 1)]
-    for p in mid:
+    assert sorted(key(p) for p in other) == runs
+    for p in other:
         assert {k for k in p if k != "out" and p[k] != big[key(p)][k]} == {"data", "steps"}
-        assert (Path(p["data"]).name, p["steps"]) == ("mid_abstract", 30000)
+        assert (Path(p["data"]).name, p["steps"]) == (data, 30000)
