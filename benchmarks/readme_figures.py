@@ -29,6 +29,11 @@ FIGURES = ("mask.png", "forward_reverse.png", "binding_controls_mrr.png", "bindi
            "binding_scale_jepa_mrr.png", "binding_sizes_mrr.png")
 
 
+def _curves(folder: Path, part: str = "") -> dict:
+    """The learning curves of the runs in ``folder`` whose names contain ``part``."""
+    return {n: rows for n, rows in collect.learning_curves(folder).items() if part in n}
+
+
 def mask_png(out: Path) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         ds = load_dataset(generate("tiny", Path(tmp) / "tiny", seed=0))
@@ -55,8 +60,7 @@ def controls_png(out: Path, runs: Path = CONTROLS, n_entities: int = 600, name: 
 def scale_jepa_png(out: Path) -> Path:
     """ntp (weight decay 0.1, every seed) from binding_scale_runs next to the JEPA runs trained alike."""
     import pandas as pd
-    curves = {n: rows for n, rows in collect.learning_curves(SCALE).items() if "_ntp_weight_decay=0.1_" in n}
-    curves.update(collect.learning_curves(SCALE_JEPA))
+    curves = {**_curves(SCALE, "_ntp_weight_decay=0.1_"), **_curves(SCALE_JEPA)}
     table = pd.concat([collect.collect(SCALE), collect.collect(SCALE_JEPA)], ignore_index=True)
     table = table[table["run"].isin(list(curves))]
     fig = viz.mrr_curves_figure(curves, table, n_entities=8000, log_x=False)
@@ -66,15 +70,12 @@ def scale_jepa_png(out: Path) -> Path:
 def sizes_png(out: Path) -> Path:
     """Reverse MRR of ntp and ntp + infonce (same models and training at each size) at 600, 2,400
     and 8,000 entities, every committed seed of each."""
-    def runs(folder: Path, part: str) -> dict:
-        return {n: rows for n, rows in collect.learning_curves(folder).items() if part in n}
-
-    panels = [("600 entities, batch 128", 600, {"ntp": runs(CONTROLS, "abstract_ntp_seed"),
-                                                "ntp + JEPA (infonce)": runs(CONTROLS_JEPA, "=infonce_")}),
-              ("2,400 entities, batch 256", 2400, {"ntp": runs(MID, "_ntp_seed"),
-                                                   "ntp + JEPA (infonce)": runs(MID, "=infonce_")}),
-              ("8,000 entities, batch 256", 8000, {"ntp": runs(SCALE, "_ntp_weight_decay=0.1_"),
-                                                   "ntp + JEPA (infonce)": runs(SCALE_JEPA, "=infonce_")})]
+    panels = [("600 entities, batch 128", 600, {"ntp": _curves(CONTROLS, "abstract_ntp_seed"),
+                                                "ntp + JEPA (infonce)": _curves(CONTROLS_JEPA, "=infonce_")}),
+              ("2,400 entities, batch 256", 2400, {"ntp": _curves(MID, "_ntp_seed"),
+                                                   "ntp + JEPA (infonce)": _curves(MID, "=infonce_")}),
+              ("8,000 entities, batch 256", 8000, {"ntp": _curves(SCALE, "_ntp_weight_decay=0.1_"),
+                                                   "ntp + JEPA (infonce)": _curves(SCALE_JEPA, "=infonce_")})]
     fig = viz.mrr_by_size_figure(panels)
     return browser.figure_png(fig, out / "binding_sizes_mrr.png", width=WIDTH, height=460)
 

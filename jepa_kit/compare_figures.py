@@ -23,6 +23,7 @@ METRIC_TITLES = {"mrr": "MRR over every entity", "exact_match": "exact match"}  
 MANY_BARS = 8        # more settings than this: horizontal bars, one row per setting
 BAR_ROW_PX = 26      # height of one setting's row (its forward and reverse bars) in a horizontal chart
 MIN_PLOT_PX = 300    # the plot area is never shorter than this
+CHANCE_LINE = dict(color="black", dash="dash", width=1)  # chance, in every chart that draws it
 
 
 def forward_reverse_figure(table, metrics=("exact_match", "mrr"), colors: dict | None = None) -> go.Figure:
@@ -52,11 +53,10 @@ def forward_reverse_figure(table, metrics=("exact_match", "mrr"), colors: dict |
                 fig.add_bar(x=list(agg["setting"]), y=value, error_y=err, **common, row=1, col=j)
         chance = chance_level(table, metric)
         if chance is not None:
-            line = dict(color="black", dash="dash", width=1)
             if horizontal:
-                fig.add_vline(x=chance, line=line, row=1, col=j, annotation_text="chance")
+                fig.add_vline(x=chance, line=CHANCE_LINE, row=1, col=j, annotation_text="chance")
             else:
-                fig.add_hline(y=chance, line=line, row=1, col=j, annotation_text="chance")
+                fig.add_hline(y=chance, line=CHANCE_LINE, row=1, col=j, annotation_text="chance")
     ticks = dict(tickvals=settings, ticktext=[swatch(s, colors[s]) for s in settings], categoryorder="array",
                  categoryarray=settings)
     title = "forward vs reverse, per setting (mean ± std over seeds)"
@@ -96,7 +96,7 @@ def ablation_figure(summary, factor: str, metric: str = "exact_match", chance: f
                         textposition="outside", textfont=dict(size=9), cliponaxis=False,
                         hovertext=[f"n = {n}" for n in sub["n"]])
     if chance is not None:
-        fig.add_hline(y=chance, line=dict(color="black", dash="dash", width=1), annotation_text="chance")
+        fig.add_hline(y=chance, line=CHANCE_LINE, annotation_text="chance")
     by = "objective" if factor == "defaults" else factor
     fig.update_layout(barmode="group", title=f"{metric} by {by} (mean ± std over seeds)",
                       xaxis_title="objective" if factor == "defaults" else f"objective / {factor}", height=400)
@@ -223,7 +223,7 @@ def mrr_curves_figure(curves: dict[str, list[dict]], table=None, splits=("atomic
                   else [None, f"chance and {above:g} x chance, {n} entities"])
         for j in range(1, len(splits) + 1):
             last = j == len(splits)
-            for y, line, text in ((chance, dict(color="black", dash="dash", width=1), labels[0]),
+            for y, line, text in ((chance, CHANCE_LINE, labels[0]),
                                   (above * chance, dict(color="grey", dash="dot", width=1), labels[1])):
                 # annotation_* only where there is text: plotly writes "new text" for annotation_text=None
                 fig.add_hline(y=y, line=line, row=1, col=j, **(dict(annotation_text=text) if last and text else {}))
@@ -254,7 +254,7 @@ def mrr_by_size_figure(panels, split: str = "test", colors: dict | None = None, 
         for label, runs in groups.items():
             series = {run: mrr_curve(rows, split)[1] for run, rows in runs.items()}
             _setting_traces(fig, label, colors[label], series, 1, j, shown, seeds, {}, dict(size=4), (0.0, 1.0))
-        fig.add_hline(y=chance_entity_mrr(n), line=dict(color="black", dash="dash", width=1), row=1, col=j)
+        fig.add_hline(y=chance_entity_mrr(n), line=CHANCE_LINE, row=1, col=j)
     fig.update_xaxes(title_text="step")
     fig.update_yaxes(rangemode="tozero")
     fig.update_yaxes(title_text="MRR over every entity", row=1, col=1)
@@ -282,7 +282,7 @@ def logit_lens_figure(layers: dict[str, dict[str, list[float]]], metric: str = "
             _setting_traces(fig, setting, colors[setting], groups[setting], 1, j, shown, seeds, {}, dict(size=5),
                             bounds=(0.0, 1.0))
         if chance is not None:
-            fig.add_hline(y=chance, line=dict(color="black", dash="dash", width=1), row=1, col=j,
+            fig.add_hline(y=chance, line=CHANCE_LINE, row=1, col=j,
                           **(dict(annotation_text="chance") if j == len(splits) else {}))
     fig.update_xaxes(title_text="layer", dtick=1)
     fig.update_layout(title=f"logit lens: {metric} per layer ({_seed_note(seeds)})", height=_fit_legend(fig, 380))

@@ -161,7 +161,6 @@ def test_the_jepa_sweeps_change_nothing_but_the_objective(tmp_path, jepa_file, n
         assert differ <= {"objective", "jepa_metric"}, differ
 
 
-
 @pytest.mark.parametrize("sweep_file, data, runs", [
     ("binding_mid.yaml", "mid_abstract", [("jepa", "infonce", 0), ("jepa", "infonce", 1), ("ntp", "-", 0), ("ntp", "-", 1)]),
     ("binding_scale_data1.yaml", "small_abstract_data1", [("jepa", "infonce", 0), ("ntp", "-", 0)]),
