@@ -4,14 +4,16 @@
 # "skipped". SKIP=fix,bench,anomaly,profile,stepgraph,eval,ntp,ntp_large,ntp_graph,jepa,precisions,
 # large leaves those sections out (the bench and the evaluation speed were measured on 2026-11-26 and
 # -27: README "Performance"; anomaly is section 1b, the rest are named below).
-#   0. (fix) issue 12's NaN: two training steps of a fresh model per setting on memory filled with
-#      0xFF bytes (benchmarks/nan_after_eval.py --variants poison_steps): the kit's compiled step
-#      (Inductor's buffer reuse off) must stay finite; the step with Inductor's defaults went NaN;
+#   0. (fix) issue 12's NaN: the kit's compiled step (Inductor's in-place buffers off), two steps of a
+#      fresh model on memory filled with 0xFF bytes, three tries (benchmarks/nan_after_eval.py
+#      --variants compile_repeat): each must stay finite (Inductor's defaults went NaN every time, and
+#      buffer reuse off, the setting before, in 3 of 4 tries);
 #   1. (bench) the training-step bench at batch 1,024 (the trainer's own step function: seed
 #      structure and compiled fixed-shape modes, each with SDPA and with attention written out as
-#      matmul + softmax, `_eagerattn`, which inductor can fuse for rows of 5-13 tokens, and with
-#      Inductor's buffer reuse on, `_reuse`: the cost of the fix) and a probe of the old packed_bf16
-#      anomaly;
+#      matmul + softmax, `_eagerattn`, which inductor can fuse for rows of 5-13 tokens (cuDNN's flash
+#      attention took 40-55 % of the compiled steps' GPU time on 2026-11-27), with Inductor's defaults,
+#      `_reuse`: the cost of the fix, and the whole step as one CUDA graph, `_stepgraph`) and a probe of
+#      the old packed_bf16 anomaly;
 #   1c. (profile) the compiled fixed-shape jepa and ntp steps under the profiler: GPU busy time
 #      against wall time per step, and the top kernels (what keeps MFU at 10-21 %?);
 #   1d. (stepgraph) the whole compiled step captured as one CUDA graph (the bench's `_stepgraph` rows:
@@ -39,7 +41,9 @@
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]       # summaries (JSON) in OUT_DIR; data and runs in WORK
 #   (WORK defaults to OUT_DIR/work; TRAIN_STEPS, TRAIN_TIMEOUT, NTP_TIMEOUT bound the training runs,
-#   each of which trains until EVAL_RESERVE s before its limit and then evaluates)
+#   each of which trains until EVAL_RESERVE s before its limit and then evaluates; NTP_BUDGET_S caps
+#   an ntp run's training seconds; NTP_ARGS adds trainer flags to the ntp runs, e.g.
+#   NTP_ARGS="--attn_implementation eager" for attention written out as matmul + softmax)
 #
 # Needs python3 with torch, transformers, safetensors, numpy, pandas, pyyaml, tqdm (the GPU
 # images here have them); the kit itself is used from this checkout via PYTHONPATH.
@@ -61,11 +65,11 @@ skip() { [[ ",${SKIP:-}," == *",$1,"* ]] && echo "skipped (SKIP=$SKIP)"; }
 if "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
   DEVICE=cuda DATA=paper
   "$PY" -c 'import torch, transformers; print("device:", torch.cuda.get_device_name(0), "| torch", torch.__version__, "| transformers", transformers.__version__)'
-  BENCH="--batch 1024 --steps 30 --rounds 2 --warmup 5 --modes ${BENCH_MODES:-two_pass_fp32 static_bf16_compile static_bf16_compile_reuse static_bf16_compile_eagerattn ntp_bf16_compile ntp_bf16_compile_reuse ntp_bf16_compile_eagerattn concept_bf16_compile static_bf16_compile_stepgraph ntp_bf16_compile_stepgraph}"
+  BENCH="--batch 1024 --steps 30 --rounds 2 --warmup 5 --modes ${BENCH_MODES:-two_pass_fp32 static_bf16_compile static_bf16_compile_reuse static_bf16_compile_eagerattn ntp_bf16_compile ntp_bf16_compile_reuse ntp_bf16_compile_eagerattn concept_bf16_compile static_bf16_compile_stepgraph ntp_bf16_compile_stepgraph static_bf16_compile_eagerattn_stepgraph ntp_bf16_compile_eagerattn_stepgraph}"
   EVAL_N=9000 EVAL_FP32_N=200 PROBE_BATCH=1024 CMP_N=500
   BENCH_LARGE="--batch 4096 --steps 10 --rounds 2 --warmup 3 --modes static_bf16_compile ntp_bf16_compile"
   TRAIN="--preset gpu --steps ${TRAIN_STEPS:-16000} --eval_every 1000 --eval_max_items 200 --eval_budget 0"
-  NTP="--eval_every ${NTP_EVAL_EVERY:-1000}" NTP_BUDGET=${NTP_BUDGET_S:-90}
+  NTP="--eval_every ${NTP_EVAL_EVERY:-1000} ${NTP_ARGS:-}" NTP_BUDGET=${NTP_BUDGET_S:-90}
   LARGE_NTP="--preset gpu_large --steps 4000 --eval_every 250"
 else
   DEVICE=cpu DATA=tiny
@@ -74,7 +78,7 @@ else
   EVAL_N=2 EVAL_FP32_N=1 PROBE_BATCH=32 CMP_N=20 NAN_AT="--at 20 --tail 4"
   BENCH_LARGE="--preset tiny --batch 64 --steps 2 --rounds 1 --warmup 1 --no-memory --modes static_fp32"
   TRAIN="--preset tiny --steps 40 --eval_every 20 --eval_max_items 20 --log_every 20"
-  NTP="--eval_every ${NTP_EVAL_EVERY:-20}"
+  NTP="--eval_every ${NTP_EVAL_EVERY:-20} ${NTP_ARGS:-}"
   LARGE_NTP="--batch_size 512 --lr 2e-3 --warmup_steps 25 --steps 10 --eval_every 5 --log_every 5"
 fi
 echo "$DEVICE" > "$WORK/device.txt"
@@ -82,9 +86,9 @@ echo "$DEVICE" > "$WORK/device.txt"
 section "data"
 "$PY" -m jepa_kit data generate --preset "$DATA" --out "$WORK/data/$DATA" --force || exit 1
 
-section "0. issue 12's fix: training steps on memory filled with 0xFF bytes (nan_after_eval.py --variants poison_steps)"
+section "0. issue 12's fix: the compiled step on memory filled with 0xFF bytes, 3 tries (nan_after_eval.py --variants compile_repeat)"
 skip fix || timeout -k 10 240 "$PY" benchmarks/nan_after_eval.py "$WORK/data/$DATA" --work "$WORK/fix" \
-  --variants poison_steps --json "$OUT/fix_poison_steps.json" 2> "$WORK/fix.log"
+  --variants compile_repeat --json "$OUT/fix_compile_repeat.json" 2> "$WORK/fix.log"
 
 section "1. training-step bench ($DEVICE)"
 if ! skip bench; then
@@ -221,7 +225,7 @@ PY
 if skip ntp >/dev/null; then section "3. paper-scale training: ntp"; skip ntp; else train_run ntp --objective ntp $NTP; fi
 
 # The step-1,001 NaN (2026-11-26 and 2026-11-27, H100): a compiled step reading memory it never wrote;
-# the kit now compiles with Inductor's buffer reuse off (jepa_kit.runtime.INDUCTOR_OPTIONS). Only if the
+# the kit now compiles with Inductor's in-place buffers off (jepa_kit.runtime.INDUCTOR_OPTIONS). Only if the
 # ntp run above diverges anyway do the fresh-process checks of benchmarks/nan_after_eval.py run: the
 # steps on poisoned memory (uncompiled and compiled, then under several Inductor settings), the run
 # without evaluation, and the run uncompiled. EVAL_NAN=1 runs them regardless.

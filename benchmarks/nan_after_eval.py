@@ -11,8 +11,15 @@ What one H100 showed (torch 2.11; README "Performance" and "Known problem"):
   setting finite, the compiled step NaN. ``compile_bisect``: Inductor's defaults NaN,
   comprehensive_padding off NaN, shape_padding off NaN at the second step, aot_eager and
   allow_buffer_reuse off finite. So the compiled step read memory it never wrote; the evaluation
-  only left NaN-making bytes in the allocator's cache. The kit now compiles with buffer reuse off
-  (``jepa_kit.runtime.INDUCTOR_OPTIONS``); a run with it has not been checked past step 1,001 yet.
+  only left NaN-making bytes in the allocator's cache. The kit then compiled with buffer reuse off.
+* 2026-11-27, third device session (buffer reuse off): the ``gpu_check.sh`` ntp run NaN at step 1,001
+  again; ``poison_steps``: the kit's compiled step NaN; ``compile_bisect`` twice, in two processes:
+  allow_buffer_reuse off NaN both times, Inductor's defaults NaN, aot_eager finite,
+  **inplace_buffers off finite both times**, comprehensive_padding off NaN once and finite once,
+  shape_padding off NaN. The kit now compiles with in-place buffers off
+  (``jepa_kit.runtime.INDUCTOR_OPTIONS``); a run with it has not been checked past step 1,001 yet,
+  and ``compile_repeat`` (the kit's compiled step on poisoned memory, three tries) sizes how often
+  a setting that passed once passes again.
 
 This runs each variant in its own fresh process (a NaN cannot leak from one variant into the next),
 through the trainer itself (`--preset gpu`, ntp, seed 0: the failing run's settings), and prints
@@ -33,7 +40,8 @@ attention mask given a 16-byte-aligned row stride), ``early`` (a fresh model eva
 and 12), ``poison_steps`` (no run: two steps of a fresh model in each of several settings, eager
 and compiled, each SDPA backend, bf16 and fp32, static and packed, each on poisoned memory),
 ``compile_bisect`` (no run: the compiled step on poisoned memory under several Inductor settings,
-``COMPILE_BISECT``), ``diverge`` (a run made to go NaN by its learning rate: tests this script).
+``COMPILE_BISECT``), ``compile_repeat`` (no run: the kit's compiled step on poisoned memory,
+three tries in one process), ``diverge`` (a run made to go NaN by its learning rate: tests this script).
 
 A variant that goes NaN then runs the same step checks (without poison) in its own, now broken,
 process, and prints the process-wide settings (``global_flags``) that differ between its start,
@@ -69,7 +77,8 @@ VARIANTS = {
     "nocudnn": dict(cudnn=False),
     "poison_steps": dict(steps_only=True, poison=True),
     "compile_bisect": dict(steps_only=True, poison=True, compile_bisect=True),
-    "buffer_reuse": dict(buffer_reuse=True),  # repro with Inductor's buffer reuse on: the step before the fix
+    "compile_repeat": dict(steps_only=True, poison=True, compile_repeat=True),
+    "buffer_reuse": dict(buffer_reuse=True),  # repro compiled with Inductor's defaults: the step before any fix
     "diverge": dict(lr=1e4),  # a run made to go NaN: tests the NaN path of this script
 }
 
@@ -115,19 +124,22 @@ def global_flags() -> dict:
 
 
 # compiled-step settings for variant compile_bisect: name, torch.compile backend, Inductor options.
-# On 2026-11-27 (H100, torch 2.11, poisoned memory) Inductor's defaults and comprehensive_padding off
-# went NaN, shape_padding off at the second step; aot_eager and allow_buffer_reuse off stayed finite.
+# On 2026-11-27 (H100, torch 2.11, poisoned memory; three processes over two sessions) Inductor's
+# defaults went NaN 3 of 3, shape_padding off 3 of 3, comprehensive_padding off 2 of 3,
+# allow_buffer_reuse off 2 of 3 (finite in the first); aot_eager and inplace_buffers off stayed
+# finite in every try (3 of 3 and 2 of 2).
 COMPILE_BISECT = [
-    ("inductor, allow_buffer_reuse off (the kit's setting)", "inductor", {"allow_buffer_reuse": False}),
+    ("inductor, allow_buffer_reuse off (the kit's setting until 2026-11-27)", "inductor", {"allow_buffer_reuse": False}),
     ("inductor defaults (buffer reuse on)", "inductor", {}),
     ("aot_eager (no inductor code)", "aot_eager", None),
-    ("inductor, inplace_buffers off", "inductor", {"inplace_buffers": False}),
+    ("inductor, inplace_buffers off (the kit's setting)", "inductor", {"inplace_buffers": False}),
     ("inductor, comprehensive_padding off", "inductor", {"comprehensive_padding": False}),
     ("inductor, shape_padding off", "inductor", {"shape_padding": False}),
 ]
 
 
-def step_checks(data: str, device: str, poison: bool, compile_bisect: bool = False) -> list[dict]:
+def step_checks(data: str, device: str, poison: bool, compile_bisect: bool = False,
+                compile_repeat: int = 0) -> list[dict]:
     """Two training steps of a fresh model in each of several settings (the ntp objective, batch
     1,024, the failing run's fixed-shape rows; the paper model on CUDA, the tiny one elsewhere),
     each on allocator memory filled with 0xFF bytes first when ``poison``: which setting reads memory
@@ -165,6 +177,9 @@ def step_checks(data: str, device: str, poison: bool, compile_bisect: bool = Fal
     if compile_bisect:  # the compiled step only, under each backend and inductor setting
         backends = COMPILE_BISECT if cuda else [c for c in COMPILE_BISECT if c[1] != "inductor"]  # CPU: minutes
         settings = [(f"compiled bf16 static, {n}", bf16, "static", None, (b, p)) for n, b, p in backends]
+    if compile_repeat:  # the kit's compiled step, again and again: is a pass a pass?
+        settings = ([(f"compiled bf16 static (the kit's step), try {i + 1}", bf16, "static", None, "kit")
+                     for i in range(compile_repeat)] if cuda else settings[:1])  # CPU: the script's plumbing
     results = []
     for name, dtype, mode, backend, compiled in settings:
         r = {"setting": name}
@@ -254,7 +269,8 @@ def one(data: str, name: str, at: int, tail: int, work: Path, resume_from: str |
     if v.get("steps_only"):  # no training run: the step checks on poisoned memory, in a fresh process
         return {"variant": name, "steps_only": True, "mode": "static", "compile": "both", "attention": "each backend",
                 "evals_at": [], "nan_at_step": None, "wall_s": 0.0, "losses": [], "graphs_at_rows": [],
-                "step_checks": step_checks(data, device, poison=True, compile_bisect=bool(v.get("compile_bisect")))}
+                "step_checks": step_checks(data, device, poison=True, compile_bisect=bool(v.get("compile_bisect")),
+                                           compile_repeat=3 if v.get("compile_repeat") else 0)}
 
     def after_eval():
         flags.setdefault("after_eval", global_flags())
@@ -281,7 +297,7 @@ def one(data: str, name: str, at: int, tail: int, work: Path, resume_from: str |
         poison_allocator(device)
     attention = "math only" if v.get("sdpa") == "math" else "no cuDNN" if not v["cudnn"] else "default"
     attention += ", aligned masks" if v.get("aligned_mask") else ""
-    attention += ", Inductor buffer reuse on" if v.get("buffer_reuse") else ""
+    attention += ", Inductor's defaults" if v.get("buffer_reuse") else ""
     res = {"variant": name, **{k: v[k] for k in ("compile", "cudnn", "eval_at", "eval_items")}, "mode": cfg.mode,
            "attention": attention,
            "env": v.get("env")}

@@ -13,10 +13,10 @@ JEPA at 1 + 1 blocks of the preset's width, as papermill_runs/binding_paper.yaml
 head, 4 patches per item); ``compile`` is ``torch.compile`` of the
 model's forward as ``train --compile true`` does it, ``cudagraphs`` the same in mode
 ``reduce-overhead``; a compiled mode may end in ``_eagerattn`` (attention as matmul + softmax) and
-then ``_reuse`` (Inductor's buffer reuse on, as before the fix of issue 12's NaN); any fixed-shape
-mode on CUDA may end in ``_stepgraph``: the whole step (forward, backward, clipping, AdamW) captured
-as one CUDA graph and replayed (``runtime.GraphedStep``; its peak memory counts the graph's pool
-as reserved while it was captured). Defaults:
+then ``_reuse`` (Inductor's defaults: in-place buffers on, under which the compiled step read memory
+it never wrote, issue 12); any fixed-shape mode on CUDA may end in ``_stepgraph``: the whole step
+(forward, backward, clipping, AdamW) captured as one CUDA graph and replayed
+(``runtime.GraphedStep``; its peak memory counts the graph's pool as reserved while it was captured). Defaults:
 ``two_pass_fp32``, ``packed_fp32``, ``static_fp32`` on CPU; on CUDA ``two_pass_fp32``,
 ``packed_bf16``, ``static_bf16``, ``static_bf16_compile``, ``ntp_bf16_compile``.
 
@@ -82,9 +82,10 @@ def random_batch(vocab: Vocab, batch: int, generator: torch.Generator) -> tuple[
 
 
 EAGER_ATTN = "_eagerattn"  # a mode suffix: attention written out as matmul + softmax (attn_implementation "eager")
-# The last mode suffix: compiled with Inductor's buffer reuse on (torch's default, which the kit turns
-# off: jepa_kit.runtime.INDUCTOR_OPTIONS), to time what that fix costs side by side.
+# The last mode suffix: compiled with Inductor's defaults (buffer reuse and in-place buffers on; the
+# kit turns in-place buffers off: jepa_kit.runtime.INDUCTOR_OPTIONS), to time what that costs side by side.
 REUSE = "_reuse"
+INDUCTOR_DEFAULTS = {"allow_buffer_reuse": True, "inplace_buffers": True}
 # The outermost mode suffix, fixed-shape structures on CUDA only: the whole step (forward, backward,
 # clipping, AdamW with capturable=True) captured as one CUDA graph and replayed (runtime.GraphedStep).
 STEPGRAPH = "_stepgraph"
@@ -162,7 +163,7 @@ class _Runner:
         self.scaler = torch.amp.GradScaler(dev.type, enabled=False)
         self.fwd = self.model
         if compile_mode:
-            reuse = {"allow_buffer_reuse": True} if mode.removesuffix(STEPGRAPH).endswith(REUSE) else {}
+            reuse = INDUCTOR_DEFAULTS if mode.removesuffix(STEPGRAPH).endswith(REUSE) else {}
             self.fwd = compile_step(self.model, compile_mode, **reuse)
         # the trainer's step object (a _stepgraph mode: its lr a device tensor, the optimizer capturable)
         self.step_fn = TrainerStep(

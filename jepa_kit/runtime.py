@@ -9,7 +9,7 @@
   for. ``TrainingDiverged``: a NaN/inf loss.
 * ``Progress``: a tqdm bar in a terminal or live notebook, log lines under SLURM or papermill.
 * ``EvalClock``: keeps periodic evaluations under a fraction of the training time.
-* ``compile_step``: torch.compile as training steps use it (Inductor's buffer reuse off).
+* ``compile_step``: torch.compile as training steps use it (Inductor's in-place buffers off).
 * ``GraphedStep``: a whole fixed-shape training step captured as one CUDA graph (the bench's
   ``_stepgraph`` modes).
 """
@@ -234,21 +234,23 @@ def global_loss(out: dict, gamma_ntp: float, lambda_jepa: float, dist: Dist, dev
     return loss, stats, sums[3], stops > 0
 
 
-# Inductor settings of every compiled training step (``compile_step``). Buffer reuse is off: on one
-# H100 (torch 2.11, 2026-11-27) the compiled ntp step of ``--preset gpu`` read memory it never wrote.
-# Two steps of a fresh model on allocator memory filled with 0xFF bytes went NaN compiled with
-# Inductor's defaults, and stayed finite uncompiled (every SDPA backend, bf16 and fp32, static and
-# packed), under aot_eager (no Inductor code) and under Inductor with ``allow_buffer_reuse`` off.
-# This explains the NaN at the first step after a periodic evaluation (the evaluation leaves such
-# bytes in the cache); a full GPU run with reuse off has not been checked yet (README "Known problem",
-# benchmarks/nan_after_eval.py).
-INDUCTOR_OPTIONS: dict = {"allow_buffer_reuse": False}
+# Inductor settings of every compiled training step (``compile_step``): in-place buffers off. On one
+# H100 (torch 2.11) the compiled ntp step of ``--preset gpu`` reads memory it never wrote: two steps
+# of a fresh model on allocator memory filled with 0xFF bytes go NaN compiled with Inductor's
+# defaults, and stay finite uncompiled (every SDPA backend, bf16 and fp32, static and packed) and
+# under aot_eager (no Inductor code). That is the NaN at the first step after a periodic evaluation
+# (the evaluation leaves such bytes in the cache). Of the Inductor settings tried, only
+# ``inplace_buffers`` off stayed finite every time (2 of 2 processes, 2026-11-27, third device
+# session); ``allow_buffer_reuse`` off, the kit's setting before it, was finite once (the second
+# session) and then NaN in 3 of 3, and a real run with it turned NaN at step 1,001 again. A real run
+# with in-place buffers off has not been checked yet (README "Performance", nan_after_eval.py).
+INDUCTOR_OPTIONS: dict = {"inplace_buffers": False}
 
 
 def compile_step(module, mode: str = "default", **overrides):
     """``torch.compile(module)`` as training uses it: ``mode``'s Inductor settings (default |
     reduce-overhead | max-autotune-no-cudagraphs) plus ``INDUCTOR_OPTIONS``; ``overrides`` (Inductor
-    options) come last and win (the bench's ``_reuse`` modes turn buffer reuse back on). The trainer
+    options) come last and win (the bench's ``_reuse`` modes compile with Inductor's defaults). The trainer
     and ``jepa-kit bench`` compile through here, so the bench times the step the trainer runs."""
     from torch._inductor import list_mode_options
 

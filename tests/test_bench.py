@@ -84,9 +84,10 @@ def test_eagerattn_modes_build_the_written_out_attention_and_time_it(tmp_path):
     assert [r["mode"] for r in rows] == ["static_fp32", "static_fp32_eagerattn"] and all(r["items_per_s"] > 0 for r in rows)
 
 
-def test_reuse_modes_compile_with_inductor_buffer_reuse_on(monkeypatch):
-    """``_reuse``: a compiled mode as it was before the fix of issue 12's NaN (Inductor's buffer
-    reuse on), so that the bench times the fix's cost side by side; compiled modes only."""
+def test_reuse_modes_compile_with_inductor_defaults(monkeypatch):
+    """``_reuse``: a compiled mode under Inductor's defaults (buffer reuse and in-place buffers on,
+    before the fix of issue 12's NaN), so that the bench times the fix's cost side by side;
+    compiled modes only."""
     assert bench.parse_mode("ntp_bf16_compile_reuse") == ("ntp", "bf16", "default")
     assert bench.parse_mode("static_bf16_compile_eagerattn_reuse") == ("static", "bf16", "default")
     assert bench.attn_of("static_bf16_compile_eagerattn_reuse") == "eager"
@@ -97,7 +98,8 @@ def test_reuse_modes_compile_with_inductor_buffer_reuse_on(monkeypatch):
     monkeypatch.setattr(torch, "compile", lambda module, **kw: calls.append(kw["options"]) or module)
     for mode in ("static_fp32_compile", "static_fp32_compile_reuse"):
         bench._Runner(mode, torch.device("cpu"), bench.paper_vocab(), "tiny", 1, 1.0, 0)
-    assert [c["allow_buffer_reuse"] for c in calls] == [False, True]
+    assert [c["inplace_buffers"] for c in calls] == [False, True]
+    assert "allow_buffer_reuse" not in calls[0] and calls[1]["allow_buffer_reuse"] is True
 
 
 def test_stepgraph_modes_are_fixed_shape_cuda_modes():

@@ -220,7 +220,8 @@ def test_nan_after_eval_variants_run_cpu_sized(tiny_data, tmp_path):
     finite; the resumed variant continues the evaluated run from its step-6 checkpoint: its first
     logged row is step 12 (a fresh start would log step 6 too), with the loss of the run it came from.
     Its NaN path runs too: the run made to diverge reports its first NaN step, then its step checks
-    (fresh models in the process that went NaN: finite on a CPU); poison_steps runs them without a run."""
+    (fresh models in the process that went NaN: finite on a CPU); poison_steps and compile_repeat run
+    them without a run."""
     import subprocess
     import sys
 
@@ -228,11 +229,13 @@ def test_nan_after_eval_variants_run_cpu_sized(tiny_data, tmp_path):
 
     out = tmp_path / "nan.json"
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "nan_after_eval.py"), str(tiny_data),
-                        "--variants", "repro,resume,poison,poison_steps,diverge,buffer_reuse", "--tail", "4", "--work", str(tmp_path / "w"),
+                        "--variants", "repro,resume,poison,poison_steps,compile_repeat,diverge,buffer_reuse", "--tail", "4", "--work", str(tmp_path / "w"),
                         "--json", str(out)], capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     res = {r["variant"]: r for r in json.loads(out.read_text())}
-    assert set(res) == {"repro", "resume", "poison", "poison_steps", "diverge", "buffer_reuse"}
+    assert set(res) == {"repro", "resume", "poison", "poison_steps", "compile_repeat", "diverge", "buffer_reuse"}
+    # compile_repeat repeats the kit's compiled step on a GPU; on a CPU one eager check runs its plumbing
+    assert [c["setting"] for c in res["compile_repeat"]["step_checks"]] == ["eager bf16 static"], res["compile_repeat"]
     assert all("error" not in r for r in res.values()), res
     assert [n for n, r in res.items() if r["nan_at_step"] is not None] == ["diverge"], res
     for name in ("poison_steps", "diverge"):
@@ -244,3 +247,24 @@ def test_nan_after_eval_variants_run_cpu_sized(tiny_data, tmp_path):
     assert [s for s, _ in res["resume"]["losses"]] == [12]
     assert dict(map(tuple, res["resume"]["losses"]))[12] == dict(map(tuple, res["repro"]["losses"]))[12]
     assert "finite" in p.stdout and "resume" in p.stdout
+
+
+def test_cpu_poison_check_finds_no_unwritten_reads_in_the_compiled_cpu_step():
+    """benchmarks/cpu_poison_check.py: the compiled tiny step with glibc's allocations filled with
+    different bytes gives the same losses (issue 12's unwritten-memory read is a GPU finding; the
+    README says no CPU test can catch it, and this is the measurement behind that sentence)."""
+    import re
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cpu_poison_check.py"), "--perturb", "0,85",
+                        "--compile-only"], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = re.findall(r"^(compiled \w+)\s+perturb\s+(\d+): loss ([\d.]+) grad sum (\S+)\s+loss ([\d.]+) grad sum (\S+)$",
+                      p.stdout, re.M)
+    assert len(rows) == 4 and "NON-FINITE" not in p.stdout, p.stdout
+    for name in ("compiled fp32", "compiled bf16"):
+        a, b = [r[2:] for r in rows if r[0] == name]
+        assert all(abs(float(x) - float(y)) < 1e-5 for x, y in zip(a, b)), (name, a, b)

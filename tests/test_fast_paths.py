@@ -179,10 +179,10 @@ def test_compiled_training_run_matches_eager(tiny_data, tmp_path):
 
 
 @pytest.mark.parametrize("mode", COMPILE_MODES)
-def test_training_compiles_with_inductor_buffer_reuse_off(tiny_data, tmp_path, monkeypatch, mode):
+def test_training_compiles_with_inductor_inplace_buffers_off(tiny_data, tmp_path, monkeypatch, mode):
     """Every compiled training step (the trainer's, the bench's) goes through ``compile_step``: the
-    mode's own Inductor settings plus buffer reuse off, the setting under which the compiled step
-    stopped reading memory it never wrote on an H100 (issue 12). Here torch.compile is only
+    mode's own Inductor settings plus in-place buffers off, the one setting under which the compiled
+    step stopped reading memory it never wrote in every poisoned check on an H100 (issue 12). Here torch.compile is only
     recorded (the compiled run itself is the test above)."""
     from torch._inductor import list_mode_options
 
@@ -198,8 +198,8 @@ def test_training_compiles_with_inductor_buffer_reuse_off(tiny_data, tmp_path, m
     bench_mode = "reduce-overhead" if mode == "reduce-overhead" else "default"  # the bench's two compile modes
     bench._Runner("static_fp32_cudagraphs" if bench_mode == "reduce-overhead" else "static_fp32_compile",
                   torch.device("cpu"), Vocab.load(tiny_data), "tiny", 1, 1.0, 0)
-    assert calls == [{"options": {**list_mode_options(mode), "allow_buffer_reuse": False}},
-                     {"options": {**list_mode_options(bench_mode), "allow_buffer_reuse": False}}], calls
+    assert calls == [{"options": {**list_mode_options(mode), "inplace_buffers": False}},
+                     {"options": {**list_mode_options(bench_mode), "inplace_buffers": False}}], calls
     assert mode != "reduce-overhead" or calls[0]["options"]["triton.cudagraphs"]
 
 
