@@ -53,6 +53,8 @@ PRESETS = {
     "small_abstract": GenParams(entities_a=5_000, entities_b=3_000, valid_per_split=1000, **_abstract),
     # between tiny_abstract (600 entities) and small_abstract (8,000): papermill_runs/binding_mid.yaml
     "mid_abstract": GenParams(entities_a=1_500, entities_b=900, valid_per_split=1000, **_abstract),
+    # between mid_abstract (2,400) and small_abstract (8,000): papermill_runs/binding_midlarge.yaml
+    "midlarge_abstract": GenParams(entities_a=3_000, entities_b=1_800, valid_per_split=1000, **_abstract),
     "tiny_abstract": GenParams(entities_a=400, entities_b=200, valid_per_split=200, **_abstract),
 }
 

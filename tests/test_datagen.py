@@ -81,6 +81,7 @@ def check_invariants(ds, params):
     ("small", {"entities_a": 2000, "entities_b": 1000, "multiplicity": 5, "relation_pairs": 4, "facts_per_entity": 2}),
     ("tiny_abstract", {}),
     ("mid_abstract", {}),
+    ("midlarge_abstract", {}),
     ("small_abstract", {"entities_a": 2000, "entities_b": 1000, "relation_pairs": 4, "facts_per_entity": 2}),
 ])
 def test_generator_invariants(tmp_path, preset, overrides):

@@ -208,6 +208,6 @@ def test_binding_control_files_expand_and_list(tmp_path, capsys):
         assert params["best_split"] == "atomic"
         assert params["best_metric"] == ("concept_mrr" if params["objective"] == "concept" else "exact_match")
     for name, n in (("binding_controls", 12), ("binding_paper", 3), ("binding_scale", 5), ("binding_mid", 4),
-                    ("binding_scale_data1", 2)):
+                    ("binding_scale_data1", 2), ("binding_midlarge", 4)):
         assert cli.main(["sweep", str(ROOT / "papermill_runs" / f"{name}.yaml"), "--list", "--out", str(tmp_path)]) == 0
         assert len(capsys.readouterr().out.splitlines()) == n
