@@ -268,3 +268,26 @@ def test_cpu_poison_check_finds_no_unwritten_reads_in_the_compiled_cpu_step():
     for name in ("compiled fp32", "compiled bf16"):
         a, b = [r[2:] for r in rows if r[0] == name]
         assert all(abs(float(x) - float(y)) < 1e-5 for x, y in zip(a, b)), (name, a, b)
+
+
+def test_nan_after_eval_compile_bisect_runs_its_cpu_settings(tiny_data, tmp_path):
+    """compile_bisect on a CPU: the Inductor settings are left out (minutes of compile), the ones with
+    extras (masks zero-padded to 16-byte rows, the jepa objective) run under aot_eager, so their
+    plumbing is known to work before a GPU runs them under Inductor. Each is finite here."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    out = tmp_path / "bisect.json"
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "nan_after_eval.py"), str(tiny_data),
+                        "--variants", "compile_bisect", "--work", str(tmp_path / "w"), "--json", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    checks = json.loads(out.read_text())[0]["step_checks"]
+    assert [c["setting"] for c in checks] == [
+        "compiled bf16 static, aot_eager (no inductor code)",
+        "compiled bf16 static, aot_eager, attention masks zero-padded to 16-byte rows",
+        "compiled bf16 static, aot_eager, the jepa objective (rows of 13 tokens)"], checks
+    assert all(c.get("finite") for c in checks), checks
+    assert checks[2]["losses"] != checks[0]["losses"], "the jepa setting trained the jepa objective"
