@@ -24,6 +24,7 @@ SCALE = ROOT / "papermill_runs" / "results" / "binding_scale_runs"
 SCALE_JEPA = ROOT / "papermill_runs" / "results" / "binding_scale_jepa_runs"
 CONTROLS_JEPA = ROOT / "papermill_runs" / "results" / "binding_controls_jepa_runs"
 MID = ROOT / "papermill_runs" / "results" / "binding_mid_runs"
+MIDLARGE = ROOT / "papermill_runs" / "results" / "binding_midlarge_runs"
 WIDTH = 1100
 FIGURES = ("mask.png", "forward_reverse.png", "binding_controls_mrr.png", "binding_scale_mrr.png",
            "binding_scale_jepa_mrr.png", "binding_sizes_mrr.png")
@@ -68,12 +69,14 @@ def scale_jepa_png(out: Path) -> Path:
 
 
 def sizes_png(out: Path) -> Path:
-    """Reverse MRR of ntp and ntp + infonce (same models and training at each size) at 600, 2,400
-    and 8,000 entities, every committed seed of each."""
+    """Reverse MRR of ntp and ntp + infonce (same models and training at each size) at 600, 2,400,
+    4,800 and 8,000 entities, every committed seed of each."""
     panels = [("600 entities, batch 128", 600, {"ntp": _curves(CONTROLS, "abstract_ntp_seed"),
                                                 "ntp + JEPA (infonce)": _curves(CONTROLS_JEPA, "=infonce_")}),
               ("2,400 entities, batch 256", 2400, {"ntp": _curves(MID, "_ntp_seed"),
                                                    "ntp + JEPA (infonce)": _curves(MID, "=infonce_")}),
+              ("4,800 entities, batch 256", 4800, {"ntp": _curves(MIDLARGE, "_ntp_seed"),
+                                                   "ntp + JEPA (infonce)": _curves(MIDLARGE, "=infonce_")}),
               ("8,000 entities, batch 256", 8000, {"ntp": _curves(SCALE, "_ntp_weight_decay=0.1_"),
                                                    "ntp + JEPA (infonce)": _curves(SCALE_JEPA, "=infonce_")})]
     fig = viz.mrr_by_size_figure(panels)

@@ -21,6 +21,7 @@ def _script(name: str):
     ("binding_controls_jepa_runs", 4, "chance MRR (600 entities, ties count half): 0.0116"),
     ("binding_mid_runs", 4, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_scale_data1_runs", 2, "chance MRR (8,000 entities, ties count half): 0.0012"),
+    ("binding_midlarge_runs", 4, "chance MRR (4,800 entities, ties count half): 0.0019"),
 ])
 def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, runs, chance):
     _script("binding_controls_table").main(str(ROOT / "papermill_runs" / "results" / folder))
@@ -44,6 +45,8 @@ def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, ru
     (("binding_mid_runs",), [5000, 10000, 20000, 30000], "", "mid_abstract_ntp", 4),
     # binding_scale_data1.yaml's prediction D1 names these steps
     (("binding_scale_data1_runs",), [10000, 20000, 30000], "", "small_abstract_data1_ntp", 2),
+    # step 10,000: the mark of binding_midlarge.yaml's predictions L2 and L3, chosen before its runs started
+    (("binding_midlarge_runs",), [5000, 10000, 20000, 30000], "", "midlarge_abstract_ntp", 4),
 ])
 def test_the_readme_tables_at_equal_steps_are_computed_from_the_committed_runs(capsys, folders, steps, match,
                                                                                 baseline, runs):
@@ -90,7 +93,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     script = _script("run_binding_controls")
     names = {}
     for sweep_file in ("binding_controls.yaml", "binding_scale.yaml", "binding_controls_jepa.yaml",
-                       "binding_scale_jepa.yaml", "binding_mid.yaml", "binding_scale_data1.yaml"):
+                       "binding_scale_jepa.yaml", "binding_mid.yaml", "binding_scale_data1.yaml",
+                       "binding_midlarge.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -117,6 +121,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_controls_jepa.yaml", "binding_controls_jepa_runs", None),
     ("binding_mid.yaml", "binding_mid_runs", None),
     ("binding_scale_data1.yaml", "binding_scale_data1_runs", ("small_abstract", 1)),
+    ("binding_midlarge.yaml", "binding_midlarge_runs", None),
 ])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder, data_draw):
     """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
@@ -164,11 +169,13 @@ def test_the_jepa_sweeps_change_nothing_but_the_objective(tmp_path, jepa_file, n
 @pytest.mark.parametrize("sweep_file, data, runs", [
     ("binding_mid.yaml", "mid_abstract", [("jepa", "infonce", 0), ("jepa", "infonce", 1), ("ntp", "-", 0), ("ntp", "-", 1)]),
     ("binding_scale_data1.yaml", "small_abstract_data1", [("jepa", "infonce", 0), ("ntp", "-", 0)]),
+    ("binding_midlarge.yaml", "midlarge_abstract", [("jepa", "infonce", 0), ("jepa", "infonce", 1), ("ntp", "-", 0),
+                                                    ("ntp", "-", 1)]),
 ])
 def test_other_data_runs_are_the_8000_entity_runs_with_only_the_data_and_steps_changed(tmp_path, sweep_file, data,
                                                                                         runs):
-    """binding_mid.yaml (2,400 entities) and binding_scale_data1.yaml (a second draw of the 8,000-entity
-    data): each run is binding_scale(_jepa).yaml's ntp or infonce run of the same seed with only the
+    """binding_mid.yaml (2,400 entities), binding_midlarge.yaml (4,800) and binding_scale_data1.yaml (a
+    second draw of the 8,000-entity data): each run is binding_scale(_jepa).yaml's ntp or infonce run of the same seed with only the
     data and the number of steps (30,000) changed."""
     other, _ = _planned(sweep_file, tmp_path / "o")
     big = _planned("binding_scale.yaml", tmp_path / "n")[0] + _planned("binding_scale_jepa.yaml", tmp_path / "j")[0]
