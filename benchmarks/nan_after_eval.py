@@ -50,6 +50,7 @@ works; the Inductor settings of ``compile_bisect`` are left out there: minutes o
 """
 import argparse
 import contextlib
+import functools
 import json
 import math
 import os
@@ -77,7 +78,7 @@ VARIANTS = {
     "nocudnn": dict(cudnn=False),
     "poison_steps": dict(steps_only=True, poison=True),
     "compile_bisect": dict(steps_only=True, poison=True, compile_bisect=True),
-    "compile_repeat": dict(steps_only=True, poison=True, compile_repeat=True),
+    "compile_repeat": dict(steps_only=True, poison=True, compile_repeat=3),
     "buffer_reuse": dict(buffer_reuse=True),  # repro compiled with Inductor's defaults: the step before any fix
     "diverge": dict(lr=1e4),  # a run made to go NaN: tests the NaN path of this script
 }
@@ -148,8 +149,8 @@ COMPILE_BISECT = [
 def step_checks(data: str, device: str, poison: bool, compile_bisect: bool = False,
                 compile_repeat: int = 0) -> list[dict]:
     """Two training steps of a fresh model in each of several settings (the ntp objective unless a
-    setting says otherwise, batch 1,024, the failing run's fixed-shape rows; the paper model on CUDA, the tiny one elsewhere),
-    each on allocator memory filled with 0xFF bytes first when ``poison``: which setting reads memory
+    setting says otherwise, batch 1,024, the failing run's fixed-shape rows; the paper model on CUDA,
+    the tiny one elsewhere), each on allocator memory filled with 0xFF bytes first when ``poison``: which setting reads memory
     it never wrote (or, run in a process where training already went NaN, which one the process
     state breaks)? Per setting: the two losses, whether every gradient and weight stayed finite, the
     first parameter with a non-finite gradient, or why the setting could not run."""
@@ -166,6 +167,7 @@ def step_checks(data: str, device: str, poison: bool, compile_bisect: bool = Fal
     ds = load_dataset(data)
     B = 1024 if cuda else 64
 
+    @functools.cache
     def setup(objective):  # the preset's config and the first two batches of the objective's rows
         cfg = TrainConfig.from_preset("gpu" if cuda else "tiny", data=data, out="unused", objective=objective)
         ids, types = training_rows(ds, objective)
@@ -291,7 +293,7 @@ def one(data: str, name: str, at: int, tail: int, work: Path, resume_from: str |
         return {"variant": name, "steps_only": True, "mode": "static", "compile": "both", "attention": "each backend",
                 "evals_at": [], "nan_at_step": None, "wall_s": 0.0, "losses": [], "graphs_at_rows": [],
                 "step_checks": step_checks(data, device, poison=True, compile_bisect=bool(v.get("compile_bisect")),
-                                           compile_repeat=3 if v.get("compile_repeat") else 0)}
+                                           compile_repeat=v.get("compile_repeat", 0))}
 
     def after_eval():
         flags.setdefault("after_eval", global_flags())

@@ -1,8 +1,8 @@
 """The README's pictures, drawn by headless Chromium from the kit's own figures (no kaleido, no
 network): the block-causal mask of one JEPA row, the committed 42-run study's forward vs reverse
 comparison, the binding controls' MRR against steps (600 and 8,000 entities), at 8,000
-entities ntp against ntp + the JEPA term, and ntp against ntp + infonce at 600, 2,400 and 8,000
-entities.
+entities ntp against ntp + the JEPA term, and ntp against ntp + infonce at 600, 2,400, 4,800 and
+8,000 entities.
 
     python benchmarks/readme_figures.py [OUT_DIR]      # default docs/figures
 
@@ -71,14 +71,12 @@ def scale_jepa_png(out: Path) -> Path:
 def sizes_png(out: Path) -> Path:
     """Reverse MRR of ntp and ntp + infonce (same models and training at each size) at 600, 2,400,
     4,800 and 8,000 entities, every committed seed of each."""
-    panels = [("600 entities, batch 128", 600, {"ntp": _curves(CONTROLS, "abstract_ntp_seed"),
-                                                "ntp + JEPA (infonce)": _curves(CONTROLS_JEPA, "=infonce_")}),
-              ("2,400 entities, batch 256", 2400, {"ntp": _curves(MID, "_ntp_seed"),
-                                                   "ntp + JEPA (infonce)": _curves(MID, "=infonce_")}),
-              ("4,800 entities, batch 256", 4800, {"ntp": _curves(MIDLARGE, "_ntp_seed"),
-                                                   "ntp + JEPA (infonce)": _curves(MIDLARGE, "=infonce_")}),
-              ("8,000 entities, batch 256", 8000, {"ntp": _curves(SCALE, "_ntp_weight_decay=0.1_"),
-                                                   "ntp + JEPA (infonce)": _curves(SCALE_JEPA, "=infonce_")})]
+    sizes = [(600, 128, _curves(CONTROLS, "abstract_ntp_seed"), _curves(CONTROLS_JEPA, "=infonce_")),
+             (2400, 256, _curves(MID, "_ntp_seed"), _curves(MID, "=infonce_")),
+             (4800, 256, _curves(MIDLARGE, "_ntp_seed"), _curves(MIDLARGE, "=infonce_")),
+             (8000, 256, _curves(SCALE, "_ntp_weight_decay=0.1_"), _curves(SCALE_JEPA, "=infonce_"))]
+    panels = [(f"{n:,} entities, batch {batch}", n, {"ntp": ntp, "ntp + JEPA (infonce)": infonce})
+              for n, batch, ntp, infonce in sizes]
     fig = viz.mrr_by_size_figure(panels)
     return browser.figure_png(fig, out / "binding_sizes_mrr.png", width=WIDTH, height=460)
 

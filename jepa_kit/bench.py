@@ -163,8 +163,8 @@ class _Runner:
         self.scaler = torch.amp.GradScaler(dev.type, enabled=False)
         self.fwd = self.model
         if compile_mode:
-            reuse = INDUCTOR_DEFAULTS if mode.removesuffix(STEPGRAPH).endswith(REUSE) else {}
-            self.fwd = compile_step(self.model, compile_mode, **reuse)
+            options = INDUCTOR_DEFAULTS if mode.removesuffix(STEPGRAPH).endswith(REUSE) else {}
+            self.fwd = compile_step(self.model, compile_mode, **options)
         # the trainer's step object (a _stepgraph mode: its lr a device tensor, the optimizer capturable)
         self.step_fn = TrainerStep(
             self.fwd, self.model, self.opt, self.scaler, autocast_dtype=torch.bfloat16 if precision == "bf16" else None,

@@ -250,8 +250,8 @@ INDUCTOR_OPTIONS: dict = {"inplace_buffers": False}
 def compile_step(module, mode: str = "default", **overrides):
     """``torch.compile(module)`` as training uses it: ``mode``'s Inductor settings (default |
     reduce-overhead | max-autotune-no-cudagraphs) plus ``INDUCTOR_OPTIONS``; ``overrides`` (Inductor
-    options) come last and win (the bench's ``_reuse`` modes compile with Inductor's defaults). The trainer
-    and ``jepa-kit bench`` compile through here, so the bench times the step the trainer runs."""
+    options) come last and win (the bench's ``_reuse`` modes compile with Inductor's defaults). The
+    trainer and ``jepa-kit bench`` compile through here, so the bench times the step the trainer runs."""
     from torch._inductor import list_mode_options
 
     return torch.compile(module, options={**list_mode_options(mode), **INDUCTOR_OPTIONS, **overrides})

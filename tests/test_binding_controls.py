@@ -175,8 +175,8 @@ def test_the_jepa_sweeps_change_nothing_but_the_objective(tmp_path, jepa_file, n
 def test_other_data_runs_are_the_8000_entity_runs_with_only_the_data_and_steps_changed(tmp_path, sweep_file, data,
                                                                                         runs):
     """binding_mid.yaml (2,400 entities), binding_midlarge.yaml (4,800) and binding_scale_data1.yaml (a
-    second draw of the 8,000-entity data): each run is binding_scale(_jepa).yaml's ntp or infonce run of the same seed with only the
-    data and the number of steps (30,000) changed."""
+    second draw of the 8,000-entity data): each run is binding_scale(_jepa).yaml's ntp or infonce run
+    of the same seed with only the data and the number of steps (30,000) changed."""
     other, _ = _planned(sweep_file, tmp_path / "o")
     big = _planned("binding_scale.yaml", tmp_path / "n")[0] + _planned("binding_scale_jepa.yaml", tmp_path / "j")[0]
     key = lambda p: (p["objective"], p["jepa_metric"] if p["objective"] == "jepa" else "-", p["seed"])

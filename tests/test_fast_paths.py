@@ -182,8 +182,8 @@ def test_compiled_training_run_matches_eager(tiny_data, tmp_path):
 def test_training_compiles_with_inductor_inplace_buffers_off(tiny_data, tmp_path, monkeypatch, mode):
     """Every compiled training step (the trainer's, the bench's) goes through ``compile_step``: the
     mode's own Inductor settings plus in-place buffers off, the one setting under which the compiled
-    step stopped reading memory it never wrote in every poisoned check on an H100 (issue 12). Here torch.compile is only
-    recorded (the compiled run itself is the test above)."""
+    step stopped reading memory it never wrote in every poisoned check on an H100 (issue 12). Here
+    torch.compile is only recorded (the compiled run itself is the test above)."""
     from torch._inductor import list_mode_options
 
     from jepa_kit import bench
