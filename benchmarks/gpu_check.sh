@@ -4,14 +4,16 @@
 # "skipped". SKIP=fix,bench,anomaly,profile,stepgraph,eval,ntp,ntp_large,ntp_graph,jepa,precisions,
 # large leaves those sections out (the bench and the evaluation speed were measured on 2026-11-26 and
 # -27: README "Performance"; anomaly is section 1b, the rest are named below).
-#   0. (fix) issue 12's NaN: the kit's compiled step (Inductor's in-place buffers off), two steps of a
+#   0. (fix) issue 12's NaN: the kit's compiled step (Inductor's in-place buffers off; the ntp rows'
+#      attention as SDPA's is_causal with no mask tensor, new since every earlier GPU run), two steps of a
 #      fresh model on memory filled with 0xFF bytes, three tries (benchmarks/nan_after_eval.py
 #      --variants compile_repeat): each must stay finite (Inductor's defaults went NaN every time, and
 #      buffer reuse off, the setting before, in 3 of 4 tries);
 #   1. (bench) the training-step bench at batch 1,024 (the trainer's own step function: seed
 #      structure and compiled fixed-shape modes, each with SDPA and with attention written out as
 #      matmul + softmax, `_eagerattn`, which inductor can fuse for rows of 5-13 tokens (cuDNN's flash
-#      attention took 40-55 % of the compiled steps' GPU time on 2026-11-27), with Inductor's defaults,
+#      attention took 40-55 % of the compiled steps' GPU time on 2026-11-27), ntp with the causal mask
+#      handed to SDPA as a tensor, `_maskattn` (the step of every earlier run), with Inductor's defaults,
 #      `_reuse`: the cost of the fix, and the whole step as one CUDA graph, `_stepgraph`) and a probe of
 #      the old packed_bf16 anomaly;
 #   1c. (profile) the compiled fixed-shape jepa and ntp steps under the profiler: GPU busy time
@@ -65,7 +67,7 @@ skip() { [[ ",${SKIP:-}," == *",$1,"* ]] && echo "skipped (SKIP=$SKIP)"; }
 if "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
   DEVICE=cuda DATA=paper
   "$PY" -c 'import torch, transformers; print("device:", torch.cuda.get_device_name(0), "| torch", torch.__version__, "| transformers", transformers.__version__)'
-  BENCH="--batch 1024 --steps 30 --rounds 2 --warmup 5 --modes ${BENCH_MODES:-two_pass_fp32 static_bf16_compile static_bf16_compile_reuse static_bf16_compile_eagerattn ntp_bf16_compile ntp_bf16_compile_reuse ntp_bf16_compile_eagerattn concept_bf16_compile static_bf16_compile_stepgraph ntp_bf16_compile_stepgraph static_bf16_compile_eagerattn_stepgraph ntp_bf16_compile_eagerattn_stepgraph}"
+  BENCH="--batch 1024 --steps 30 --rounds 2 --warmup 5 --modes ${BENCH_MODES:-two_pass_fp32 static_bf16_compile static_bf16_compile_reuse static_bf16_compile_eagerattn ntp_bf16_compile ntp_bf16_compile_maskattn ntp_bf16_compile_reuse ntp_bf16_compile_eagerattn concept_bf16_compile static_bf16_compile_stepgraph ntp_bf16_compile_stepgraph static_bf16_compile_eagerattn_stepgraph ntp_bf16_compile_eagerattn_stepgraph}"
   EVAL_N=9000 EVAL_FP32_N=200 PROBE_BATCH=1024 CMP_N=500
   BENCH_LARGE="--batch 4096 --steps 10 --rounds 2 --warmup 3 --modes static_bf16_compile ntp_bf16_compile"
   TRAIN="--preset gpu --steps ${TRAIN_STEPS:-16000} --eval_every 1000 --eval_max_items 200 --eval_budget 0"

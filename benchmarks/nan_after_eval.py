@@ -41,7 +41,14 @@ and 12), ``poison_steps`` (no run: two steps of a fresh model in each of several
 and compiled, each SDPA backend, bf16 and fp32, static and packed, each on poisoned memory),
 ``compile_bisect`` (no run: the compiled step on poisoned memory under several Inductor settings,
 ``COMPILE_BISECT``), ``compile_repeat`` (no run: the kit's compiled step on poisoned memory,
-three tries in one process), ``diverge`` (a run made to go NaN by its learning rate: tests this script).
+three tries in one process), ``mask_tensor`` (``repro`` with the ntp rows' causal mask handed to SDPA
+as a tensor, as every run before is_causal did), ``diverge`` (a run made to go NaN by its learning
+rate: tests this script).
+
+The kit's ntp step has called SDPA with is_causal and no mask tensor since the fourth device-less
+session (``GPT2WithJEPA.causal_sdpa``): ``repro`` and the kit's compiled step check that; every
+other step check hands SDPA the mask tensor, as all the checks above did, unless its setting says
+otherwise.
 
 A variant that goes NaN then runs the same step checks (without poison) in its own, now broken,
 process, and prints the process-wide settings (``global_flags``) that differ between its start,
@@ -73,13 +80,14 @@ VARIANTS = {
     "eager": dict(compile=False),
     "packed": dict(compile=False, mode="packed"),
     "math_sdpa": dict(sdpa="math"),
-    "aligned_mask": dict(aligned_mask=True),
+    "aligned_mask": dict(aligned_mask=True, mask_tensor=True),
     "early": dict(early=True),
     "nocudnn": dict(cudnn=False),
     "poison_steps": dict(steps_only=True, poison=True),
     "compile_bisect": dict(steps_only=True, poison=True, compile_bisect=True),
     "compile_repeat": dict(steps_only=True, poison=True, compile_repeat=3),
     "buffer_reuse": dict(buffer_reuse=True),  # repro compiled with Inductor's defaults: the step before any fix
+    "mask_tensor": dict(mask_tensor=True),  # repro with the causal mask as a tensor, as before is_causal
     "diverge": dict(lr=1e4),  # a run made to go NaN: tests the NaN path of this script
 }
 
@@ -143,6 +151,11 @@ COMPILE_BISECT = [
     # bytes nobody writes)? Is the jepa step clean?
     ("inductor defaults, attention masks zero-padded to 16-byte rows", "inductor", {}, {"aligned_masks": True}),
     ("inductor defaults, the jepa objective (rows of 13 tokens)", "inductor", {}, {"objective": "jepa"}),
+    # Every setting above hands the ntp rows' causal mask to SDPA as a tensor, as the failing runs did.
+    # Since the fourth device-less session the kit's ntp step calls SDPA with is_causal and no mask
+    # tensor (GPT2WithJEPA.causal_sdpa; on an H100 the flash kernel, not cuDNN's masked one): does
+    # that alone stay finite under Inductor's defaults?
+    ("inductor defaults, is_causal without a mask tensor", "inductor", {}, {"causal_sdpa": True}),
 ]
 
 
@@ -207,6 +220,8 @@ def step_checks(data: str, device: str, poison: bool, compile_bisect: bool = Fal
                 align_attention_masks()  # undone after this setting
             torch.manual_seed(0)
             model = get_objective(objective).build_model(ds.vocab, cfg).to(device).train()
+            # the mask tensor, as in every check before is_causal (comparable), but the kit's step as it is
+            model.causal_sdpa = extra.get("causal_sdpa", compiled == "kit")
             opt = torch.optim.AdamW(weight_decay_groups(model, cfg.weight_decay), lr=cfg.lr, fused=cuda)
             scaler = torch.amp.GradScaler(torch.device(device).type, enabled=False)
             fwd = model
@@ -260,7 +275,7 @@ def align_attention_masks() -> None:
     attend = GPT2WithJEPA._attend
 
     def aligned(self, attn, q, k, v, mask):
-        w = mask.shape[-1]
+        w = 0 if mask is None else mask.shape[-1]  # None: is_causal, no mask tensor to align
         if w % 8:
             mask = F.pad(mask, (0, -w % 8))[..., :w]  # same values, row stride rounded up to 8
         return attend(self, attn, q, k, v, mask)
@@ -284,6 +299,9 @@ def one(data: str, name: str, at: int, tail: int, work: Path, resume_from: str |
             off(False)
     if v.get("aligned_mask"):
         align_attention_masks()
+    if v.get("mask_tensor"):
+        from jepa_kit.model import GPT2WithJEPA
+        GPT2WithJEPA.causal_sdpa = False
     if v.get("buffer_reuse"):
         import jepa_kit.runtime
         jepa_kit.runtime.INDUCTOR_OPTIONS = {}  # torch's defaults
@@ -321,6 +339,7 @@ def one(data: str, name: str, at: int, tail: int, work: Path, resume_from: str |
     attention = "math only" if v.get("sdpa") == "math" else "no cuDNN" if not v["cudnn"] else "default"
     attention += ", aligned masks" if v.get("aligned_mask") else ""
     attention += ", Inductor's defaults" if v.get("buffer_reuse") else ""
+    attention += ", mask tensor" if v.get("mask_tensor") else ""
     res = {"variant": name, **{k: v[k] for k in ("compile", "cudnn", "eval_at", "eval_items")}, "mode": cfg.mode,
            "attention": attention,
            "env": v.get("env")}

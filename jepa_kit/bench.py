@@ -12,8 +12,9 @@ next-token objective in the fixed-shape layout) or ``concept`` (the binding pape
 JEPA at 1 + 1 blocks of the preset's width, as papermill_runs/binding_paper.yaml trains it: no LM
 head, 4 patches per item); ``compile`` is ``torch.compile`` of the
 model's forward as ``train --compile true`` does it, ``cudagraphs`` the same in mode
-``reduce-overhead``; a compiled mode may end in ``_eagerattn`` (attention as matmul + softmax) and
-then ``_reuse`` (Inductor's defaults: in-place buffers on, under which the compiled step read memory
+``reduce-overhead``; a compiled mode may end in ``_eagerattn`` (attention as matmul + softmax), an
+ntp mode in ``_maskattn`` instead (SDPA given the causal mask as a tensor, as before the kit called
+it with is_causal and no mask), and then ``_reuse`` (Inductor's defaults: in-place buffers on, under which the compiled step read memory
 it never wrote, issue 12); any fixed-shape mode on CUDA may end in ``_stepgraph``: the whole step
 (forward, backward, clipping, AdamW) captured as one CUDA graph and replayed
 (``runtime.GraphedStep``; its peak memory counts the graph's pool as reserved while it was
@@ -82,6 +83,9 @@ def random_batch(vocab: Vocab, batch: int, generator: torch.Generator) -> tuple[
 
 
 EAGER_ATTN = "_eagerattn"  # a mode suffix: attention written out as matmul + softmax (attn_implementation "eager")
+# ntp modes only, where _eagerattn goes: SDPA gets the rows' causal mask as a tensor, as before the
+# kit called it with is_causal and no mask (GPT2WithJEPA.causal_sdpa), to time the two side by side.
+MASK_ATTN = "_maskattn"
 # The last mode suffix: compiled with Inductor's defaults (buffer reuse and in-place buffers on; the
 # kit turns in-place buffers off: jepa_kit.runtime.INDUCTOR_OPTIONS), to time what that costs side by side.
 REUSE = "_reuse"
@@ -107,6 +111,11 @@ def parse_mode(mode: str) -> tuple[str, str, str | None]:
         if compile_mode is None:
             raise ValueError(f"benchmark mode {mode!r}: {REUSE} applies to compiled modes only")
         return structure, precision, compile_mode
+    if mode.endswith(MASK_ATTN):
+        if not mode.startswith("ntp_") or mode.removesuffix(MASK_ATTN).endswith(EAGER_ATTN):
+            raise ValueError(f"benchmark mode {mode!r}: {MASK_ATTN} applies to ntp (the structure with causal "
+                             f"rows) with SDPA, not with {EAGER_ATTN} (which always takes the mask)")
+        return parse_mode(mode.removesuffix(MASK_ATTN))
     if mode.startswith("concept_") and mode.endswith(EAGER_ATTN):
         raise ValueError(f"benchmark mode {mode!r}: {EAGER_ATTN} applies to the GPT-2 modes, not to concept")
     mode = mode.removesuffix(EAGER_ATTN)
@@ -126,6 +135,11 @@ def attn_of(mode: str) -> str:
     compiled fixed-shape rows of 5-13 tokens, attention that inductor can fuse, instead of an SDPA
     kernel call per block and direction), else "sdpa"."""
     return "eager" if mode.removesuffix(STEPGRAPH).removesuffix(REUSE).endswith(EAGER_ATTN) else "sdpa"
+
+
+def mask_tensor_of(mode: str) -> bool:
+    """Whether a mode hands SDPA the causal mask as a tensor (``_maskattn``) instead of is_causal."""
+    return mode.removesuffix(STEPGRAPH).removesuffix(REUSE).endswith(MASK_ATTN)
 
 
 def non_embedding_params(model) -> int:
@@ -156,6 +170,7 @@ class _Runner:
                                         mode="static" if structure == "ntp" else structure)
             self.model = GPT2WithJEPA(vocab, preset=preset, objective=objective,
                                       attn_implementation=attn_of(mode)).to(dev).train()
+            self.model.causal_sdpa = not mask_tensor_of(mode)
         graph = mode.endswith(STEPGRAPH)
         if graph and dev.type != "cuda":
             raise ValueError(f"benchmark mode {mode!r}: {STEPGRAPH} captures a CUDA graph and needs a CUDA device")

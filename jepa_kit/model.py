@@ -32,7 +32,8 @@ The modes compute the same losses and gradients (tests/test_model.py and tests/t
   the reverse view of a non-JEPA row is never formed). One block-causal mask serves all
   rows. The JEPA term is a masked mean over the JEPA rows (``losses.jepa_distance(valid=)``);
   loss dropout skips the same number of items as ``packed`` (``round(dropout * n)``, uniformly
-  at random) but with other draws. Without any JEPA term W = L - 1 (plain causal rows).
+  at random) but with other draws. Without any JEPA term W = L - 1 (plain causal rows; with
+  SDPA these take is_causal and no mask tensor).
   Costs more tokens than ``packed`` (13 per atomic row instead of ~5) and wins on GPU by
   never waiting for the host.
 * ``two_pass``: the seed's structure, kept as the reference and for the benchmark: a
@@ -155,6 +156,11 @@ def check_attn_implementation(name: str) -> str:
 class GPT2WithJEPA(nn.Module):
     """A Hugging Face ``GPT2LMHeadModel`` (``self.gpt2``, built from a config, no download)
     plus the JEPA objective. ``model(ids, types)`` returns the losses; see the module docstring."""
+
+    # Static rows of one causal block (no JEPA term) go to SDPA as is_causal with no mask tensor:
+    # the same attention, and on an H100 the flash kernel instead of cuDNN's masked one (issue 12).
+    # False sends them the mask tensor as before (the bench's _maskattn modes, the NaN checks).
+    causal_sdpa = True
 
     def __init__(
         self,
@@ -372,8 +378,9 @@ class GPT2WithJEPA(nn.Module):
             reads = tuple(range(p + 1, 2 * p + 1))
         W = tokens.shape[1]
         mask, pos, read = static_tables(blocks, reads, self._attn_dtype(ids.device), ids.device)
-        hidden = self._blocks(tokens, pos.expand(B, W), mask[None, None], read.expand(B, -1),
-                              mask[read][None, None])  # [B, R, d]
+        causal = len(blocks) == 1 and self.causal_sdpa and self.gpt2.config._attn_implementation == "sdpa"
+        hidden = self._blocks(tokens, pos.expand(B, W), None if causal else mask[None, None], read.expand(B, -1),
+                              None if causal else mask[read][None, None])  # [B, R, d]
         h_ntp = hidden[:, :p].reshape(B * p, -1)
         logits = (self.gpt2.lm_head.weight @ h_ntp.T).T  # [B * p, V], only where labels are
         out["ntp_loss"] = F.cross_entropy(logits.float(), ids[:, -p:].reshape(-1))
@@ -404,14 +411,17 @@ class GPT2WithJEPA(nn.Module):
     # -- the packed transformer -----------------------------------------------------------
     def _attend(self, attn: nn.Module, q, k, v, mask) -> torch.Tensor:
         """q [B, H, Lq, hd], k/v [B, H, Lk, hd], additive mask [B, 1, Lq, Lk] -> [B, Lq, H * hd]."""
-        if not mask.is_floating_point():
+        if mask is not None and not mask.is_floating_point():
             raise TypeError("boolean attention masks are refused: use an additive float mask (jepa_kit.masks)")
         B, H, Lq, hd = q.shape
         drop = attn.attn_dropout.p if self.training else 0.0
         impl = check_attn_implementation(self.gpt2.config._attn_implementation)
-        if impl == "sdpa":
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, scale=attn.scaling)
+        if impl == "sdpa":  # mask None: one causal block per row, SDPA's is_causal (see ``_static``)
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, scale=attn.scaling,
+                                               is_causal=mask is None)
             return o.transpose(1, 2).reshape(B, Lq, H * hd)
+        if mask is None:
+            raise ValueError("a causal call without a mask tensor needs attention implementation 'sdpa'")
         o, _ = eager_attention_forward(attn, q, k, v, mask, dropout=drop, scaling=attn.scaling)  # [B, Lq, H, hd]
         return o.reshape(B, Lq, H * hd)
 
@@ -431,8 +441,9 @@ class GPT2WithJEPA(nn.Module):
     def _blocks(self, tokens, pos, mask, read, read_mask, all_positions: bool = False) -> torch.Tensor:
         """The transformer over packed rows, reusing the Hugging Face modules and their weights.
 
-        tokens, pos [N, W]; mask [N, 1, W, W] additive; read [N, R] positions whose outputs are
-        needed; read_mask [N, 1, R, W] the mask rows at those positions.
+        tokens, pos [N, W]; mask [N, 1, W, W] additive, or None for one causal block per row (SDPA's
+        is_causal); read [N, R] positions whose outputs are needed; read_mask [N, 1, R, W] the mask
+        rows at those positions (unused when mask is None).
         Returns final hidden states (after ``ln_f``) at the read positions [N, R, d]; with
         ``all_positions`` at every position [N, W, d] (the last block then is not pruned)."""
         tr = self.gpt2.transformer
@@ -441,22 +452,22 @@ class GPT2WithJEPA(nn.Module):
         H = tr.h[0].attn.num_heads
         hd = d // H
         x = tr.drop(tr.wte(tokens) + tr.wpe(pos))  # [N, W, d]
-
+        rows, last = torch.arange(N, device=tokens.device)[:, None], len(tr.h) - 1
         for i, block in enumerate(tr.h):
             attn = block.attn
             h = block.ln_1(x)
-            if i < len(tr.h) - 1 or all_positions:
+            if i < last or all_positions or mask is None:
                 q, k, v = attn.c_attn(h).view(N, W, 3, H, hd).permute(2, 0, 3, 1, 4)  # each [N, H, W, hd]
-                x = x + attn.resid_dropout(attn.c_proj(self._attend(attn, q, k, v, mask)))
-                x = x + block.mlp(block.ln_2(x))
-                continue
-            # Last block: keys and values at every position, all the rest only where read.
-            w, b = attn.c_attn.weight, attn.c_attn.bias  # Conv1D: [d, 3d], columns q | k | v
-            rows = torch.arange(N, device=tokens.device)[:, None]
-            R = read.shape[1]
-            k, v = torch.addmm(b[d:], h.reshape(N * W, d), w[:, d:]).view(N, W, 2, H, hd).permute(2, 0, 3, 1, 4)
-            q = torch.addmm(b[:d], h[rows, read].reshape(N * R, d), w[:, :d]).view(N, R, H, hd).transpose(1, 2)
-            x = x[rows, read] + attn.resid_dropout(attn.c_proj(self._attend(attn, q, k, v, read_mask)))
+                o = self._attend(attn, q, k, v, mask)
+                if i == last and not all_positions:  # is_causal takes every query; the rest runs where read
+                    x, o = x[rows, read], o[rows, read]
+                x = x + attn.resid_dropout(attn.c_proj(o))
+            else:  # Last block: keys and values at every position, all the rest only where read.
+                w, b = attn.c_attn.weight, attn.c_attn.bias  # Conv1D: [d, 3d], columns q | k | v
+                R = read.shape[1]
+                k, v = torch.addmm(b[d:], h.reshape(N * W, d), w[:, d:]).view(N, W, 2, H, hd).permute(2, 0, 3, 1, 4)
+                q = torch.addmm(b[:d], h[rows, read].reshape(N * R, d), w[:, :d]).view(N, R, H, hd).transpose(1, 2)
+                x = x[rows, read] + attn.resid_dropout(attn.c_proj(self._attend(attn, q, k, v, read_mask)))
             x = x + block.mlp(block.ln_2(x))
         return tr.ln_f(x)
 

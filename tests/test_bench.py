@@ -118,3 +118,19 @@ def test_stepgraph_modes_are_fixed_shape_cuda_modes():
         bench._Runner("ntp_fp32_stepgraph", torch.device("cpu"), bench.paper_vocab(), "tiny", 1, 1.0, 0)
     rows = bench.bench_training_steps(["ntp_fp32", "ntp_fp32_stepgraph"], "cpu", "tiny", 8, 1, 1, 1, 1, memory=False)
     assert rows[0]["items_per_s"] > 0 and rows[1]["items_per_s"] is None and "CUDA" in rows[1]["error"]
+
+
+def test_maskattn_modes_hand_the_ntp_rows_causal_mask_to_sdpa_as_a_tensor():
+    """``_maskattn`` (ntp only): the step before is_causal, timed beside the kit's step. The runner's
+    model sends a mask tensor; the plain ntp mode's does not."""
+    assert bench.parse_mode("ntp_bf16_compile_maskattn_reuse_stepgraph") == ("ntp", "bf16", "default")
+    assert bench.mask_tensor_of("ntp_bf16_compile_maskattn_stepgraph") and not bench.mask_tensor_of("ntp_bf16_compile")
+    assert bench.attn_of("ntp_bf16_compile_maskattn") == "sdpa"
+    for bad in ("static_bf16_compile_maskattn", "concept_bf16_maskattn", "ntp_bf16_compile_eagerattn_maskattn"):
+        with pytest.raises(ValueError):
+            bench.parse_mode(bad)
+    runners = {m: bench._Runner(m, torch.device("cpu"), bench.paper_vocab(), "tiny", 1, 1.0, 0)
+               for m in ("ntp_fp32", "ntp_fp32_maskattn")}
+    assert runners["ntp_fp32"].model.causal_sdpa and not runners["ntp_fp32_maskattn"].model.causal_sdpa
+    rows = bench.bench_training_steps(list(runners), "cpu", "tiny", 8, 1, 1, 1, 1, memory=False)
+    assert all(r["items_per_s"] > 0 for r in rows), rows

@@ -229,11 +229,13 @@ def test_nan_after_eval_variants_run_cpu_sized(tiny_data, tmp_path):
 
     out = tmp_path / "nan.json"
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "nan_after_eval.py"), str(tiny_data),
-                        "--variants", "repro,resume,poison,poison_steps,compile_repeat,diverge,buffer_reuse", "--tail", "4", "--work", str(tmp_path / "w"),
+                        "--variants", "repro,resume,poison,poison_steps,compile_repeat,diverge,buffer_reuse,mask_tensor", "--tail", "4", "--work", str(tmp_path / "w"),
                         "--json", str(out)], capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     res = {r["variant"]: r for r in json.loads(out.read_text())}
-    assert set(res) == {"repro", "resume", "poison", "poison_steps", "compile_repeat", "diverge", "buffer_reuse"}
+    assert set(res) == {"repro", "resume", "poison", "poison_steps", "compile_repeat", "diverge", "buffer_reuse",
+                        "mask_tensor"}
+    assert res["mask_tensor"]["attention"] == "default, mask tensor" and res["repro"]["attention"] == "default"
     # compile_repeat repeats the kit's compiled step on a GPU; on a CPU one eager check runs its plumbing
     assert [c["setting"] for c in res["compile_repeat"]["step_checks"]] == ["eager bf16 static"], res["compile_repeat"]
     assert all("error" not in r for r in res.values()), res
@@ -288,6 +290,9 @@ def test_nan_after_eval_compile_bisect_runs_its_cpu_settings(tiny_data, tmp_path
     assert [c["setting"] for c in checks] == [
         "compiled bf16 static, aot_eager (no inductor code)",
         "compiled bf16 static, aot_eager, attention masks zero-padded to 16-byte rows",
-        "compiled bf16 static, aot_eager, the jepa objective (rows of 13 tokens)"], checks
+        "compiled bf16 static, aot_eager, the jepa objective (rows of 13 tokens)",
+        "compiled bf16 static, aot_eager, is_causal without a mask tensor"], checks
     assert all(c.get("finite") for c in checks), checks
     assert checks[2]["losses"] != checks[0]["losses"], "the jepa setting trained the jepa objective"
+    # the same attention with and without the mask tensor: the same losses (to bf16 rounding)
+    assert checks[3]["losses"] == pytest.approx(checks[0]["losses"], abs=0.02), checks

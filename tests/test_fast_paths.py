@@ -83,6 +83,47 @@ def test_static_without_jepa_feeds_plain_causal_rows(vocab, monkeypatch):
     assert out["pred"].shape == (0, TINY["n_embd"]) and out["n_jepa"] == 0
 
 
+@pytest.mark.parametrize("objective", ["ntp", "reverse_aug", "jepa"])
+def test_static_causal_rows_go_to_sdpa_as_is_causal_without_a_mask(vocab, monkeypatch, objective):
+    """Rows of one causal block (no JEPA term) reach SDPA as is_causal with no mask tensor, and give
+    the losses and gradients of the masked call (``causal_sdpa = False``); JEPA rows keep the mask."""
+    import torch.nn.functional as F
+
+    from jepa_kit import model as model_mod
+
+    seen, real = [], F.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, is_causal=False, **kw):
+        seen.append((attn_mask is None, is_causal, q.shape[2], k.shape[2]))
+        return real(q, k, v, attn_mask=attn_mask, is_causal=is_causal, **kw)
+    monkeypatch.setattr(model_mod.F, "scaled_dot_product_attention", spy)
+    model = make(vocab, objective=objective).train()
+    ids, types = random_batch(vocab, 9, seed=4, types=(0, 1, 2))
+    out, grads = losses_and_grads(model, ids, types, "static")
+    W = ids.shape[1] - 1 if objective != "jepa" else None
+    if W:  # every layer, the last one included, attends all W queries causally
+        assert seen == [(True, True, W, W)] * TINY["n_layer"]
+    else:
+        assert not any(no_mask or causal for no_mask, causal, _, _ in seen) and seen
+    model.causal_sdpa = False
+    seen.clear()
+    ref, ref_grads = losses_and_grads(model, ids, types, "static")
+    assert not any(no_mask or causal for no_mask, causal, _, _ in seen)
+    torch.testing.assert_close(out["loss"], ref["loss"], **TOL)
+    assert grads.keys() == ref_grads.keys()
+    for name in grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_causal_attention_without_a_mask_needs_sdpa(vocab):
+    model = make(vocab, "eager", objective="ntp")
+    q = torch.zeros(1, 1, 3, 8)
+    with pytest.raises(ValueError, match="needs attention implementation 'sdpa'"):
+        model._attend(model.gpt2.transformer.h[0].attn, q, q, q, None)
+    ids, types = random_batch(vocab, 3, seed=1)
+    model(ids, types, mode="static")  # eager takes the mask tensor: no causal shortcut is tried
+
+
 def test_static_loss_dropout_skips_exactly_round_dropout_n_and_is_seeded(vocab):
     is_jepa = torch.tensor([True, False, True, True, True, False, True, True, True, True, True, False])
     n = int(is_jepa.sum())
@@ -167,10 +208,13 @@ def test_bf16_autocast_training_run(tiny_data, tmp_path):
     assert res["atomic"]["n"] > 0 and 0 <= res["atomic"]["entity_mrr"] <= 1
 
 
-def test_compiled_training_run_matches_eager(tiny_data, tmp_path):
-    """A compile smoke test on the tiny model: about 30 s of CPU compile time, paid once here."""
-    eager = train(tiny_cfg(tiny_data, tmp_path / "eager", mode="static", steps=4))
-    compiled = train(tiny_cfg(tiny_data, tmp_path / "compiled", mode="static", steps=4, compile=True))
+@pytest.mark.parametrize("objective", ["jepa", "ntp"])
+def test_compiled_training_run_matches_eager(tiny_data, tmp_path, objective):
+    """A compile smoke test on the tiny model: about 30 s (jepa) and 15 s (ntp: is_causal attention,
+    no mask tensor) of CPU compile time."""
+    eager = train(tiny_cfg(tiny_data, tmp_path / "eager", mode="static", steps=4, objective=objective))
+    compiled = train(tiny_cfg(tiny_data, tmp_path / "compiled", mode="static", steps=4, compile=True,
+                              objective=objective))
     a = [r for r in read_rows(eager) if r["kind"] == "train"]
     b = [r for r in read_rows(compiled) if r["kind"] == "train"]
     assert [r["step"] for r in a] == [r["step"] for r in b] == [2, 4]
