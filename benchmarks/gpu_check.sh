@@ -13,7 +13,8 @@
 #      structure and compiled fixed-shape modes, each with SDPA and with attention written out as
 #      matmul + softmax, `_eagerattn`, which inductor can fuse for rows of 5-13 tokens (cuDNN's flash
 #      attention took 40-55 % of the compiled steps' GPU time on 2026-11-27), ntp with the causal mask
-#      handed to SDPA as a tensor, `_maskattn` (the step of every earlier run), with Inductor's defaults,
+#      handed to SDPA as a tensor, `_maskattn` (the step of every earlier run), jepa with F and R one
+#      is_causal SDPA call each, no mask tensor, `_blockattn` (opt-in), with Inductor's defaults,
 #      `_reuse`: the cost of the fix, and the whole step as one CUDA graph, `_stepgraph`) and a probe of
 #      the old packed_bf16 anomaly;
 #   1c. (profile) the compiled fixed-shape jepa and ntp steps under the profiler: GPU busy time
@@ -67,7 +68,7 @@ skip() { [[ ",${SKIP:-}," == *",$1,"* ]] && echo "skipped (SKIP=$SKIP)"; }
 if "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
   DEVICE=cuda DATA=paper
   "$PY" -c 'import torch, transformers; print("device:", torch.cuda.get_device_name(0), "| torch", torch.__version__, "| transformers", transformers.__version__)'
-  BENCH="--batch 1024 --steps 30 --rounds 2 --warmup 5 --modes ${BENCH_MODES:-two_pass_fp32 static_bf16_compile static_bf16_compile_reuse static_bf16_compile_eagerattn ntp_bf16_compile ntp_bf16_compile_maskattn ntp_bf16_compile_reuse ntp_bf16_compile_eagerattn concept_bf16_compile static_bf16_compile_stepgraph ntp_bf16_compile_stepgraph static_bf16_compile_eagerattn_stepgraph ntp_bf16_compile_eagerattn_stepgraph}"
+  BENCH="--batch 1024 --steps 30 --rounds 2 --warmup 5 --modes ${BENCH_MODES:-two_pass_fp32 static_bf16_compile static_bf16_compile_blockattn static_bf16_compile_reuse static_bf16_compile_eagerattn ntp_bf16_compile ntp_bf16_compile_maskattn ntp_bf16_compile_reuse ntp_bf16_compile_eagerattn concept_bf16_compile static_bf16_compile_stepgraph ntp_bf16_compile_stepgraph static_bf16_compile_eagerattn_stepgraph ntp_bf16_compile_eagerattn_stepgraph}"
   EVAL_N=9000 EVAL_FP32_N=200 PROBE_BATCH=1024 CMP_N=500
   BENCH_LARGE="--batch 4096 --steps 10 --rounds 2 --warmup 3 --modes static_bf16_compile ntp_bf16_compile"
   TRAIN="--preset gpu --steps ${TRAIN_STEPS:-16000} --eval_every 1000 --eval_max_items 200 --eval_budget 0"

@@ -269,13 +269,14 @@ def align_attention_masks() -> None:
     bf16), as fused attention kernels want: the fixed-shape rows are 5 (ntp) or 13 (jepa) tokens wide,
     so the masks' rows start at unaligned addresses. A kernel that assumed alignment and read past a
     row would read memory the step never wrote (this variant's question)."""
+    import torch
     import torch.nn.functional as F
 
     from jepa_kit.model import GPT2WithJEPA
     attend = GPT2WithJEPA._attend
 
     def aligned(self, attn, q, k, v, mask):
-        w = 0 if mask is None else mask.shape[-1]  # None: is_causal, no mask tensor to align
+        w = mask.shape[-1] if torch.is_tensor(mask) else 0  # causal blocks: no mask tensor to align
         if w % 8:
             mask = F.pad(mask, (0, -w % 8))[..., :w]  # same values, row stride rounded up to 8
         return attend(self, attn, q, k, v, mask)

@@ -14,7 +14,8 @@ head, 4 patches per item); ``compile`` is ``torch.compile`` of the
 model's forward as ``train --compile true`` does it, ``cudagraphs`` the same in mode
 ``reduce-overhead``; a compiled mode may end in ``_eagerattn`` (attention as matmul + softmax), an
 ntp mode in ``_maskattn`` instead (SDPA given the causal mask as a tensor, as before the kit called
-it with is_causal and no mask), and then ``_reuse`` (Inductor's defaults: in-place buffers on, under which the compiled step read memory
+it with is_causal and no mask), a static one in ``_blockattn`` (F and R one is_causal SDPA call each,
+no mask tensor), and then ``_reuse`` (Inductor's defaults: in-place buffers on, under which the compiled step read memory
 it never wrote, issue 12); any fixed-shape mode on CUDA may end in ``_stepgraph``: the whole step
 (forward, backward, clipping, AdamW) captured as one CUDA graph and replayed
 (``runtime.GraphedStep``; its peak memory counts the graph's pool as reserved while it was
@@ -86,6 +87,10 @@ EAGER_ATTN = "_eagerattn"  # a mode suffix: attention written out as matmul + so
 # ntp modes only, where _eagerattn goes: SDPA gets the rows' causal mask as a tensor, as before the
 # kit called it with is_causal and no mask (GPT2WithJEPA.causal_sdpa), to time the two side by side.
 MASK_ATTN = "_maskattn"
+# static modes only, where _eagerattn goes: the [F | R] rows' blocks go to SDPA one is_causal call
+# each, no mask tensor (GPT2WithJEPA.causal_sdpa_blocks, opt-in until timed here).
+BLOCK_ATTN = "_blockattn"
+_SDPA_SUFFIXES = {MASK_ATTN: "ntp", BLOCK_ATTN: "static"}  # suffix: the one structure it applies to
 # The last mode suffix: compiled with Inductor's defaults (buffer reuse and in-place buffers on; the
 # kit turns in-place buffers off: jepa_kit.runtime.INDUCTOR_OPTIONS), to time what that costs side by side.
 REUSE = "_reuse"
@@ -111,11 +116,12 @@ def parse_mode(mode: str) -> tuple[str, str, str | None]:
         if compile_mode is None:
             raise ValueError(f"benchmark mode {mode!r}: {REUSE} applies to compiled modes only")
         return structure, precision, compile_mode
-    if mode.endswith(MASK_ATTN):
-        if not mode.startswith("ntp_") or mode.removesuffix(MASK_ATTN).endswith(EAGER_ATTN):
-            raise ValueError(f"benchmark mode {mode!r}: {MASK_ATTN} applies to ntp (the structure with causal "
-                             f"rows) with SDPA, not with {EAGER_ATTN} (which always takes the mask)")
-        return parse_mode(mode.removesuffix(MASK_ATTN))
+    for suffix, structure in _SDPA_SUFFIXES.items():
+        if mode.endswith(suffix):
+            if not mode.startswith(structure + "_") or mode.removesuffix(suffix).endswith(EAGER_ATTN):
+                raise ValueError(f"benchmark mode {mode!r}: {suffix} applies to {structure} with SDPA, not with "
+                                 f"{EAGER_ATTN} (which always takes the mask tensor)")
+            return parse_mode(mode.removesuffix(suffix))
     if mode.startswith("concept_") and mode.endswith(EAGER_ATTN):
         raise ValueError(f"benchmark mode {mode!r}: {EAGER_ATTN} applies to the GPT-2 modes, not to concept")
     mode = mode.removesuffix(EAGER_ATTN)
@@ -137,9 +143,10 @@ def attn_of(mode: str) -> str:
     return "eager" if mode.removesuffix(STEPGRAPH).removesuffix(REUSE).endswith(EAGER_ATTN) else "sdpa"
 
 
-def mask_tensor_of(mode: str) -> bool:
-    """Whether a mode hands SDPA the causal mask as a tensor (``_maskattn``) instead of is_causal."""
-    return mode.removesuffix(STEPGRAPH).removesuffix(REUSE).endswith(MASK_ATTN)
+def sdpa_suffix_of(mode: str) -> str | None:
+    """A mode's ``_maskattn`` or ``_blockattn`` suffix, else None."""
+    base = mode.removesuffix(STEPGRAPH).removesuffix(REUSE)
+    return next((x for x in _SDPA_SUFFIXES if base.endswith(x)), None)
 
 
 def non_embedding_params(model) -> int:
@@ -170,7 +177,8 @@ class _Runner:
                                         mode="static" if structure == "ntp" else structure)
             self.model = GPT2WithJEPA(vocab, preset=preset, objective=objective,
                                       attn_implementation=attn_of(mode)).to(dev).train()
-            self.model.causal_sdpa = not mask_tensor_of(mode)
+            self.model.causal_sdpa = sdpa_suffix_of(mode) != MASK_ATTN
+            self.model.causal_sdpa_blocks = sdpa_suffix_of(mode) == BLOCK_ATTN
         graph = mode.endswith(STEPGRAPH)
         if graph and dev.type != "cuda":
             raise ValueError(f"benchmark mode {mode!r}: {STEPGRAPH} captures a CUDA graph and needs a CUDA device")

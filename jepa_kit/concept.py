@@ -40,8 +40,9 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import GPT2Config, GPT2Model
 
+from jepa_kit.attention import check_attn_implementation
 from jepa_kit.masks import block_causal_mask
-from jepa_kit.model import ObjectiveConfig, arch_from_config_dict, check_attn_implementation, resolve_arch
+from jepa_kit.model import ObjectiveConfig, arch_from_config_dict, resolve_arch
 from jepa_kit.reversal import patch_len_of
 from jepa_kit.vocab import Vocab
 

@@ -13,9 +13,10 @@ import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from jepa_kit.attention import ATTN_IMPLEMENTATIONS
 from jepa_kit.data import SPLITS
 from jepa_kit.files import read_yaml
-from jepa_kit.model import ATTN_IMPLEMENTATIONS, MODEL_PRESETS, ObjectiveConfig
+from jepa_kit.model import MODEL_PRESETS, ObjectiveConfig
 from jepa_kit.objectives import NAMES as OBJECTIVE_NAMES
 from jepa_kit.objectives import get_objective
 from jepa_kit.ranking import PRECISIONS as RANKING_PRECISIONS

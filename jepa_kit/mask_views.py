@@ -194,7 +194,7 @@ def small_model(vocab, attn_implementation: str = "sdpa", seed: int = 0, n_layer
 def equivalence_table(row_ids, vocab, ks=(0, 1, 2, 3, 4), attn_implementations=None):
     """packed_vs_separate for every (attention implementation, k): a pandas table (static, for HTML)."""
     import pandas as pd
-    from jepa_kit.model import ATTN_IMPLEMENTATIONS
+    from jepa_kit.attention import ATTN_IMPLEMENTATIONS
     rows = []
     for impl in attn_implementations or ATTN_IMPLEMENTATIONS:
         model = small_model(vocab, impl)

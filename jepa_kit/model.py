@@ -30,8 +30,9 @@ The modes compute the same losses and gradients (tests/test_model.py and tests/t
   graphs). Every item is one row of width W = 2L + k in batch order: ``[F | R]`` for a JEPA
   item, ``[F | <pad> x L]`` for every other item (its R slot is padding that nothing reads;
   the reverse view of a non-JEPA row is never formed). One block-causal mask serves all
-  rows. The JEPA term is a masked mean over the JEPA rows (``losses.jepa_distance(valid=)``);
-  loss dropout skips the same number of items as ``packed`` (``round(dropout * n)``, uniformly
+  rows (or, with ``causal_sdpa_blocks``, F and R go to SDPA as two is_causal calls). The
+  JEPA term is a masked mean over the JEPA rows (``losses.jepa_distance(valid=)``); loss
+  dropout skips the same number of items as ``packed`` (``round(dropout * n)``, uniformly
   at random) but with other draws. Without any JEPA term W = L - 1 (plain causal rows; with
   SDPA these take is_causal and no mask tensor).
   Costs more tokens than ``packed`` (13 per atomic row instead of ~5) and wins on GPU by
@@ -53,8 +54,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
-from transformers.models.gpt2.modeling_gpt2 import eager_attention_forward
 
+from jepa_kit.attention import attend, check_attn_implementation
 from jepa_kit.data import TYPE_CODES
 from jepa_kit.losses import METRICS, jepa_distance, loss_dropout_keep, loss_dropout_keep_static, reverse_partners
 from jepa_kit.masks import PackedBatch, PackedLayout, block_causal_mask, block_position_ids, layout_tables, static_tables
@@ -71,12 +72,6 @@ MODEL_PRESETS: dict[str, dict] = {
 # "gelu_new" costs ~8x more time on CPU, in every mode alike.
 _ARCH_DEFAULTS = dict(dropout=0.0, activation="gelu_pytorch_tanh", pos_emb=True)
 
-ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
-_REFUSED_ATTN = {
-    "flash_attention_2": "flash attention takes no custom 4D mask, so R would attend to F",
-    "flash_attention_3": "flash attention takes no custom 4D mask, so R would attend to F",
-    "flex_attention": "flex_attention is not declared for GPT-2 in transformers",
-}
 MODES = ("auto", "packed", "static", "two_pass")
 MAX_K_PRED = 4
 CONCEPT_NORMS = ("rms", "layernorm")
@@ -145,14 +140,6 @@ def arch_from_config_dict(d: dict) -> dict:
     return {k: d[k] for k in ("n_layer", "n_embd", "n_head", *_ARCH_DEFAULTS) if k in d}
 
 
-def check_attn_implementation(name: str) -> str:
-    """Return ``name`` if the packed block-causal pass is known to be right with it, else raise."""
-    if name in ATTN_IMPLEMENTATIONS:
-        return name
-    why = _REFUSED_ATTN.get(name, "the block-causal mask has not been proven equivalent with it")
-    raise ValueError(f"attention implementation {name!r} refused: {why}. Use one of {', '.join(ATTN_IMPLEMENTATIONS)}")
-
-
 class GPT2WithJEPA(nn.Module):
     """A Hugging Face ``GPT2LMHeadModel`` (``self.gpt2``, built from a config, no download)
     plus the JEPA objective. ``model(ids, types)`` returns the losses; see the module docstring."""
@@ -161,6 +148,9 @@ class GPT2WithJEPA(nn.Module):
     # the same attention, and on an H100 the flash kernel instead of cuDNN's masked one (issue 12).
     # False sends them the mask tensor as before (the bench's _maskattn modes, the NaN checks).
     causal_sdpa = True
+    # Static JEPA rows [F | R] the same way, one is_causal call per block: opt-in (the bench's
+    # _blockattn modes) until a GPU has timed two calls against one masked call.
+    causal_sdpa_blocks = False
 
     def __init__(
         self,
@@ -378,8 +368,9 @@ class GPT2WithJEPA(nn.Module):
             reads = tuple(range(p + 1, 2 * p + 1))
         W = tokens.shape[1]
         mask, pos, read = static_tables(blocks, reads, self._attn_dtype(ids.device), ids.device)
-        causal = len(blocks) == 1 and self.causal_sdpa and self.gpt2.config._attn_implementation == "sdpa"
-        hidden = self._blocks(tokens, pos.expand(B, W), None if causal else mask[None, None], read.expand(B, -1),
+        causal = self.gpt2.config._attn_implementation == "sdpa" and (
+            self.causal_sdpa if len(blocks) == 1 else self.causal_sdpa_blocks)
+        hidden = self._blocks(tokens, pos.expand(B, W), blocks if causal else mask[None, None], read.expand(B, -1),
                               None if causal else mask[read][None, None])  # [B, R, d]
         h_ntp = hidden[:, :p].reshape(B * p, -1)
         logits = (self.gpt2.lm_head.weight @ h_ntp.T).T  # [B * p, V], only where labels are
@@ -410,20 +401,9 @@ class GPT2WithJEPA(nn.Module):
 
     # -- the packed transformer -----------------------------------------------------------
     def _attend(self, attn: nn.Module, q, k, v, mask) -> torch.Tensor:
-        """q [B, H, Lq, hd], k/v [B, H, Lk, hd], additive mask [B, 1, Lq, Lk] -> [B, Lq, H * hd]."""
-        if mask is not None and not mask.is_floating_point():
-            raise TypeError("boolean attention masks are refused: use an additive float mask (jepa_kit.masks)")
-        B, H, Lq, hd = q.shape
-        drop = attn.attn_dropout.p if self.training else 0.0
-        impl = check_attn_implementation(self.gpt2.config._attn_implementation)
-        if impl == "sdpa":  # mask None: one causal block per row, SDPA's is_causal (see ``_static``)
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, scale=attn.scaling,
-                                               is_causal=mask is None)
-            return o.transpose(1, 2).reshape(B, Lq, H * hd)
-        if mask is None:
-            raise ValueError("a causal call without a mask tensor needs attention implementation 'sdpa'")
-        o, _ = eager_attention_forward(attn, q, k, v, mask, dropout=drop, scaling=attn.scaling)  # [B, Lq, H, hd]
-        return o.reshape(B, Lq, H * hd)
+        """q [B, H, Lq, hd], k/v [B, H, Lk, hd]; mask an additive [B, 1, Lq, Lk] or a tuple of causal
+        block lengths (jepa_kit.attention) -> [B, Lq, H * hd]."""
+        return attend(attn, q, k, v, mask, self.gpt2.config._attn_implementation, self.training)
 
     def _attn_dtype(self, device: torch.device) -> torch.dtype:
         """The dtype attention runs in: the autocast dtype when autocast is on, else the weights'."""
@@ -441,9 +421,9 @@ class GPT2WithJEPA(nn.Module):
     def _blocks(self, tokens, pos, mask, read, read_mask, all_positions: bool = False) -> torch.Tensor:
         """The transformer over packed rows, reusing the Hugging Face modules and their weights.
 
-        tokens, pos [N, W]; mask [N, 1, W, W] additive, or None for one causal block per row (SDPA's
-        is_causal); read [N, R] positions whose outputs are needed; read_mask [N, 1, R, W] the mask
-        rows at those positions (unused when mask is None).
+        tokens, pos [N, W]; mask [N, 1, W, W] additive, or a tuple of causal block lengths filling
+        every row (jepa_kit.attention: SDPA's is_causal per block); read [N, R] positions whose
+        outputs are needed; read_mask [N, 1, R, W] the mask rows at those positions (unused with a tuple).
         Returns final hidden states (after ``ln_f``) at the read positions [N, R, d]; with
         ``all_positions`` at every position [N, W, d] (the last block then is not pruned)."""
         tr = self.gpt2.transformer
@@ -456,10 +436,10 @@ class GPT2WithJEPA(nn.Module):
         for i, block in enumerate(tr.h):
             attn = block.attn
             h = block.ln_1(x)
-            if i < last or all_positions or mask is None:
+            if i < last or all_positions or isinstance(mask, tuple):
                 q, k, v = attn.c_attn(h).view(N, W, 3, H, hd).permute(2, 0, 3, 1, 4)  # each [N, H, W, hd]
                 o = self._attend(attn, q, k, v, mask)
-                if i == last and not all_positions:  # is_causal takes every query; the rest runs where read
+                if i == last and not all_positions:  # causal blocks take every query; the rest runs where read
                     x, o = x[rows, read], o[rows, read]
                 x = x + attn.resid_dropout(attn.c_proj(o))
             else:  # Last block: keys and values at every position, all the rest only where read.

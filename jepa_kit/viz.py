@@ -124,7 +124,7 @@ class MaskExplorer:
     def __init__(self, dataset, split: str = "train", index: int = 0, k: int = 1,
                  attn_implementations=None, max_k: int = 4, model_seed: int = 0, live: bool | None = None):
         import ipywidgets as W
-        from jepa_kit.model import ATTN_IMPLEMENTATIONS
+        from jepa_kit.attention import ATTN_IMPLEMENTATIONS
         attn_implementations = attn_implementations or ATTN_IMPLEMENTATIONS
         self.dataset = dataset
         self._models: dict[str, object] = {}

@@ -120,17 +120,21 @@ def test_stepgraph_modes_are_fixed_shape_cuda_modes():
     assert rows[0]["items_per_s"] > 0 and rows[1]["items_per_s"] is None and "CUDA" in rows[1]["error"]
 
 
-def test_maskattn_modes_hand_the_ntp_rows_causal_mask_to_sdpa_as_a_tensor():
-    """``_maskattn`` (ntp only): the step before is_causal, timed beside the kit's step. The runner's
-    model sends a mask tensor; the plain ntp mode's does not."""
+def test_maskattn_and_blockattn_modes_choose_how_sdpa_gets_the_causal_blocks():
+    """``_maskattn`` (ntp only): the step before is_causal, timed beside the kit's step. ``_blockattn``
+    (static only): F and R one is_causal call each. The runners' models are set so; both time."""
     assert bench.parse_mode("ntp_bf16_compile_maskattn_reuse_stepgraph") == ("ntp", "bf16", "default")
-    assert bench.mask_tensor_of("ntp_bf16_compile_maskattn_stepgraph") and not bench.mask_tensor_of("ntp_bf16_compile")
-    assert bench.attn_of("ntp_bf16_compile_maskattn") == "sdpa"
-    for bad in ("static_bf16_compile_maskattn", "concept_bf16_maskattn", "ntp_bf16_compile_eagerattn_maskattn"):
+    assert bench.parse_mode("static_bf16_compile_blockattn_stepgraph") == ("static", "bf16", "default")
+    assert bench.sdpa_suffix_of("ntp_bf16_compile_maskattn_stepgraph") == "_maskattn"
+    assert bench.sdpa_suffix_of("static_bf16_blockattn") == "_blockattn"
+    assert bench.sdpa_suffix_of("ntp_bf16_compile") is None and bench.attn_of("ntp_bf16_compile_maskattn") == "sdpa"
+    for bad in ("static_bf16_compile_maskattn", "concept_bf16_maskattn", "ntp_bf16_compile_eagerattn_maskattn",
+                "ntp_bf16_blockattn", "static_bf16_eagerattn_blockattn", "two_pass_fp32_blockattn"):
         with pytest.raises(ValueError):
             bench.parse_mode(bad)
-    runners = {m: bench._Runner(m, torch.device("cpu"), bench.paper_vocab(), "tiny", 1, 1.0, 0)
-               for m in ("ntp_fp32", "ntp_fp32_maskattn")}
-    assert runners["ntp_fp32"].model.causal_sdpa and not runners["ntp_fp32_maskattn"].model.causal_sdpa
-    rows = bench.bench_training_steps(list(runners), "cpu", "tiny", 8, 1, 1, 1, 1, memory=False)
+    modes = ("ntp_fp32", "ntp_fp32_maskattn", "static_fp32", "static_fp32_blockattn")
+    runners = {m: bench._Runner(m, torch.device("cpu"), bench.paper_vocab(), "tiny", 1, 1.0, 0) for m in modes}
+    assert [(r.model.causal_sdpa, r.model.causal_sdpa_blocks) for r in runners.values()] == [
+        (True, False), (False, False), (True, False), (True, True)]
+    rows = bench.bench_training_steps(list(modes), "cpu", "tiny", 8, 1, 1, 1, 1, memory=False)
     assert all(r["items_per_s"] > 0 for r in rows), rows

@@ -83,45 +83,53 @@ def test_static_without_jepa_feeds_plain_causal_rows(vocab, monkeypatch):
     assert out["pred"].shape == (0, TINY["n_embd"]) and out["n_jepa"] == 0
 
 
-@pytest.mark.parametrize("objective", ["ntp", "reverse_aug", "jepa"])
-def test_static_causal_rows_go_to_sdpa_as_is_causal_without_a_mask(vocab, monkeypatch, objective):
+@pytest.mark.parametrize("objective,blocks", [("ntp", False), ("reverse_aug", False), ("jepa", False), ("jepa", True)])
+def test_static_causal_rows_go_to_sdpa_as_is_causal_without_a_mask(vocab, monkeypatch, objective, blocks):
     """Rows of one causal block (no JEPA term) reach SDPA as is_causal with no mask tensor, and give
-    the losses and gradients of the masked call (``causal_sdpa = False``); JEPA rows keep the mask."""
+    the losses and gradients of the masked call (``causal_sdpa = False``). JEPA rows keep the mask
+    unless ``causal_sdpa_blocks``: then F and R go to SDPA one is_causal call each, with the same
+    losses and gradients."""
     import torch.nn.functional as F
 
-    from jepa_kit import model as model_mod
+    from jepa_kit import attention
 
     seen, real = [], F.scaled_dot_product_attention
 
     def spy(q, k, v, attn_mask=None, is_causal=False, **kw):
         seen.append((attn_mask is None, is_causal, q.shape[2], k.shape[2]))
         return real(q, k, v, attn_mask=attn_mask, is_causal=is_causal, **kw)
-    monkeypatch.setattr(model_mod.F, "scaled_dot_product_attention", spy)
-    model = make(vocab, objective=objective).train()
+    monkeypatch.setattr(attention.F, "scaled_dot_product_attention", spy)
+    model = make(vocab, objective=objective, k_pred=2).train()
+    model.causal_sdpa_blocks = blocks
     ids, types = random_batch(vocab, 9, seed=4, types=(0, 1, 2))
-    out, grads = losses_and_grads(model, ids, types, "static")
-    W = ids.shape[1] - 1 if objective != "jepa" else None
-    if W:  # every layer, the last one included, attends all W queries causally
-        assert seen == [(True, True, W, W)] * TINY["n_layer"]
+    out, grads = losses_and_grads(model, ids, types, "static", return_jepa_outputs=True)
+    L, k = ids.shape[1], 2
+    calls = {"ntp": [L - 1], "reverse_aug": [L - 1], "jepa": [L + k, L] if blocks else []}[objective]
+    if calls:  # every layer, the last one included, attends all queries of each block causally
+        assert seen == [(True, True, n, n) for n in calls] * TINY["n_layer"], seen
     else:
         assert not any(no_mask or causal for no_mask, causal, _, _ in seen) and seen
-    model.causal_sdpa = False
+    model.causal_sdpa = model.causal_sdpa_blocks = False
     seen.clear()
-    ref, ref_grads = losses_and_grads(model, ids, types, "static")
+    ref, ref_grads = losses_and_grads(model, ids, types, "static", return_jepa_outputs=True)
     assert not any(no_mask or causal for no_mask, causal, _, _ in seen)
-    torch.testing.assert_close(out["loss"], ref["loss"], **TOL)
+    for key in ("loss", "ntp_loss") + (("pred", "target") if objective == "jepa" else ()):
+        torch.testing.assert_close(out[key], ref[key], **TOL, msg=key)
     assert grads.keys() == ref_grads.keys()
     for name in grads:
         torch.testing.assert_close(grads[name], ref_grads[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
-def test_causal_attention_without_a_mask_needs_sdpa(vocab):
+def test_causal_blocks_without_a_mask_need_sdpa_and_must_fill_the_row(vocab):
     model = make(vocab, "eager", objective="ntp")
-    q = torch.zeros(1, 1, 3, 8)
-    with pytest.raises(ValueError, match="needs attention implementation 'sdpa'"):
-        model._attend(model.gpt2.transformer.h[0].attn, q, q, q, None)
+    q, attn = torch.zeros(1, 1, 3, 8), model.gpt2.transformer.h[0].attn
+    with pytest.raises(ValueError, match="need attention implementation 'sdpa'"):
+        model._attend(attn, q, q, q, (3,))
     ids, types = random_batch(vocab, 3, seed=1)
     model(ids, types, mode="static")  # eager takes the mask tensor: no causal shortcut is tried
+    model = make(vocab, objective="ntp")
+    with pytest.raises(ValueError, match="must fill rows of 3 queries"):
+        model._attend(attn, q, q, q, (2,))
 
 
 def test_static_loss_dropout_skips_exactly_round_dropout_n_and_is_seeded(vocab):
@@ -220,6 +228,27 @@ def test_compiled_training_run_matches_eager(tiny_data, tmp_path, objective):
     assert [r["step"] for r in a] == [r["step"] for r in b] == [2, 4]
     for ra, rb in zip(a, b):
         assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-3)
+
+
+def test_compiled_causal_blocks_give_the_masked_eager_losses_and_gradients(vocab):
+    """The jepa step with F and R as two is_causal SDPA calls (``causal_sdpa_blocks``, the bench's
+    ``_blockattn``), compiled by Inductor as the trainer compiles (about 20 s of CPU compile), gives
+    the uncompiled masked step's losses and gradients."""
+    from jepa_kit.runtime import compile_step
+
+    model = make(vocab, k_pred=1).train()
+    ids, types = random_batch(vocab, 12, seed=5, types=(0, 1))
+    model.causal_sdpa_blocks = False
+    ref, ref_grads = losses_and_grads(model, ids, types, "static")
+    model.causal_sdpa_blocks = True
+    compiled = compile_step(model)
+    model.zero_grad(set_to_none=True)
+    out = compiled(ids, types, mode="static")
+    out["loss"].backward()
+    torch.testing.assert_close(out["loss"], ref["loss"], **TOL)
+    for name, p in model.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, ref_grads[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
 @pytest.mark.parametrize("mode", COMPILE_MODES)
