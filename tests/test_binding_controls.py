@@ -22,6 +22,7 @@ def _script(name: str):
     ("binding_mid_runs", 4, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_scale_data1_runs", 2, "chance MRR (8,000 entities, ties count half): 0.0012"),
     ("binding_midlarge_runs", 4, "chance MRR (4,800 entities, ties count half): 0.0019"),
+    ("binding_midlarge_seeds_runs", 4, "chance MRR (4,800 entities, ties count half): 0.0019"),
 ])
 def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, runs, chance):
     _script("binding_controls_table").main(str(ROOT / "papermill_runs" / "results" / folder))
@@ -47,6 +48,8 @@ def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, ru
     (("binding_scale_data1_runs",), [10000, 20000, 30000], "", "small_abstract_data1_ntp", 2),
     # step 10,000: the mark of binding_midlarge.yaml's predictions L2 and L3, chosen before its runs started
     (("binding_midlarge_runs",), [5000, 10000, 20000, 30000], "", "midlarge_abstract_ntp", 4),
+    # binding_midlarge_seeds.yaml's prediction L5: four seeds each at step 10,000
+    (("binding_midlarge_runs", "binding_midlarge_seeds_runs"), [5000, 10000], "", "midlarge_abstract_ntp", 8),
 ])
 def test_the_readme_tables_at_equal_steps_are_computed_from_the_committed_runs(capsys, folders, steps, match,
                                                                                 baseline, runs):
@@ -94,7 +97,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     names = {}
     for sweep_file in ("binding_controls.yaml", "binding_scale.yaml", "binding_controls_jepa.yaml",
                        "binding_scale_jepa.yaml", "binding_mid.yaml", "binding_scale_data1.yaml",
-                       "binding_midlarge.yaml"):
+                       "binding_midlarge.yaml", "binding_midlarge_seeds.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -122,6 +125,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_mid.yaml", "binding_mid_runs", None),
     ("binding_scale_data1.yaml", "binding_scale_data1_runs", ("small_abstract", 1)),
     ("binding_midlarge.yaml", "binding_midlarge_runs", None),
+    ("binding_midlarge_seeds.yaml", "binding_midlarge_seeds_runs", None),
 ])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder, data_draw):
     """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
@@ -185,3 +189,18 @@ def test_other_data_runs_are_the_8000_entity_runs_with_only_the_data_and_steps_c
     for p in other:
         assert {k for k in p if k != "out" and p[k] != big[key(p)][k]} == {"data", "steps"}
         assert (Path(p["data"]).name, p["steps"]) == (data, 30000)
+
+
+def test_the_4800_entity_seed_runs_are_the_30000_step_runs_with_only_the_seed_and_steps_changed(tmp_path):
+    """binding_midlarge_seeds.yaml: seeds 2 and 3 of binding_midlarge.yaml's ntp and infonce runs,
+    to step 11,000, and nothing else changed; the schedule is constant after warm-up (so the path to
+    step 10,000 is the 30,000-step runs' path) and step 10,000 is a periodic evaluation."""
+    seeds, _ = _planned("binding_midlarge_seeds.yaml", tmp_path / "s")
+    base, _ = _planned("binding_midlarge.yaml", tmp_path / "b")
+    key = lambda p: (p["objective"], p["jepa_metric"] if p["objective"] == "jepa" else "-")
+    base = {key(p): p for p in base if p["seed"] == 0}
+    assert sorted((key(p), p["seed"]) for p in seeds) == [(("jepa", "infonce"), 2), (("jepa", "infonce"), 3),
+                                                          (("ntp", "-"), 2), (("ntp", "-"), 3)]
+    for p in seeds:
+        assert {k for k in p if k != "out" and p[k] != base[key(p)][k]} == {"seed", "steps"}
+        assert p["steps"] == 11000 and p["schedule"] == "constant" and 10000 % p["eval_every"] == 0
