@@ -23,6 +23,7 @@ def _script(name: str):
     ("binding_scale_data1_runs", 2, "chance MRR (8,000 entities, ties count half): 0.0012"),
     ("binding_midlarge_runs", 4, "chance MRR (4,800 entities, ties count half): 0.0019"),
     ("binding_midlarge_seeds_runs", 4, "chance MRR (4,800 entities, ties count half): 0.0019"),
+    ("binding_midlarge_seeds_end_runs", 4, "chance MRR (4,800 entities, ties count half): 0.0019"),
 ])
 def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, runs, chance):
     _script("binding_controls_table").main(str(ROOT / "papermill_runs" / "results" / folder))
@@ -50,6 +51,9 @@ def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, ru
     (("binding_midlarge_runs",), [5000, 10000, 20000, 30000], "", "midlarge_abstract_ntp", 4),
     # binding_midlarge_seeds.yaml's prediction L5: four seeds each at step 10,000
     (("binding_midlarge_runs", "binding_midlarge_seeds_runs"), [5000, 10000], "", "midlarge_abstract_ntp", 8),
+    # binding_midlarge_seeds_end.yaml's predictions L6 (step 20,000) and L7 (step 30,000)
+    (("binding_midlarge_runs", "binding_midlarge_seeds_end_runs"), [10000, 20000, 30000], "", "midlarge_abstract_ntp",
+     8),
 ])
 def test_the_readme_tables_at_equal_steps_are_computed_from_the_committed_runs(capsys, folders, steps, match,
                                                                                 baseline, runs):
@@ -97,7 +101,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     names = {}
     for sweep_file in ("binding_controls.yaml", "binding_scale.yaml", "binding_controls_jepa.yaml",
                        "binding_scale_jepa.yaml", "binding_mid.yaml", "binding_scale_data1.yaml",
-                       "binding_midlarge.yaml", "binding_midlarge_seeds.yaml"):
+                       "binding_midlarge.yaml", "binding_midlarge_seeds.yaml", "binding_midlarge_seeds_end.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -126,6 +130,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_scale_data1.yaml", "binding_scale_data1_runs", ("small_abstract", 1)),
     ("binding_midlarge.yaml", "binding_midlarge_runs", None),
     ("binding_midlarge_seeds.yaml", "binding_midlarge_seeds_runs", None),
+    ("binding_midlarge_seeds_end.yaml", "binding_midlarge_seeds_end_runs", None),
 ])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder, data_draw):
     """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
@@ -204,3 +209,26 @@ def test_the_4800_entity_seed_runs_are_the_30000_step_runs_with_only_the_seed_an
     for p in seeds:
         assert {k for k in p if k != "out" and p[k] != base[key(p)][k]} == {"seed", "steps"}
         assert p["steps"] == 11000 and p["schedule"] == "constant" and 10000 % p["eval_every"] == 0
+
+
+def test_the_4800_entity_seed_runs_went_on_to_step_30000_from_their_step_11000_runs(tmp_path):
+    """binding_midlarge_seeds_end.yaml is binding_midlarge_seeds.yaml with only ``steps`` (a resumable
+    field) raised to 30,000, and each committed run resumed from the step-11,000 run: its first
+    11,000 steps of metrics are that run's, row for row."""
+    import json
+
+    from jepa_kit.config import RESUMABLE_FIELDS
+    end, _ = _planned("binding_midlarge_seeds_end.yaml", tmp_path / "e")
+    seeds, keys = _planned("binding_midlarge_seeds.yaml", tmp_path / "s")
+    key = lambda p: (p["objective"], p["seed"])
+    seeds = {key(p): p for p in seeds}
+    assert sorted(map(key, end)) == sorted(seeds)
+    for p in end:
+        assert {k for k in p if k != "out" and p[k] != seeds[key(p)][k]} == {"steps"} and "steps" in RESUMABLE_FIELDS
+        name = _script("run_binding_controls").name_of(p, keys)
+        results = ROOT / "papermill_runs" / "results"
+        rows = lambda folder: [json.loads(line) for line in (results / folder / name / "metrics.jsonl").open()]
+        before, after = rows("binding_midlarge_seeds_runs"), rows("binding_midlarge_seeds_end_runs")
+        assert after[:len(before)] == before and max(r["step"] for r in after) == 30000
+        assert json.loads((results / "binding_midlarge_seeds_end_runs" / name / "config.json").read_text())[
+            "resumed_at_step"] == 11000
