@@ -46,9 +46,9 @@ as a tensor, as every run before is_causal did), ``diverge`` (a run made to go N
 rate: tests this script).
 
 The kit's ntp step has called SDPA with is_causal and no mask tensor since the twelfth session
-(2026-11-27, no device; ``GPT2WithJEPA.causal_sdpa``): ``repro`` and the kit's compiled step check that; every
-other step check hands SDPA the mask tensor, as all the checks above did, unless its setting says
-otherwise.
+(2026-11-27, no device; ``GPT2WithJEPA.causal_sdpa``): ``repro`` and the kit's compiled step check
+that; every other step check hands SDPA the mask tensor, as all the checks above did, unless its
+setting says otherwise.
 
 A variant that goes NaN then runs the same step checks (without poison) in its own, now broken,
 process, and prints the process-wide settings (``global_flags``) that differ between its start,
@@ -152,9 +152,9 @@ COMPILE_BISECT = [
     ("inductor defaults, attention masks zero-padded to 16-byte rows", "inductor", {}, {"aligned_masks": True}),
     ("inductor defaults, the jepa objective (rows of 13 tokens)", "inductor", {}, {"objective": "jepa"}),
     # Every setting above hands the ntp rows' causal mask to SDPA as a tensor, as the failing runs did.
-    # Since the twelfth session (2026-11-27, no device) the kit's ntp step calls SDPA with is_causal and no mask
-    # tensor (GPT2WithJEPA.causal_sdpa; on an H100 the flash kernel, not cuDNN's masked one): does
-    # that alone stay finite under Inductor's defaults?
+    # Since the twelfth session (2026-11-27, no device) the kit's ntp step calls SDPA with is_causal and
+    # no mask tensor (GPT2WithJEPA.causal_sdpa; on an H100 the flash kernel, not cuDNN's masked one):
+    # does that alone stay finite under Inductor's defaults?
     ("inductor defaults, is_causal without a mask tensor", "inductor", {}, {"causal_sdpa": True}),
 ]
 

@@ -16,9 +16,9 @@ model's forward as ``train --compile true`` does it, ``cudagraphs`` the same in 
 ntp mode in ``_maskattn`` instead (SDPA given the causal mask as a tensor, as before the kit called
 it with is_causal and no mask), a static one in ``_blockattn`` (F and R one is_causal SDPA call
 each, no mask tensor), and then ``_reuse`` (Inductor's defaults: in-place buffers on, under which
-the compiled step read memory it never wrote, issue 12); any fixed-shape mode on CUDA may end in ``_stepgraph``: the whole step
-(forward, backward, clipping, AdamW) captured as one CUDA graph and replayed
-(``runtime.GraphedStep``; its peak memory counts the graph's pool as reserved while it was
+the compiled step read memory it never wrote, issue 12); any fixed-shape mode on CUDA may end in
+``_stepgraph``: the whole step (forward, backward, clipping, AdamW) captured as one CUDA graph and
+replayed (``runtime.GraphedStep``; its peak memory counts the graph's pool as reserved while it was
 captured). Defaults: ``two_pass_fp32``, ``packed_fp32``, ``static_fp32`` on CPU; on CUDA
 ``two_pass_fp32``, ``packed_bf16``, ``static_bf16``, ``static_bf16_compile``, ``ntp_bf16_compile``.
 
