@@ -25,6 +25,7 @@ SCALE_JEPA = ROOT / "papermill_runs" / "results" / "binding_scale_jepa_runs"
 CONTROLS_JEPA = ROOT / "papermill_runs" / "results" / "binding_controls_jepa_runs"
 MID = ROOT / "papermill_runs" / "results" / "binding_mid_runs"
 MIDLARGE = ROOT / "papermill_runs" / "results" / "binding_midlarge_runs"
+MIDLARGE_END = ROOT / "papermill_runs" / "results" / "binding_midlarge_seeds_end_runs"  # seeds 2 and 3
 WIDTH = 1100
 FIGURES = ("mask.png", "forward_reverse.png", "binding_controls_mrr.png", "binding_scale_mrr.png",
            "binding_scale_jepa_mrr.png", "binding_sizes_mrr.png")
@@ -68,16 +69,21 @@ def scale_jepa_png(out: Path) -> Path:
     return browser.figure_png(fig, out / "binding_scale_jepa_mrr.png", width=WIDTH, height=520)
 
 
-def sizes_png(out: Path) -> Path:
-    """Reverse MRR of ntp and ntp + infonce (same models and training at each size) at 600, 2,400,
-    4,800 and 8,000 entities, every committed seed of each."""
+def size_panels() -> list:
+    """(title, entities, {setting: curves}) for each size: ntp and ntp + infonce (same models and
+    training at each size) at 600, 2,400, 4,800 and 8,000 entities, every committed seed of each."""
     sizes = [(600, 128, _curves(CONTROLS, "abstract_ntp_seed"), _curves(CONTROLS_JEPA, "=infonce_")),
              (2400, 256, _curves(MID, "_ntp_seed"), _curves(MID, "=infonce_")),
-             (4800, 256, _curves(MIDLARGE, "_ntp_seed"), _curves(MIDLARGE, "=infonce_")),
+             (4800, 256, {**_curves(MIDLARGE, "_ntp_seed"), **_curves(MIDLARGE_END, "_ntp_seed")},
+              {**_curves(MIDLARGE, "=infonce_"), **_curves(MIDLARGE_END, "=infonce_")}),
              (8000, 256, _curves(SCALE, "_ntp_weight_decay=0.1_"), _curves(SCALE_JEPA, "=infonce_"))]
-    panels = [(f"{n:,} entities, batch {batch}", n, {"ntp": ntp, "ntp + JEPA (infonce)": infonce})
-              for n, batch, ntp, infonce in sizes]
-    fig = viz.mrr_by_size_figure(panels)
+    return [(f"{n:,} entities, batch {batch}", n, {"ntp": ntp, "ntp + JEPA (infonce)": infonce})
+            for n, batch, ntp, infonce in sizes]
+
+
+def sizes_png(out: Path) -> Path:
+    """Reverse MRR against steps of ntp and ntp + infonce at four sizes (``size_panels``)."""
+    fig = viz.mrr_by_size_figure(size_panels())
     return browser.figure_png(fig, out / "binding_sizes_mrr.png", width=WIDTH, height=460)
 
 

@@ -232,3 +232,19 @@ def test_the_4800_entity_seed_runs_went_on_to_step_30000_from_their_step_11000_r
         assert after[:len(before)] == before and max(r["step"] for r in after) == 30000
         assert json.loads((results / "binding_midlarge_seeds_end_runs" / name / "config.json").read_text())[
             "resumed_at_step"] == 11000
+
+
+def test_the_by_size_figure_draws_every_committed_seed():
+    """readme_figures.size_panels: each size's panel holds every committed seed of ntp and infonce,
+    four each at 4,800 entities (binding_midlarge_runs and binding_midlarge_seeds_end_runs)."""
+    import runpy
+    panels = runpy.run_path(str(ROOT / "benchmarks" / "readme_figures.py"))["size_panels"]()
+    seeds = {n: {s: sorted(int(r.rsplit("seed", 1)[1]) for r in curves) for s, curves in settings.items()}
+             for _, n, settings in panels}
+    assert seeds == {600: {"ntp": [0, 1], "ntp + JEPA (infonce)": [0, 1]},
+                     2400: {"ntp": [0, 1], "ntp + JEPA (infonce)": [0, 1]},
+                     4800: {"ntp": [0, 1, 2, 3], "ntp + JEPA (infonce)": [0, 1, 2, 3]},
+                     8000: {"ntp": [0, 1, 2], "ntp + JEPA (infonce)": [0, 1, 2]}}
+    for _, n, settings in panels:  # a resumed run's curve runs from the start (its copied metrics)
+        for curves in settings.values():
+            assert all(min(r["step"] for r in rows) <= 1000 for rows in curves.values()), n
