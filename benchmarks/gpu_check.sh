@@ -60,8 +60,8 @@ mkdir -p "$OUT" "$WORK"
 T0=$(date +%s)
 section() { echo; echo "== $1  (t = $(( $(date +%s) - T0 )) s)"; }
 # One device call may run 600 s: the check ends its sections by DEADLINE_S (default 540 s) after its
-# start. A training run gets at most TRAIN_TIMEOUT s and what is left minus a 40 s reserve; a section
-# that cannot start in time is skipped and named.
+# start. A training run gets at most TRAIN_TIMEOUT s and what is left minus a reserve (EVAL_RESERVE,
+# 90 s) for its final evaluation; a section that cannot start in time is skipped and named.
 left() { echo $(( ${DEADLINE_S:-540} - ($(date +%s) - T0) )); }
 skip() { [[ ",${SKIP:-}," == *",$1,"* ]] && echo "skipped (SKIP=$SKIP)"; }
 

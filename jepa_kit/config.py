@@ -128,7 +128,7 @@ class TrainConfig:
     compile_mode: str = _f("default", "torch.compile mode: default | reduce-overhead (CUDA graphs) | "
                                       "max-autotune-no-cudagraphs")
     step_graph: bool = _f(False, "CUDA, one process, mode static: capture the whole step (forward, backward, "
-                                 "clipping, AdamW) as one CUDA graph, replayed every step (not yet timed on a GPU)")
+                                 "clipping, AdamW) as one CUDA graph, replayed every step (timed once on an H100: README Performance)")
     progress: str = _f("auto", "auto | bar | log | none (auto: log lines under SLURM, papermill or without a terminal)")
 
     def __post_init__(self):
@@ -243,7 +243,8 @@ TRAIN_PRESETS: dict[str, dict] = {
     "tiny": dict(model="tiny", batch_size=128, lr=1e-3, warmup_steps=100, steps=2000,
                  log_every=50, eval_every=500, eval_max_items=200, ckpt_every=500),
     # One GPU, paper data: batch 1,024 with lr 1e-3 (4x the batch of the seed at 10x its lr: the
-    # setting measured to memorise the forward facts, shared/DESIGN.md), fixed-shape compiled steps.
+    # setting that memorised the forward facts on an H100 with the kit's version 0.1), fixed-shape
+    # compiled steps.
     "gpu": dict(model="paper", batch_size=1024, lr=1e-3, warmup_steps=200, mode="static", compile=True,
                 log_every=500, eval_every=2000, eval_max_items=500, ckpt_every=5000),
 }

@@ -17,7 +17,8 @@ from jepa_kit.analysis import BASELINE, TRAINS_ON_TEST_FACTS, compare, finite, m
 from jepa_kit.files import atomic_write_text
 
 FACTORS = collect.ABLATION_FACTORS  # k_pred, jepa_metric, lambda_jepa, loss_dropout
-SOURCE = "jepa-kit sweep papermill_runs/{baseline,reverse_aug,ablations}.yaml --local"  # quoted in the README
+# the commands that ran the study (`jepa-kit sweep` takes one sweep file), quoted in the README
+SOURCE = "for s in baseline reverse_aug ablations; do jepa-kit sweep papermill_runs/$s.yaml --local; done"
 README_BEGIN, README_END = "<!-- results:begin -->", "<!-- results:end -->"
 COLUMNS = [  # (csv column, table header)
     ("atomic.exact_match", "forward EM (atomic)"),
