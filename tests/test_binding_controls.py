@@ -24,6 +24,8 @@ def _script(name: str):
     ("binding_midlarge_runs", 4, "chance MRR (4,800 entities, ties count half): 0.0019"),
     ("binding_midlarge_seeds_runs", 4, "chance MRR (4,800 entities, ties count half): 0.0019"),
     ("binding_midlarge_seeds_end_runs", 4, "chance MRR (4,800 entities, ties count half): 0.0019"),
+    ("binding_scale_surface_runs", 2, "chance MRR (8,000 entities, ties count half): 0.0012"),
+    ("binding_scale_surface_width_runs", 1, "chance MRR (8,000 entities, ties count half): 0.0012"),
 ])
 def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, runs, chance):
     _script("binding_controls_table").main(str(ROOT / "papermill_runs" / "results" / folder))
@@ -54,6 +56,8 @@ def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, ru
     # binding_midlarge_seeds_end.yaml's predictions L6 (step 20,000) and L7 (step 30,000)
     (("binding_midlarge_runs", "binding_midlarge_seeds_end_runs"), [10000, 20000, 30000], "", "midlarge_abstract_ntp",
      8),
+    # the surface runs at 8,000 entities (binding_scale_surface.yaml, one seed each: no rule)
+    (("binding_scale_surface_runs",), [5000, 10000, 20000, 30000], "", None, 2),
 ])
 def test_the_readme_tables_at_equal_steps_are_computed_from_the_committed_runs(capsys, folders, steps, match,
                                                                                 baseline, runs):
@@ -66,12 +70,32 @@ def test_the_readme_tables_at_equal_steps_are_computed_from_the_committed_runs(c
     verdicts = [line for line in out if line.startswith("- ")]
     assert rows[0].startswith("| run | MRR | step " + " | step ".join(f"{s:,}" for s in steps) + " |")
     cells = [[c.strip() for c in row.split("|")[1:-1]] for row in rows[1:]]
-    assert len(rows) == 1 + runs and len(verdicts) == len({strip_seed(c[0]) for c in cells}) - 1  # all but the baseline
+    settings = len({strip_seed(c[0]) for c in cells})
+    assert len(rows) == 1 + runs and len(verdicts) == (0 if baseline is None else settings - 1)  # all but the baseline
     assert all(v != "-" for c in cells for v in c[2:2 + len(steps)])  # every run has each of these evaluations
     jepa = ["_jepa_" in c[0] for c in cells]
     assert [c[-1] != "-" for c in cells] == jepa and any(jepa)  # the collapse indicator: JEPA runs only
     readme = (ROOT / "README.md").read_text()
     for line in rows + verdicts:
+        assert line in readme, line
+
+
+def test_the_readme_forward_table_at_equal_steps_is_computed_from_the_committed_runs(capsys):
+    """--forward: the atomic exact match of the 8,000-entity runs of seed 0 (no concept run: it has
+    no exact match) at equal steps, abstract and surface, as in the README; no rule."""
+    results = ROOT / "papermill_runs" / "results"
+    folders = ["binding_scale_runs", "binding_scale_jepa_runs", "binding_scale_surface_runs",
+               "binding_scale_surface_width_runs"]
+    _script("binding_controls_table").at_steps([str(results / f) for f in folders], [5000, 10000, 20000, 30000],
+                                               "_seed0", None, forward=True)
+    out = capsys.readouterr().out.splitlines()
+    rows = [line for line in out if line.startswith("| ")]
+    assert rows[0].startswith("| run | forward EM | step 5,000 |") and not any(o.startswith("- ") for o in out)
+    names = [row.split("|")[1].strip() for row in rows[1:]]
+    assert "small_ntp_seed0 (binding_scale_surface_width_runs)" in names and not any("concept" in n for n in names)
+    assert len(names) == len(set(names)) == 4 + 2 + 1
+    readme = (ROOT / "README.md").read_text()
+    for line in rows:
         assert line in readme, line
 
 
@@ -101,7 +125,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     names = {}
     for sweep_file in ("binding_controls.yaml", "binding_scale.yaml", "binding_controls_jepa.yaml",
                        "binding_scale_jepa.yaml", "binding_mid.yaml", "binding_scale_data1.yaml",
-                       "binding_midlarge.yaml", "binding_midlarge_seeds.yaml", "binding_midlarge_seeds_end.yaml"):
+                       "binding_midlarge.yaml", "binding_midlarge_seeds.yaml", "binding_midlarge_seeds_end.yaml",
+                       "binding_scale_surface.yaml", "binding_scale_surface_width.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -131,6 +156,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_midlarge.yaml", "binding_midlarge_runs", None),
     ("binding_midlarge_seeds.yaml", "binding_midlarge_seeds_runs", None),
     ("binding_midlarge_seeds_end.yaml", "binding_midlarge_seeds_end_runs", None),
+    ("binding_scale_surface.yaml", "binding_scale_surface_runs", None),
+    ("binding_scale_surface_width.yaml", "binding_scale_surface_width_runs", None),
 ])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder, data_draw):
     """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
@@ -180,6 +207,7 @@ def test_the_jepa_sweeps_change_nothing_but_the_objective(tmp_path, jepa_file, n
     ("binding_scale_data1.yaml", "small_abstract_data1", [("jepa", "infonce", 0), ("ntp", "-", 0)]),
     ("binding_midlarge.yaml", "midlarge_abstract", [("jepa", "infonce", 0), ("jepa", "infonce", 1), ("ntp", "-", 0),
                                                     ("ntp", "-", 1)]),
+    ("binding_scale_surface.yaml", "small", [("jepa", "infonce", 0), ("ntp", "-", 0)]),
 ])
 def test_other_data_runs_are_the_8000_entity_runs_with_only_the_data_and_steps_changed(tmp_path, sweep_file, data,
                                                                                         runs):
@@ -248,3 +276,34 @@ def test_the_by_size_figure_draws_every_committed_seed():
     for _, n, settings in panels:  # a resumed run's curve runs from the start (its copied metrics)
         for curves in settings.values():
             assert all(min(r["step"] for r in rows) <= 1000 for rows in curves.values()), n
+
+
+def test_the_surface_width_probe_is_the_surface_ntp_run_at_width_256(tmp_path):
+    """binding_scale_surface_width.yaml: binding_scale_surface.yaml's ntp run (seed 0) with only the
+    width (256) and a training-time limit changed."""
+    (probe,), _ = _planned("binding_scale_surface_width.yaml", tmp_path / "w")
+    ntp = [p for p in _planned("binding_scale_surface.yaml", tmp_path / "s")[0] if p["objective"] == "ntp"]
+    assert len(ntp) == 1 and ntp[0]["seed"] == probe["seed"] == 0
+    assert {k for k in probe if k != "out" and probe[k] != ntp[0][k]} == {"n_embd", "max_train_seconds"}
+    assert (probe["n_embd"], probe["n_head"], probe["max_train_seconds"]) == (256, 4, 2400)
+
+
+def test_the_600_entity_runs_record_their_datas_entity_count():
+    """binding_controls_runs predate ``data_facts`` in config.json; it was added to them afterwards
+    (so their table needs no data on this machine): it must be the data their fingerprint names."""
+    import json
+    import tempfile
+
+    from jepa_kit.data import fingerprint, load_dataset
+    from jepa_kit.datagen import generate
+    with tempfile.TemporaryDirectory() as tmp:
+        data = {}
+        for preset in ("tiny_abstract", "tiny"):
+            ds = generate(preset, Path(tmp) / preset, seed=0)
+            data[fingerprint(ds)] = {"n_entities": len(load_dataset(ds).entities()),
+                                     "entity_tokens": load_dataset(ds).entity_tokens}
+    runs = sorted((ROOT / "papermill_runs" / "results" / "binding_controls_runs").glob("*/config.json"))
+    assert len(runs) == 12
+    for path in runs:
+        config = json.loads(path.read_text())
+        assert config["data_facts"] == data[config["data_fingerprint"]], path.parent.name
