@@ -128,7 +128,8 @@ class TrainConfig:
     compile_mode: str = _f("default", "torch.compile mode: default | reduce-overhead (CUDA graphs) | "
                                       "max-autotune-no-cudagraphs")
     step_graph: bool = _f(False, "CUDA, one process, mode static: capture the whole step (forward, backward, "
-                                 "clipping, AdamW) as one CUDA graph, replayed every step (timed once on an H100: README Performance)")
+                                 "clipping, AdamW) as one CUDA graph, replayed every step "
+                                 "(timed once on an H100: README Performance)")
     progress: str = _f("auto", "auto | bar | log | none (auto: log lines under SLURM, papermill or without a terminal)")
 
     def __post_init__(self):

@@ -288,20 +288,16 @@ def test_the_surface_width_probe_is_the_surface_ntp_run_at_width_256(tmp_path):
     assert (probe["n_embd"], probe["n_head"], probe["max_train_seconds"]) == (256, 4, 2400)
 
 
-def test_the_600_entity_runs_record_their_datas_entity_count():
+def test_the_600_entity_runs_record_their_datas_entity_count(tmp_path):
     """binding_controls_runs predate ``data_facts`` in config.json; it was added to them afterwards
     (so their table needs no data on this machine): it must be the data their fingerprint names."""
     import json
-    import tempfile
 
-    from jepa_kit.data import fingerprint, load_dataset
+    from jepa_kit.collect import data_facts
+    from jepa_kit.data import fingerprint
     from jepa_kit.datagen import generate
-    with tempfile.TemporaryDirectory() as tmp:
-        data = {}
-        for preset in ("tiny_abstract", "tiny"):
-            ds = generate(preset, Path(tmp) / preset, seed=0)
-            data[fingerprint(ds)] = {"n_entities": len(load_dataset(ds).entities()),
-                                     "entity_tokens": load_dataset(ds).entity_tokens}
+    generated = [generate(preset, tmp_path / preset, seed=0) for preset in ("tiny_abstract", "tiny")]
+    data = {fingerprint(d): data_facts(d) for d in generated}
     runs = sorted((ROOT / "papermill_runs" / "results" / "binding_controls_runs").glob("*/config.json"))
     assert len(runs) == 12
     for path in runs:
