@@ -1,8 +1,8 @@
 """The README's pictures, drawn by headless Chromium from the kit's own figures (no kaleido, no
 network): the block-causal mask of one JEPA row, the committed 42-run study's forward vs reverse
 comparison, the binding controls' MRR against steps (600 and 8,000 entities), at 8,000
-entities ntp against ntp + the JEPA term, and ntp against ntp + infonce at 600, 2,400, 4,800 and
-8,000 entities.
+entities ntp against ntp + the JEPA term, ntp against ntp + infonce at 600, 2,400, 4,800 and
+8,000 entities, and at 2,400 entities ntp on abstract and on surface data at two widths.
 
     python benchmarks/readme_figures.py [OUT_DIR]      # default docs/figures
 
@@ -26,9 +26,11 @@ CONTROLS_JEPA = ROOT / "papermill_runs" / "results" / "binding_controls_jepa_run
 MID = ROOT / "papermill_runs" / "results" / "binding_mid_runs"
 MIDLARGE = ROOT / "papermill_runs" / "results" / "binding_midlarge_runs"
 MIDLARGE_END = ROOT / "papermill_runs" / "results" / "binding_midlarge_seeds_end_runs"  # seeds 2 and 3
+MID_SURFACE = ROOT / "papermill_runs" / "results" / "binding_mid_surface_runs"
+MID_WIDTH = ROOT / "papermill_runs" / "results" / "binding_mid_width_runs"
 WIDTH = 1100
 FIGURES = ("mask.png", "forward_reverse.png", "binding_controls_mrr.png", "binding_scale_mrr.png",
-           "binding_scale_jepa_mrr.png", "binding_sizes_mrr.png")
+           "binding_scale_jepa_mrr.png", "binding_sizes_mrr.png", "binding_mid_surface_mrr.png")
 
 
 def _curves(folder: Path, part: str = "") -> dict:
@@ -87,11 +89,25 @@ def sizes_png(out: Path) -> Path:
     return browser.figure_png(fig, out / "binding_sizes_mrr.png", width=WIDTH, height=460)
 
 
+def mid_surface_curves() -> dict:
+    """ntp at 2,400 entities, abstract (one token per entity) and surface (two name tokens), each at
+    width 128 and 256: run name "<data>, width <w>_seed<n>" -> metrics rows, every committed seed."""
+    runs = {"abstract, width 128": _curves(MID, "_ntp_seed"), "abstract, width 256": _curves(MID_WIDTH),
+            "surface, width 128": _curves(MID_SURFACE, "n_embd=128"),
+            "surface, width 256": _curves(MID_SURFACE, "n_embd=256")}
+    return {f"{label}_seed{name.rsplit('seed', 1)[1]}": rows for label, c in runs.items() for name, rows in c.items()}
+
+
+def mid_surface_png(out: Path) -> Path:
+    fig = viz.mrr_curves_figure(mid_surface_curves(), n_entities=2400)
+    return browser.figure_png(fig, out / "binding_mid_surface_mrr.png", width=WIDTH, height=520)
+
+
 def main(out: str = "docs/figures") -> list[Path]:
     out = Path(out)
     paths = [mask_png(out), forward_reverse_png(out), controls_png(out),
              controls_png(out, SCALE, 8000, "binding_scale_mrr.png", log_x=False),  # the rise comes late
-             scale_jepa_png(out), sizes_png(out)]
+             scale_jepa_png(out), sizes_png(out), mid_surface_png(out)]
     for p in paths:
         w, h = browser.png_size(p)
         print(f"{p}  {w} x {h}  {p.stat().st_size / 1e3:.0f} kB")

@@ -47,7 +47,7 @@ _abstract = dict(multiplicity=1, relation_pairs=6, facts_per_entity=3, entity_to
 PRESETS = {
     "paper": GenParams(entities_a=50_000, entities_b=30_000, valid_per_split=3000, **_surface),
     "small": GenParams(entities_a=5_000, entities_b=3_000, valid_per_split=1000, **_surface),
-    # mid_abstract's sizes with two name tokens per entity: papermill_runs/binding_mid_surface.yaml
+    # mid_abstract's sizes, two name tokens per entity: papermill_runs/binding_mid_surface.yaml
     "mid": GenParams(entities_a=1_500, entities_b=900, valid_per_split=1000, **_surface),
     "tiny": GenParams(entities_a=400, entities_b=200, valid_per_split=200, **_surface),
     # the same sizes and splits with one token per entity (the paper's abstract data is paper_abstract)

@@ -1,5 +1,6 @@
 """The README's positive-control tables are what the committed runs say; the runner names runs apart."""
 import importlib.util
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,8 @@ def _script(name: str):
     ("binding_midlarge_seeds_end_runs", 4, "chance MRR (4,800 entities, ties count half): 0.0019"),
     ("binding_scale_surface_runs", 2, "chance MRR (8,000 entities, ties count half): 0.0012"),
     ("binding_scale_surface_width_runs", 1, "chance MRR (8,000 entities, ties count half): 0.0012"),
+    ("binding_mid_surface_runs", 2, "chance MRR (2,400 entities, ties count half): 0.0035"),
+    ("binding_mid_width_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
 ])
 def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, runs, chance):
     _script("binding_controls_table").main(str(ROOT / "papermill_runs" / "results" / folder))
@@ -126,7 +129,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     for sweep_file in ("binding_controls.yaml", "binding_scale.yaml", "binding_controls_jepa.yaml",
                        "binding_scale_jepa.yaml", "binding_mid.yaml", "binding_scale_data1.yaml",
                        "binding_midlarge.yaml", "binding_midlarge_seeds.yaml", "binding_midlarge_seeds_end.yaml",
-                       "binding_scale_surface.yaml", "binding_scale_surface_width.yaml"):
+                       "binding_scale_surface.yaml", "binding_scale_surface_width.yaml",
+                       "binding_mid_surface.yaml", "binding_mid_width.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -145,6 +149,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     assert names["binding_mid.yaml"] == ["mid_abstract_jepa_jepa_metric=infonce_seed0",
                                          "mid_abstract_jepa_jepa_metric=infonce_seed1",
                                          "mid_abstract_ntp_seed0", "mid_abstract_ntp_seed1"]
+    assert names["binding_mid_surface.yaml"] == ["mid_ntp_n_embd=128_seed0", "mid_ntp_n_embd=256_seed0"]
 
 
 @pytest.mark.parametrize("sweep_file, folder, data_draw", [
@@ -158,6 +163,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_midlarge_seeds_end.yaml", "binding_midlarge_seeds_end_runs", None),
     ("binding_scale_surface.yaml", "binding_scale_surface_runs", None),
     ("binding_scale_surface_width.yaml", "binding_scale_surface_width_runs", None),
+    ("binding_mid_surface.yaml", "binding_mid_surface_runs", None),
+    ("binding_mid_width.yaml", "binding_mid_width_runs", None),
 ])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder, data_draw):
     """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
@@ -303,3 +310,52 @@ def test_the_600_entity_runs_record_their_datas_entity_count(tmp_path):
     for path in runs:
         config = json.loads(path.read_text())
         assert config["data_facts"] == data[config["data_fingerprint"]], path.parent.name
+
+
+def test_the_2400_entity_surface_and_width_runs_are_binding_mids_ntp_run_with_only_these_changed(tmp_path):
+    """binding_mid_surface.yaml: binding_mid.yaml's ntp run (seed 0) on the surface data of the same
+    sizes (the ``mid`` preset: mid_abstract with two name tokens per entity), at its width (128) and
+    at 256; binding_mid_width.yaml: the same abstract run at width 256 with a training-time limit. So
+    the two width-256 runs differ in the data only."""
+    from jepa_kit.datagen import PRESETS
+    base = [p for p in _planned("binding_mid.yaml", tmp_path / "m")[0] if p["objective"] == "ntp" and p["seed"] == 0]
+    surface, _ = _planned("binding_mid_surface.yaml", tmp_path / "s")
+    (wide,), _ = _planned("binding_mid_width.yaml", tmp_path / "w")
+    assert len(base) == 1 and sorted(p["n_embd"] for p in surface) == [128, 256] and base[0]["n_embd"] == 128
+    differ = lambda p, q: {k for k in p if k != "out" and p[k] != q[k]}
+    for p in surface:
+        assert differ(p, base[0]) == ({"data"} if p["n_embd"] == 128 else {"data", "n_embd"})
+        assert Path(p["data"]).name == "mid" and p["n_head"] == 4
+    assert differ(wide, base[0]) == {"n_embd", "max_train_seconds"} and wide["n_embd"] == 256
+    assert differ(wide, [p for p in surface if p["n_embd"] == 256][0]) == {"data", "max_train_seconds"}
+    assert PRESETS["mid"] == replace(PRESETS["mid_abstract"], entity_tokens=2, multiplicity=10)
+
+
+@pytest.mark.parametrize("forward", [False, True])
+def test_the_2400_entity_abstract_and_surface_tables_are_computed_from_the_committed_runs(capsys, forward):
+    """Reverse MRR (and, with --forward, atomic exact match) of ntp at 2,400 entities, abstract and
+    surface at widths 128 and 256, at equal steps, as in the README; one seed per width: no rule."""
+    results = ROOT / "papermill_runs" / "results"
+    folders = ["binding_mid_runs", "binding_mid_width_runs", "binding_mid_surface_runs"]
+    _script("binding_controls_table").at_steps([str(results / f) for f in folders], [2000, 5000, 10000, 20000],
+                                               "ntp", None, forward=forward)
+    out = capsys.readouterr().out.splitlines()
+    rows = [line for line in out if line.startswith("| ")]
+    names = [row.split("|")[1].strip() for row in rows[1:]]
+    assert names == ["mid_abstract_ntp_seed0", "mid_abstract_ntp_seed1",
+                     "mid_abstract_ntp_seed0 (binding_mid_width_runs)", "mid_ntp_n_embd=128_seed0",
+                     "mid_ntp_n_embd=256_seed0"]
+    assert not any(line.startswith("- ") for line in out)
+    cells = [[c.strip() for c in row.split("|")[1:-1]] for row in rows[1:]]
+    assert all(v != "-" for c in cells for v in c[2:6])  # every run has each of these evaluations
+    readme = (ROOT / "README.md").read_text()
+    for line in rows:
+        assert line in readme, line
+
+
+def test_the_2400_entity_figure_draws_every_committed_run():
+    import runpy
+    curves = runpy.run_path(str(ROOT / "benchmarks" / "readme_figures.py"))["mid_surface_curves"]()
+    assert sorted(curves) == ["abstract, width 128_seed0", "abstract, width 128_seed1", "abstract, width 256_seed0",
+                              "surface, width 128_seed0", "surface, width 256_seed0"]
+    assert all(max(r["step"] for r in rows) >= 20000 for rows in curves.values())

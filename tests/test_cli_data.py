@@ -155,7 +155,7 @@ def test_bad_generator_settings_are_usage_errors(tmp_path, capsys):
     assert main(["data", "generate", "--preset", "tiny_abstract", "--multiplicity", "10", "--out", out]) == 2
     assert "every entity is its own token" in capsys.readouterr().err
     assert main(["data", "generate", "--preset", "huge", "--out", out]) == 2
-    assert "unknown data preset 'huge'; choose one of paper, small, tiny, paper_abstract" in capsys.readouterr().err
+    assert "unknown data preset 'huge'; choose one of paper, small, mid, tiny, paper_abstract" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         main(["data", "generate", "--preset", "tiny", "--entity-tokens", "3", "--out", out])
     assert e.value.code == 2 and "invalid choice: 3" in capsys.readouterr().err

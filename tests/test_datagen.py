@@ -80,6 +80,7 @@ def check_invariants(ds, params):
     ("tiny", {}),
     ("small", {"entities_a": 2000, "entities_b": 1000, "multiplicity": 5, "relation_pairs": 4, "facts_per_entity": 2}),
     ("tiny_abstract", {}),
+    ("mid", {}),
     ("mid_abstract", {}),
     ("midlarge_abstract", {}),
     ("small_abstract", {"entities_a": 2000, "entities_b": 1000, "relation_pairs": 4, "facts_per_entity": 2}),
@@ -116,7 +117,7 @@ def test_paper_preset_numbers():
 
 
 def test_abstract_presets_are_the_surface_ones_with_one_token_per_entity():
-    for size in ("tiny", "small", "paper"):
+    for size in ("tiny", "mid", "small", "paper"):
         surface, abstract = PRESETS[size], PRESETS[f"{size}_abstract"]
         assert (surface.entity_tokens, abstract.entity_tokens, abstract.multiplicity) == (2, 1, 1)
         assert replace(surface, entity_tokens=1, multiplicity=1) == abstract, size
