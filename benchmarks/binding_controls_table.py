@@ -19,7 +19,8 @@ steps, side by side (runs trained alike compared at equal steps; the periodic ev
 (the cosine between different items' predictions, on held-out train items) at its last evaluation;
 ``--baseline SETTING`` adds the kit's rule (Welch's t-test over seeds, one-sided, alpha 0.05) on
 the MRR at the last of those steps, each setting against that one; ``--forward`` shows the forward
-(atomic) exact match at those steps instead (how soon runs memorise), with no rule.
+(atomic) exact match at those steps instead (how soon runs memorise; a concept run, which has no
+exact match, its atomic concept MRR), with no rule.
 """
 import argparse
 from pathlib import Path
@@ -51,13 +52,17 @@ def main(folder: str) -> None:
               f"| {fmt(s['reverse_step'], '{:.0f}')} | {fmt(s['slope_per_1k'], '{:+.4f}')} |")
 
 
-def forward_em_curve(rows: list[dict]) -> tuple[str | None, list[tuple[int, float]]]:
-    """``("exact_match", [(step, atomic exact match), ...])`` at each evaluation; (None, []) for a
-    concept run (no exact match)."""
+def forward_curve(rows: list[dict]) -> tuple[str | None, list[tuple[int, float]]]:
+    """How far a run has memorised the forward facts at each evaluation: ``("exact_match", [(step,
+    atomic exact match), ...])``, or for a concept run (no exact match) ``("concept_mrr", [(step,
+    atomic concept MRR), ...])``, the number its ``forward step`` reads too; (None, []) for neither."""
     points = [(r["step"], r["splits"]["atomic"]["exact_match"]) for r in collect.of_kind(rows, "eval")
               if isinstance((r.get("splits") or {}).get("atomic"), dict)
               and r["splits"]["atomic"].get("exact_match") is not None]
-    return ("exact_match", points) if points else (None, [])
+    if points:
+        return "exact_match", points
+    metric, points = collect.mrr_curve(rows, "atomic")
+    return (metric, points) if metric == "concept_mrr" and points else (None, [])
 
 
 def at_steps(folders: list[str], steps: list[int], match: str = "", baseline: str | None = None,
@@ -66,18 +71,19 @@ def at_steps(folders: list[str], steps: list[int], match: str = "", baseline: st
     ("-" where it has no evaluation there; the last evaluation at a step wins: the final one over
     every item). ``baseline``: the setting (a run name without its ``_seedN``) every other setting's
     MRR at the last of ``steps`` is compared with, by the kit's rule (``analysis.compare``).
-    ``forward``: the forward (atomic) exact match instead of the reverse MRR, and no rule. A run
+    ``forward``: the forward (atomic) exact match instead of the reverse MRR (a concept run's
+    atomic concept MRR), and no rule. A run
     whose name an earlier folder's run has is shown with its folder's name after it."""
     at_last: dict[str, list[float]] = {}
     seen: set[str] = set()
-    print(f"| run | {'forward EM' if forward else 'MRR'} | " + " | ".join(f"step {s:,}" for s in steps)
+    print(f"| run | {'forward' if forward else 'MRR'} | " + " | ".join(f"step {s:,}" for s in steps)
           + " | pred. cosine between items (last eval) |")
     print("|---|---|" + "---|" * len(steps) + "---|")
     for folder in folders:
         for run, rows in sorted(collect.learning_curves(folder).items()):
             if match not in run:
                 continue
-            metric, points = forward_em_curve(rows) if forward else collect.mrr_curve(rows, "test")
+            metric, points = forward_curve(rows) if forward else collect.mrr_curve(rows, "test")
             if forward and metric is None:
                 continue
             label = f"{run} ({Path(folder).name})" if run in seen else run
@@ -87,7 +93,8 @@ def at_steps(folders: list[str], steps: list[int], match: str = "", baseline: st
             cos = jepa[-1].get("pred_cos_between_items") if jepa else None
             cells = ["-" if at.get(s) is None else f"{at[s]:.3f}" for s in steps]
             at_last.setdefault(strip_seed(run), []).append(at.get(steps[-1]))
-            kind = "atomic" if forward else "concept" if metric == "concept_mrr" else "entity"
+            kind = ("atomic concept MRR" if metric == "concept_mrr" else "atomic EM") if forward else \
+                "concept" if metric == "concept_mrr" else "entity"
             print(f"| {label} | {kind} | " + " | ".join(cells)
                   + f" | {'-' if cos is None else f'{cos:.3f}'} |")
     if baseline is None or forward:
@@ -111,7 +118,8 @@ if __name__ == "__main__":
     p.add_argument("--match", default="", help="with --at: only the runs whose name contains this")
     p.add_argument("--baseline", help="with --at: the setting (run name without _seedN) the others are "
                                       "compared with at the last step, by the kit's rule")
-    p.add_argument("--forward", action="store_true", help="with --at: the forward (atomic) exact match instead")
+    p.add_argument("--forward", action="store_true", help="with --at: the forward (atomic) exact match "
+                   "(concept runs: atomic concept MRR) instead")
     args = p.parse_args()
     if args.at:
         at_steps(args.folders, [int(s) for s in args.at.split(",")], args.match, args.baseline, args.forward)
