@@ -2,7 +2,8 @@
 network): the block-causal mask of one JEPA row, the committed 42-run study's forward vs reverse
 comparison, the binding controls' MRR against steps (600 and 8,000 entities), at 8,000
 entities ntp against ntp + the JEPA term, ntp against ntp + infonce at 600, 2,400, 4,800 and
-8,000 entities, and at 2,400 entities ntp on abstract and on surface data at two widths.
+8,000 entities, at 2,400 entities ntp on abstract and on surface data at two widths, and the
+concept objective at 600 entities with more width, depth or steps.
 
     python benchmarks/readme_figures.py [OUT_DIR]      # default docs/figures
 
@@ -28,9 +29,13 @@ MIDLARGE = ROOT / "papermill_runs" / "results" / "binding_midlarge_runs"
 MIDLARGE_END = ROOT / "papermill_runs" / "results" / "binding_midlarge_seeds_end_runs"  # seeds 2 and 3
 MID_SURFACE = ROOT / "papermill_runs" / "results" / "binding_mid_surface_runs"
 MID_WIDTH = ROOT / "papermill_runs" / "results" / "binding_mid_width_runs"
+CONCEPT_WIDTH = ROOT / "papermill_runs" / "results" / "binding_concept_width_runs"
+CONCEPT_DEPTH = ROOT / "papermill_runs" / "results" / "binding_concept_depth_runs"
+CONCEPT_STEPS = ROOT / "papermill_runs" / "results" / "binding_concept_steps_runs"
 WIDTH = 1100
 FIGURES = ("mask.png", "forward_reverse.png", "binding_controls_mrr.png", "binding_scale_mrr.png",
-           "binding_scale_jepa_mrr.png", "binding_sizes_mrr.png", "binding_mid_surface_mrr.png")
+           "binding_scale_jepa_mrr.png", "binding_sizes_mrr.png", "binding_mid_surface_mrr.png",
+           "binding_concept_mrr.png")
 
 
 def _curves(folder: Path, part: str = "") -> dict:
@@ -103,11 +108,33 @@ def mid_surface_png(out: Path) -> Path:
     return browser.figure_png(fig, out / "binding_mid_surface_mrr.png", width=WIDTH, height=520)
 
 
+def concept_curves() -> dict:
+    """The concept objective at 600 entities, surface and abstract: 1 recognition + 1 concept block at
+    widths 128 (8,000 and 30,000 steps), 256 and 512, and 1 + 3 at width 128: run name
+    "<data> <blocks>, width <w>[, 30,000 steps]_seed<n>" -> metrics rows, every committed seed."""
+    runs = {"surface 1+1, width 128": _curves(CONTROLS, "surface_concept_"),
+            "surface 1+1, width 128, 30,000 steps": _curves(CONCEPT_STEPS, "surface_"),
+            "surface 1+1, width 256": _curves(CONCEPT_WIDTH, "surface_concept_n_layer=2_n_embd=256_"),
+            "surface 1+1, width 512": _curves(CONCEPT_WIDTH, "surface_concept_n_layer=2_n_embd=512_"),
+            "surface 1+3, width 128": {**_curves(CONCEPT_WIDTH, "surface_concept_n_layer=4_"),
+                                       **_curves(CONCEPT_DEPTH, "surface_")},
+            "abstract 1+1, width 128": _curves(CONTROLS, "abstract_concept_"),
+            "abstract 1+1, width 128, 30,000 steps": _curves(CONCEPT_STEPS, "abstract_"),
+            "abstract 1+1, width 256": _curves(CONCEPT_WIDTH, "abstract_"),
+            "abstract 1+3, width 128": _curves(CONCEPT_DEPTH, "abstract_")}
+    return {f"{label}_seed{name.rsplit('seed', 1)[1]}": rows for label, c in runs.items() for name, rows in c.items()}
+
+
+def concept_png(out: Path) -> Path:
+    fig = viz.mrr_curves_figure(concept_curves(), n_entities=600, log_x=True, seeds="lines")
+    return browser.figure_png(fig, out / "binding_concept_mrr.png", width=WIDTH, height=560)
+
+
 def main(out: str = "docs/figures") -> list[Path]:
     out = Path(out)
     paths = [mask_png(out), forward_reverse_png(out), controls_png(out),
              controls_png(out, SCALE, 8000, "binding_scale_mrr.png", log_x=False),  # the rise comes late
-             scale_jepa_png(out), sizes_png(out), mid_surface_png(out)]
+             scale_jepa_png(out), sizes_png(out), mid_surface_png(out), concept_png(out)]
     for p in paths:
         w, h = browser.png_size(p)
         print(f"{p}  {w} x {h}  {p.stat().st_size / 1e3:.0f} kB")

@@ -29,6 +29,9 @@ def _script(name: str):
     ("binding_scale_surface_width_runs", 1, "chance MRR (8,000 entities, ties count half): 0.0012"),
     ("binding_mid_surface_runs", 2, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_width_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
+    ("binding_concept_width_runs", 4, "chance MRR (600 entities, ties count half): 0.0116"),
+    ("binding_concept_steps_runs", 2, "chance MRR (600 entities, ties count half): 0.0116"),
+    ("binding_concept_depth_runs", 2, "chance MRR (600 entities, ties count half): 0.0116"),
 ])
 def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, runs, chance):
     _script("binding_controls_table").main(str(ROOT / "papermill_runs" / "results" / folder))
@@ -134,7 +137,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                        "binding_scale_jepa.yaml", "binding_mid.yaml", "binding_scale_data1.yaml",
                        "binding_midlarge.yaml", "binding_midlarge_seeds.yaml", "binding_midlarge_seeds_end.yaml",
                        "binding_scale_surface.yaml", "binding_scale_surface_width.yaml",
-                       "binding_mid_surface.yaml", "binding_mid_width.yaml"):
+                       "binding_mid_surface.yaml", "binding_mid_width.yaml", "binding_concept_width.yaml",
+                       "binding_concept_steps.yaml", "binding_concept_depth.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -154,6 +158,10 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                                          "mid_abstract_jepa_jepa_metric=infonce_seed1",
                                          "mid_abstract_ntp_seed0", "mid_abstract_ntp_seed1"]
     assert names["binding_mid_surface.yaml"] == ["mid_ntp_n_embd=128_seed0", "mid_ntp_n_embd=256_seed0"]
+    assert names["binding_concept_width.yaml"] == ["abstract_concept_n_layer=2_n_embd=256_seed0",
+                                                   "surface_concept_n_layer=2_n_embd=256_seed0",
+                                                   "surface_concept_n_layer=2_n_embd=512_seed0",
+                                                   "surface_concept_n_layer=4_n_embd=128_seed0"]
 
 
 @pytest.mark.parametrize("sweep_file, folder, data_draw", [
@@ -169,12 +177,16 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_scale_surface_width.yaml", "binding_scale_surface_width_runs", None),
     ("binding_mid_surface.yaml", "binding_mid_surface_runs", None),
     ("binding_mid_width.yaml", "binding_mid_width_runs", None),
+    ("binding_concept_width.yaml", "binding_concept_width_runs", None),
+    ("binding_concept_steps.yaml", "binding_concept_steps_runs", None),
+    ("binding_concept_depth.yaml", "binding_concept_depth_runs", None),
 ])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder, data_draw):
     """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
     TrainConfig field but where the data, the run and the progress output went is what the sweep
-    file plans, and the data is the datagen preset its folder is named after, generator seed 0, or
-    ``data_draw`` (preset, generator seed) (its fingerprint); every run finished."""
+    file plans, and the data is the datagen preset its folder is named after, generator seed 0 (a
+    sweep may use several), or ``data_draw`` (preset, generator seed) (its fingerprint) for a sweep
+    of one data folder; every run finished."""
     import dataclasses
     import json
 
@@ -183,17 +195,18 @@ def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder,
     from jepa_kit.data import fingerprint
     script = _script("run_binding_controls")
     planned, keys = _planned(sweep_file, tmp_path)
-    preset = {Path(p["data"]).name for p in planned}
-    assert len(preset) == 1
-    preset, data_seed = data_draw or (preset.pop(), 0)
-    data = fingerprint(generate(preset, tmp_path / preset, seed=data_seed))
+    presets = {Path(p["data"]).name for p in planned}
+    assert len(presets) == 1 or data_draw is None
+    draws = [data_draw] if data_draw else [(preset, 0) for preset in sorted(presets)]
+    data = {folder_name: fingerprint(generate(preset, tmp_path / preset, seed=data_seed))
+            for folder_name, (preset, data_seed) in zip(sorted(presets), draws)}
     for params in planned:
         run = ROOT / "papermill_runs" / "results" / folder / script.name_of(params, keys)
         stored = json.loads((run / "config.json").read_text())
         want = dataclasses.asdict(TrainConfig.from_dict({**params, "out": str(tmp_path)}))
         assert {k: v for k, v in stored["config"].items() if k not in ("data", "out", "progress")} == \
                {k: v for k, v in want.items() if k not in ("data", "out", "progress")}, run.name
-        assert stored["data_fingerprint"] == data, run.name
+        assert stored["data_fingerprint"] == data[Path(params["data"]).name], run.name
         assert json.loads((run / "status.json").read_text())["state"] == "finished", run.name
 
 
@@ -363,3 +376,57 @@ def test_the_2400_entity_figure_draws_every_committed_run():
     assert sorted(curves) == ["abstract, width 128_seed0", "abstract, width 128_seed1", "abstract, width 256_seed0",
                               "surface, width 128_seed0", "surface, width 256_seed0"]
     assert all(max(r["step"] for r in rows) >= 20000 for rows in curves.values())
+
+
+def test_the_concept_sweeps_are_binding_controls_concept_runs_with_only_width_depth_or_steps_changed(tmp_path):
+    """binding_concept_width.yaml, _depth.yaml and _steps.yaml: each run is binding_controls.yaml's
+    concept run of the same data and seed (1 recognition + 1 concept block, width 128, 8,000 steps)
+    with only the width, the number of blocks (so the concept stack's depth) or the steps changed."""
+    controls, _ = _planned("binding_controls.yaml", tmp_path / "c")
+    base = {(p["data"], p["seed"]): p for p in controls if p["objective"] == "concept"}
+    assert len(base) == 4 and {p["n_layer"] for p in base.values()} == {2} and {p["n_embd"] for p in base.values()} == {128}
+    differ = lambda p, q: {k: p[k] for k in p if k != "out" and p[k] != q[k]}
+    changed = {}
+    for sweep_file in ("binding_concept_width.yaml", "binding_concept_depth.yaml", "binding_concept_steps.yaml"):
+        planned, _ = _planned(sweep_file, tmp_path / sweep_file)
+        changed[sweep_file] = sorted((Path(p["data"]).name, p["seed"], sorted(differ(p, base[p["data"], p["seed"]]).items()))
+                                     for p in planned)
+    assert changed["binding_concept_width.yaml"] == [
+        ("tiny", 0, [("n_embd", 256)]), ("tiny", 0, [("n_embd", 512)]), ("tiny", 0, [("n_layer", 4)]),
+        ("tiny_abstract", 0, [("n_embd", 256)])]
+    assert changed["binding_concept_depth.yaml"] == [("tiny", 1, [("n_layer", 4)]), ("tiny_abstract", 0, [("n_layer", 4)])]
+    assert changed["binding_concept_steps.yaml"] == [("tiny", 0, [("steps", 30000)]), ("tiny_abstract", 0, [("steps", 30000)])]
+
+
+@pytest.mark.parametrize("forward", [False, True])
+def test_the_600_entity_concept_tables_at_equal_steps_are_computed_from_the_committed_runs(capsys, forward):
+    """Every concept run at 600 entities at steps 1,000-8,000 (forward: atomic concept MRR, which
+    --forward shows for runs with no exact match), and the 30,000-step runs from step 8,000 on, as in
+    the README."""
+    results = ROOT / "papermill_runs" / "results"
+    folders = [str(results / f) for f in ("binding_controls_runs", "binding_concept_width_runs",
+                                          "binding_concept_depth_runs", "binding_concept_steps_runs")]
+    script = _script("binding_controls_table")
+    script.at_steps(folders, [1000, 2000, 4000, 8000], "concept", None, forward=forward)
+    script.at_steps(folders[-1:], [8000, 12000, 16000, 20000, 24000, 30000], "", None, forward=forward)
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert len(rows) == (1 + 12) + (1 + 2)
+    kinds = {row.split("|")[2].strip() for row in rows if not row.startswith("| run |")}
+    assert kinds == ({"atomic concept MRR"} if forward else {"concept"})
+    assert all("| - |" not in row.rsplit("|", 2)[0] + "|" for row in rows)  # each run has each evaluation
+    readme = (ROOT / "README.md").read_text()
+    for line in rows:
+        assert line in readme, line
+
+
+def test_the_concept_figure_draws_every_committed_concept_run_at_600_entities():
+    import runpy
+    curves = runpy.run_path(str(ROOT / "benchmarks" / "readme_figures.py"))["concept_curves"]()
+    assert sorted(curves) == sorted(
+        ["surface 1+1, width 128_seed0", "surface 1+1, width 128_seed1", "surface 1+1, width 256_seed0",
+         "surface 1+1, width 512_seed0", "surface 1+3, width 128_seed0", "surface 1+3, width 128_seed1",
+         "surface 1+1, width 128, 30,000 steps_seed0", "abstract 1+1, width 128_seed0",
+         "abstract 1+1, width 128_seed1", "abstract 1+1, width 256_seed0", "abstract 1+3, width 128_seed0",
+         "abstract 1+1, width 128, 30,000 steps_seed0"])
+    last = {name: max(r["step"] for r in rows) for name, rows in curves.items()}
+    assert all(step == (30000 if "30,000" in name else 8000) for name, step in last.items()), last
