@@ -72,8 +72,8 @@ def at_steps(folders: list[str], steps: list[int], match: str = "", baseline: st
     every item). ``baseline``: the setting (a run name without its ``_seedN``) every other setting's
     MRR at the last of ``steps`` is compared with, by the kit's rule (``analysis.compare``).
     ``forward``: the forward (atomic) exact match instead of the reverse MRR (a concept run's
-    atomic concept MRR), and no rule. A run
-    whose name an earlier folder's run has is shown with its folder's name after it."""
+    atomic concept MRR), and no rule. A run whose name an earlier folder's run has is shown with
+    its folder's name after it."""
     at_last: dict[str, list[float]] = {}
     seen: set[str] = set()
     print(f"| run | {'forward' if forward else 'MRR'} | " + " | ".join(f"step {s:,}" for s in steps)
