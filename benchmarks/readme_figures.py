@@ -43,6 +43,11 @@ def _curves(folder: Path, part: str = "") -> dict:
     return {n: rows for n, rows in collect.learning_curves(folder).items() if part in n}
 
 
+def _labelled(runs: dict[str, dict]) -> dict:
+    """{label: {run name: rows}} -> {"<label>_seed<n>": rows}: each run under its setting's label."""
+    return {f"{label}_seed{name.rsplit('seed', 1)[1]}": rows for label, c in runs.items() for name, rows in c.items()}
+
+
 def mask_png(out: Path) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         ds = load_dataset(generate("tiny", Path(tmp) / "tiny", seed=0))
@@ -100,7 +105,7 @@ def mid_surface_curves() -> dict:
     runs = {"abstract, width 128": _curves(MID, "_ntp_seed"), "abstract, width 256": _curves(MID_WIDTH),
             "surface, width 128": _curves(MID_SURFACE, "n_embd=128"),
             "surface, width 256": _curves(MID_SURFACE, "n_embd=256")}
-    return {f"{label}_seed{name.rsplit('seed', 1)[1]}": rows for label, c in runs.items() for name, rows in c.items()}
+    return _labelled(runs)
 
 
 def mid_surface_png(out: Path) -> Path:
@@ -122,7 +127,7 @@ def concept_curves() -> dict:
             "abstract 1+1, width 128, 30,000 steps": _curves(CONCEPT_STEPS, "abstract_"),
             "abstract 1+1, width 256": _curves(CONCEPT_WIDTH, "abstract_"),
             "abstract 1+3, width 128": _curves(CONCEPT_DEPTH, "abstract_")}
-    return {f"{label}_seed{name.rsplit('seed', 1)[1]}": rows for label, c in runs.items() for name, rows in c.items()}
+    return _labelled(runs)
 
 
 def concept_png(out: Path) -> Path:

@@ -122,6 +122,11 @@ def test_run_names_keep_the_committed_names_and_name_other_data_after_its_folder
     assert name_of({**infonce, "objective": "ntp"}, ["jepa_metric"]) == "mid_abstract_ntp_seed1", "no metric on ntp"
 
 
+def _changed(p: dict, q: dict) -> dict:
+    """The planned params of run p that differ from run q's (where each run goes aside)."""
+    return {k: p[k] for k in p if k != "out" and p[k] != q[k]}
+
+
 def _planned(sweep_file: str, out):
     """The sweep, its planned runs' params and the keys the runner names them by."""
     from jepa_kit import sweeps
@@ -195,11 +200,11 @@ def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder,
     from jepa_kit.data import fingerprint
     script = _script("run_binding_controls")
     planned, keys = _planned(sweep_file, tmp_path)
-    presets = {Path(p["data"]).name for p in planned}
-    assert len(presets) == 1 or data_draw is None
-    draws = [data_draw] if data_draw else [(preset, 0) for preset in sorted(presets)]
-    data = {folder_name: fingerprint(generate(preset, tmp_path / preset, seed=data_seed))
-            for folder_name, (preset, data_seed) in zip(sorted(presets), draws)}
+    folders = sorted({Path(p["data"]).name for p in planned})
+    assert len(folders) == 1 or data_draw is None
+    draws = {folders[0]: data_draw} if data_draw else {name: (name, 0) for name in folders}
+    data = {name: fingerprint(generate(preset, tmp_path / preset, seed=data_seed))
+            for name, (preset, data_seed) in draws.items()}
     for params in planned:
         run = ROOT / "papermill_runs" / "results" / folder / script.name_of(params, keys)
         stored = json.loads((run / "config.json").read_text())
@@ -222,7 +227,7 @@ def test_the_jepa_sweeps_change_nothing_but_the_objective(tmp_path, jepa_file, n
     assert {p["jepa_metric"] for p in jepa} == {"cosine", "infonce"}
     for p in jepa:
         assert p["objective"] == "jepa" and p["seed"] in ntp
-        differ = {k for k in p if k != "out" and p[k] != ntp[p["seed"]][k]}
+        differ = set(_changed(p, ntp[p["seed"]]))
         assert differ <= {"objective", "jepa_metric"}, differ
 
 
@@ -244,7 +249,7 @@ def test_other_data_runs_are_the_8000_entity_runs_with_only_the_data_and_steps_c
     big = {key(p): p for p in big if p["weight_decay"] == 0.1 and p["objective"] != "concept"}
     assert sorted(key(p) for p in other) == runs
     for p in other:
-        assert {k for k in p if k != "out" and p[k] != big[key(p)][k]} == {"data", "steps"}
+        assert set(_changed(p, big[key(p)])) == {"data", "steps"}
         assert (Path(p["data"]).name, p["steps"]) == (data, 30000)
 
 
@@ -259,7 +264,7 @@ def test_the_4800_entity_seed_runs_are_the_30000_step_runs_with_only_the_seed_an
     assert sorted((key(p), p["seed"]) for p in seeds) == [(("jepa", "infonce"), 2), (("jepa", "infonce"), 3),
                                                           (("ntp", "-"), 2), (("ntp", "-"), 3)]
     for p in seeds:
-        assert {k for k in p if k != "out" and p[k] != base[key(p)][k]} == {"seed", "steps"}
+        assert set(_changed(p, base[key(p)])) == {"seed", "steps"}
         assert p["steps"] == 11000 and p["schedule"] == "constant" and 10000 % p["eval_every"] == 0
 
 
@@ -276,7 +281,7 @@ def test_the_4800_entity_seed_runs_went_on_to_step_30000_from_their_step_11000_r
     seeds = {key(p): p for p in seeds}
     assert sorted(map(key, end)) == sorted(seeds)
     for p in end:
-        assert {k for k in p if k != "out" and p[k] != seeds[key(p)][k]} == {"steps"} and "steps" in RESUMABLE_FIELDS
+        assert set(_changed(p, seeds[key(p)])) == {"steps"} and "steps" in RESUMABLE_FIELDS
         name = _script("run_binding_controls").name_of(p, keys)
         results = ROOT / "papermill_runs" / "results"
         rows = lambda folder: [json.loads(line) for line in (results / folder / name / "metrics.jsonl").open()]
@@ -308,7 +313,7 @@ def test_the_surface_width_probe_is_the_surface_ntp_run_at_width_256(tmp_path):
     (probe,), _ = _planned("binding_scale_surface_width.yaml", tmp_path / "w")
     ntp = [p for p in _planned("binding_scale_surface.yaml", tmp_path / "s")[0] if p["objective"] == "ntp"]
     assert len(ntp) == 1 and ntp[0]["seed"] == probe["seed"] == 0
-    assert {k for k in probe if k != "out" and probe[k] != ntp[0][k]} == {"n_embd", "max_train_seconds"}
+    assert set(_changed(probe, ntp[0])) == {"n_embd", "max_train_seconds"}
     assert (probe["n_embd"], probe["n_head"], probe["max_train_seconds"]) == (256, 4, 2400)
 
 
@@ -339,12 +344,11 @@ def test_the_2400_entity_surface_and_width_runs_are_binding_mids_ntp_run_with_on
     surface, _ = _planned("binding_mid_surface.yaml", tmp_path / "s")
     (wide,), _ = _planned("binding_mid_width.yaml", tmp_path / "w")
     assert len(base) == 1 and sorted(p["n_embd"] for p in surface) == [128, 256] and base[0]["n_embd"] == 128
-    differ = lambda p, q: {k for k in p if k != "out" and p[k] != q[k]}
     for p in surface:
-        assert differ(p, base[0]) == ({"data"} if p["n_embd"] == 128 else {"data", "n_embd"})
+        assert set(_changed(p, base[0])) == ({"data"} if p["n_embd"] == 128 else {"data", "n_embd"})
         assert Path(p["data"]).name == "mid" and p["n_head"] == 4
-    assert differ(wide, base[0]) == {"n_embd", "max_train_seconds"} and wide["n_embd"] == 256
-    assert differ(wide, [p for p in surface if p["n_embd"] == 256][0]) == {"data", "max_train_seconds"}
+    assert set(_changed(wide, base[0])) == {"n_embd", "max_train_seconds"} and wide["n_embd"] == 256
+    assert set(_changed(wide, [p for p in surface if p["n_embd"] == 256][0])) == {"data", "max_train_seconds"}
     assert PRESETS["mid"] == replace(PRESETS["mid_abstract"], entity_tokens=2, multiplicity=10)
 
 
@@ -385,11 +389,10 @@ def test_the_concept_sweeps_are_binding_controls_concept_runs_with_only_width_de
     controls, _ = _planned("binding_controls.yaml", tmp_path / "c")
     base = {(p["data"], p["seed"]): p for p in controls if p["objective"] == "concept"}
     assert len(base) == 4 and {p["n_layer"] for p in base.values()} == {2} and {p["n_embd"] for p in base.values()} == {128}
-    differ = lambda p, q: {k: p[k] for k in p if k != "out" and p[k] != q[k]}
     changed = {}
     for sweep_file in ("binding_concept_width.yaml", "binding_concept_depth.yaml", "binding_concept_steps.yaml"):
         planned, _ = _planned(sweep_file, tmp_path / sweep_file)
-        changed[sweep_file] = sorted((Path(p["data"]).name, p["seed"], sorted(differ(p, base[p["data"], p["seed"]]).items()))
+        changed[sweep_file] = sorted((Path(p["data"]).name, p["seed"], sorted(_changed(p, base[p["data"], p["seed"]]).items()))
                                      for p in planned)
     assert changed["binding_concept_width.yaml"] == [
         ("tiny", 0, [("n_embd", 256)]), ("tiny", 0, [("n_embd", 512)]), ("tiny", 0, [("n_layer", 4)]),
@@ -413,7 +416,8 @@ def test_the_600_entity_concept_tables_at_equal_steps_are_computed_from_the_comm
     assert len(rows) == (1 + 12) + (1 + 2)
     kinds = {row.split("|")[2].strip() for row in rows if not row.startswith("| run |")}
     assert kinds == ({"atomic concept MRR"} if forward else {"concept"})
-    assert all("| - |" not in row.rsplit("|", 2)[0] + "|" for row in rows)  # each run has each evaluation
+    cells = [[c.strip() for c in row.split("|")[1:-1]] for row in rows if not row.startswith("| run |")]
+    assert all(v != "-" for c in cells for v in c[2:-1])  # every run has each of these evaluations
     readme = (ROOT / "README.md").read_text()
     for line in rows:
         assert line in readme, line
