@@ -86,6 +86,27 @@ def verdict(rows: list[dict], n_entities: int) -> list[str]:
     return out
 
 
+def machine_line(runs: Path) -> str | None:
+    """Where the demo's runs trained, from their config.json ("numerics", "versions"): float32 sums
+    round differently with the CPU thread count and instruction set, and over 2,000 steps that moves
+    the table's last digit. None for runs that recorded neither (trained by an older kit)."""
+    import json
+
+    seen = []
+    for path in sorted(Path(runs).glob("*/config.json")):
+        stored = json.loads(path.read_text())
+        n, torch_version = stored.get("numerics"), (stored.get("versions") or {}).get("torch")
+        if n:
+            threads = n["torch_threads"]
+            where = n.get("cuda_device") or f"{threads} CPU thread{'s' * (threads != 1)} ({n['cpu_capability']})"
+            text = f"{where}, torch {torch_version}"
+            seen += [text] if text not in seen else []
+    if not seen:
+        return None
+    return (f"Trained on {'; '.join(seen)}. Another thread count or instruction set rounds differently "
+            "and may change the last digit (README, \"What the demo prints\").")
+
+
 def main(args) -> int:
     from jepa_kit.collect import collect
     from jepa_kit.data import load_dataset
@@ -118,7 +139,7 @@ def main(args) -> int:
     table = collect(runs_dir / "demo")
     rows = demo_table(table)
     text = format_demo_table(rows)
-    lines = verdict(rows, len(ds.entities()))
+    lines = verdict(rows, len(ds.entities())) + [line for line in [machine_line(runs_dir / "demo")] if line]
     atomic_write_text(out / "results.md", text + "\n\n" + "\n".join(lines) + "\n")
     atomic_write_text(out / "results.csv", table.to_csv(index=False))
     print()

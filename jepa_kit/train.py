@@ -50,7 +50,8 @@ from jepa_kit.objectives import get_objective
 from jepa_kit.rundir import RunFiles, check_resume, clean, now
 from jepa_kit.runlock import RunLocked, run_lock  # RunLocked: re-exported for the CLI
 from jepa_kit.runtime import (PREEMPTED_EXIT_CODE, Dist, EvalClock, Preempted, Progress,
-                              TrainingDiverged, compile_step, global_loss, init_distributed, training_precision)
+                              TrainingDiverged, compile_step, global_loss, init_distributed, numerics,
+                              training_precision)
 from jepa_kit.signals import StopSignal
 from jepa_kit.step import TrainerStep, check_step_graph, train_step, weight_decay_groups  # noqa: F401 (re-exported)
 
@@ -257,6 +258,7 @@ class Trainer:
             "torch": torch.__version__,
             "versions": {"python": sys.version.split()[0],  # beside constraints.txt: what this run really used
                          **{m: __import__(m).__version__ for m in ("torch", "transformers", "safetensors", "numpy")}},
+            "numerics": numerics(self.device),  # thread count, instruction set, card: rounding
             "vocab_size": len(ds.vocab),
             "trains_on_test_facts": self.objective.trains_on_test_facts,
             "n_train_rows": self.n_rows,

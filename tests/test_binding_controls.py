@@ -32,6 +32,7 @@ def _script(name: str):
     ("binding_concept_width_runs", 4, "chance MRR (600 entities, ties count half): 0.0116"),
     ("binding_concept_steps_runs", 2, "chance MRR (600 entities, ties count half): 0.0116"),
     ("binding_concept_depth_runs", 2, "chance MRR (600 entities, ties count half): 0.0116"),
+    ("binding_mid_concept_runs", 2, "chance MRR (2,400 entities, ties count half): 0.0035"),
 ])
 def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, runs, chance):
     _script("binding_controls_table").main(str(ROOT / "papermill_runs" / "results" / folder))
@@ -143,7 +144,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                        "binding_midlarge.yaml", "binding_midlarge_seeds.yaml", "binding_midlarge_seeds_end.yaml",
                        "binding_scale_surface.yaml", "binding_scale_surface_width.yaml",
                        "binding_mid_surface.yaml", "binding_mid_width.yaml", "binding_concept_width.yaml",
-                       "binding_concept_steps.yaml", "binding_concept_depth.yaml"):
+                       "binding_concept_steps.yaml", "binding_concept_depth.yaml", "binding_mid_concept.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -167,6 +168,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                                                    "surface_concept_n_layer=2_n_embd=256_seed0",
                                                    "surface_concept_n_layer=2_n_embd=512_seed0",
                                                    "surface_concept_n_layer=4_n_embd=128_seed0"]
+    assert names["binding_mid_concept.yaml"] == ["mid_abstract_concept_seed0", "mid_concept_seed0"]
 
 
 @pytest.mark.parametrize("sweep_file, folder, data_draw", [
@@ -185,6 +187,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_concept_width.yaml", "binding_concept_width_runs", None),
     ("binding_concept_steps.yaml", "binding_concept_steps_runs", None),
     ("binding_concept_depth.yaml", "binding_concept_depth_runs", None),
+    ("binding_mid_concept.yaml", "binding_mid_concept_runs", None),
 ])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder, data_draw):
     """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
@@ -377,8 +380,10 @@ def test_the_2400_entity_abstract_and_surface_tables_are_computed_from_the_commi
 def test_the_2400_entity_figure_draws_every_committed_run():
     import runpy
     curves = runpy.run_path(str(ROOT / "benchmarks" / "readme_figures.py"))["mid_surface_curves"]()
-    assert sorted(curves) == ["abstract, width 128_seed0", "abstract, width 128_seed1", "abstract, width 256_seed0",
-                              "surface, width 128_seed0", "surface, width 256_seed0"]
+    assert sorted(curves) == sorted(["abstract, width 128_seed0", "abstract, width 128_seed1",
+                                     "abstract, width 256_seed0", "abstract concept, width 128_seed0",
+                                     "surface, width 128_seed0", "surface, width 256_seed0",
+                                     "surface concept, width 128_seed0"])
     assert all(max(r["step"] for r in rows) >= 20000 for rows in curves.values())
 
 
@@ -399,6 +404,36 @@ def test_the_concept_sweeps_are_binding_controls_concept_runs_with_only_width_de
         ("tiny_abstract", 0, [("n_embd", 256)])]
     assert changed["binding_concept_depth.yaml"] == [("tiny", 1, [("n_layer", 4)]), ("tiny_abstract", 0, [("n_layer", 4)])]
     assert changed["binding_concept_steps.yaml"] == [("tiny", 0, [("steps", 30000)]), ("tiny_abstract", 0, [("steps", 30000)])]
+
+
+def test_the_2400_entity_concept_runs_are_the_ntp_runs_there_with_only_the_objective_changed(tmp_path):
+    """binding_mid_concept.yaml: binding_mid.yaml's abstract ntp run (seed 0) and binding_mid_surface.yaml's
+    width-128 surface run with the concept objective (1 recognition + 1 concept block, checkpoints
+    chosen on concept MRR) and nothing else changed."""
+    ntp = {Path(p["data"]).name: p for sweep_file in ("binding_mid.yaml", "binding_mid_surface.yaml")
+           for p in _planned(sweep_file, tmp_path / sweep_file)[0]
+           if p["objective"] == "ntp" and p["seed"] == 0 and p["n_embd"] == 128}
+    concept, _ = _planned("binding_mid_concept.yaml", tmp_path / "c")
+    assert sorted(Path(p["data"]).name for p in concept) == sorted(ntp) == ["mid", "mid_abstract"]
+    for p in concept:
+        assert _changed(p, ntp[Path(p["data"]).name]) == {"objective": "concept", "best_metric": "concept_mrr"}
+        assert p["n_recognition"] == 1 and p["n_layer"] == 2
+
+
+@pytest.mark.parametrize("forward", [False, True])
+def test_the_2400_entity_concept_tables_are_computed_from_the_committed_runs(capsys, forward):
+    """Reverse (and, with --forward, atomic) concept MRR of the two 2,400-entity concept runs at
+    steps 2,000-30,000, as in the README."""
+    folder = ROOT / "papermill_runs" / "results" / "binding_mid_concept_runs"
+    _script("binding_controls_table").at_steps([str(folder)], [2000, 5000, 10000, 20000, 30000], "", None,
+                                               forward=forward)
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert [row.split("|")[1].strip() for row in rows[1:]] == ["mid_abstract_concept_seed0", "mid_concept_seed0"]
+    cells = [[c.strip() for c in row.split("|")[1:-1]] for row in rows[1:]]
+    assert all(v != "-" for c in cells for v in c[2:-1])  # every run has each of these evaluations
+    readme = (ROOT / "README.md").read_text()
+    for line in rows:
+        assert line in readme, line
 
 
 @pytest.mark.parametrize("forward", [False, True])

@@ -45,3 +45,22 @@ def test_a_concept_run_shows_its_concept_mrr_and_no_exact_match():
     assert "reverse concept MRR" in lines[0]
     assert lines[2].split()[-2:] == ["-", "-"] and lines[3].split()[-2:] == ["0.900", "0.400"]
     assert "concept MRR" not in demo.format_demo_table(rows[:1]), "no concept columns without a concept run"
+
+
+def test_the_machine_line_names_where_the_runs_trained(tmp_path):
+    import json
+    for name, numerics in (("ntp", {"device": "cpu", "torch_threads": 2, "cpu_capability": "AVX2"}),
+                           ("jepa", {"device": "cpu", "torch_threads": 2, "cpu_capability": "AVX2"}),
+                           ("reverse_aug", {"device": "cpu", "torch_threads": 1, "cpu_capability": "AVX2"})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps({"numerics": numerics,
+                                                                  "versions": {"torch": "2.13.0+cpu"}}))
+    line = demo.machine_line(tmp_path)
+    assert line.startswith("Trained on 2 CPU threads (AVX2), torch 2.13.0+cpu; 1 CPU thread (AVX2), torch 2.13.0+cpu.")
+    assert "may change the last digit" in line
+    (tmp_path / "cuda").mkdir()
+    (tmp_path / "cuda" / "config.json").write_text(json.dumps({"numerics": {
+        "device": "cuda", "torch_threads": 16, "cpu_capability": "AVX512", "cuda_device": "NVIDIA H100 80GB HBM3"},
+        "versions": {"torch": "2.13.0"}}))
+    assert "NVIDIA H100 80GB HBM3, torch 2.13.0" in demo.machine_line(tmp_path)
+    assert demo.machine_line(tmp_path / "nothing") is None  # runs of an older kit recorded neither

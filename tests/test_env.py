@@ -75,7 +75,7 @@ def test_constraints_pin_every_requirement_within_its_range():
         assert req.specifier.contains(pins[name]), f"constraints.txt: {name}=={pins[name]} is outside {req}"
 
 
-def test_a_run_records_the_versions_it_used(tiny_data, tmp_path):
+def test_a_run_records_the_versions_and_thread_count_it_used(tiny_data, tmp_path):
     import numpy
     import torch
     import transformers
@@ -86,12 +86,21 @@ def test_a_run_records_the_versions_it_used(tiny_data, tmp_path):
     cfg = TrainConfig.from_preset("tiny", data=str(tiny_data), out=str(tmp_path / "run"), n_layer=1, n_embd=32,
                                   n_head=2, batch_size=32, steps=2, log_every=1, eval_every=0, eval_max_items=8,
                                   ckpt_every=100, progress="none")
-    run = train(cfg)
-    versions = json.loads((run / "config.json").read_text())["versions"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        run = train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+    stored = json.loads((run / "config.json").read_text())
+    versions = stored["versions"]
     assert versions["python"] == ".".join(map(str, sys.version_info[:3]))
     assert (versions["torch"], versions["transformers"], versions["numpy"]) == \
         (torch.__version__, transformers.__version__, numpy.__version__)
     assert versions["safetensors"]
+    # and what decides its rounding beyond them: the thread count (set above) and instruction set
+    assert stored["numerics"] == {"device": "cpu", "torch_threads": 2,
+                                  "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 def _setup_commands(**variables) -> str:
