@@ -212,6 +212,28 @@ def test_resume_after_sigterm_equals_uninterrupted_run(data, tmp_path):
     assert json.loads((run / "status.json").read_text())["state"] == "finished"
 
 
+def test_a_finished_concept_run_continued_to_more_steps_equals_the_longer_run(data, tmp_path):
+    """How binding_mid_concept_steps.yaml went on from step 30,000: a finished run of the concept
+    objective (dropout on, constant learning rate) resumed with only ``steps`` raised gives the
+    losses and weights of the run that asked for the longer count from the start."""
+    kw = dict(objective="concept", n_layer=2, n_recognition=1, best_metric="concept_mrr", dropout=0.1,
+              schedule="constant", warmup_steps=2, eval_every=3)
+    straight = train(config(data, tmp_path / "straight", steps=8, **kw))
+    short = config(data, tmp_path / "continued", steps=4, **kw)
+    train(short)
+    assert json.loads((tmp_path / "continued" / "results.json").read_text())["run"]["steps"] == 4
+    run = train(short.replace(steps=8))
+    assert json.loads((run / "config.json").read_text())["resumed_at_step"] == 4
+    a, b = rows(straight), rows(run)
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [2, 4, 6, 8]
+    for ra, rb in zip(a, b):
+        for key in ("loss", "ntp_loss", "jepa_loss", "lr"):
+            assert ra[key] == pytest.approx(rb[key], rel=1e-6, abs=1e-7), (ra["step"], key)
+    wa, wb = weights(straight), weights(run)
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-6, atol=1e-7)
+
+
 def test_sigusr1_also_checkpoints(data, tmp_path):
     def warn(row):
         if row["step"] == 2:
