@@ -273,13 +273,18 @@ def build_parser(train_fields: bool = True) -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="generate or check a dataset").add_subparsers(dest="data_command", required=True)
     g = data.add_parser("generate", help="write vocab.json, train.json, valid.json")
-    from jepa_kit.datagen import PRESETS, GenParams
+    from jepa_kit.datagen import PRESETS, STRUCTURES, GenParams
     g.add_argument("--preset", default="tiny",
                    help=f"{' | '.join(PRESETS)} (*_abstract: one token per entity)")
     g.add_argument("--out", required=True)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--force", action="store_true", help="replace a dataset already in --out (never a run directory)")
+    g.add_argument("--structure", choices=STRUCTURES, default=None,
+                   help="how a relation pair's facts are laid out: shift (the kit's presets) or pairing (the binding "
+                   "paper's generator: a random perfect matching per relation pair)")
     for f in fields(GenParams):
+        if f.name == "structure":
+            continue
         g.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=int, default=None,
                        choices=(1, 2) if f.name == "entity_tokens" else None,
                        help="1: one token per entity (the abstract setting), 2: first and last name"

@@ -16,6 +16,16 @@ and the other direction is held out (type "test"). Within one relation pair ever
 head of at most one fact and the tail of at most one, so every query has a single answer, in
 both directions.
 
+How the facts of a relation pair are laid out, chosen by ``structure``:
+
+* "shift" (the kit's presets): every entity is the head of ``facts_per_entity`` facts under as
+  many relation pairs, its tail given by a cyclic shift in a random order; an entity can be a
+  head and a tail under the same relation, so facts form chains.
+* "pairing" (the binding paper's generator, and so the user's data): every relation pair is a
+  random perfect matching of each set, one fact per pair of entities, so every entity takes part
+  in every relation pair exactly once, either as the head of ``<r_i>`` or as its tail. The
+  counts are the same as "shift" with ``facts_per_entity`` = ``relation_pairs`` / 2.
+
 Deterministic: the same parameters and seed give byte-identical files.
 """
 from __future__ import annotations
@@ -40,6 +50,7 @@ class GenParams:
     facts_per_entity: int = 3  # facts per entity as head, on average (<= relation_pairs)
     valid_per_split: int = 3000
     entity_tokens: int = 2   # 2: (first, last) names, the surface setting; 1: one token per entity, the abstract one
+    structure: str = "shift"  # "shift" or "pairing" (the paper's generator): see the module docstring
 
 
 _surface = dict(multiplicity=10, relation_pairs=6, facts_per_entity=3, entity_tokens=2)
@@ -58,7 +69,13 @@ PRESETS = {
     # between mid_abstract (2,400) and small_abstract (8,000): papermill_runs/binding_midlarge.yaml
     "midlarge_abstract": GenParams(entities_a=3_000, entities_b=1_800, valid_per_split=1000, **_abstract),
     "tiny_abstract": GenParams(entities_a=400, entities_b=200, valid_per_split=200, **_abstract),
+    # tiny and tiny_abstract laid out as the paper's generator lays out its facts (structure "pairing"):
+    # papermill_runs/binding_controls_paired.yaml
+    "tiny_paired": GenParams(entities_a=400, entities_b=200, valid_per_split=200, structure="pairing", **_surface),
+    "tiny_abstract_paired": GenParams(entities_a=400, entities_b=200, valid_per_split=200, structure="pairing",
+                                      **_abstract),
 }
+STRUCTURES = ("shift", "pairing")
 
 _RENAMED = {"patch_len": "entity_tokens"}  # old name -> current name, still accepted with a warning
 
@@ -104,6 +121,15 @@ def _validate(p: GenParams) -> None:
         raise ValueError("entities_a and entities_b must each be at least 2")
     if not 1 <= p.facts_per_entity <= p.relation_pairs:
         raise ValueError(f"facts_per_entity must be in 1..relation_pairs ({p.relation_pairs}), got {p.facts_per_entity}")
+    if p.structure not in STRUCTURES:
+        raise ValueError(f"structure must be one of {', '.join(STRUCTURES)}, got {p.structure!r}")
+    if p.structure == "pairing":
+        if 2 * p.facts_per_entity != p.relation_pairs:
+            raise ValueError(f"structure 'pairing' puts every entity in every relation pair once, so facts_per_entity "
+                             f"must be relation_pairs / 2 ({p.relation_pairs} / 2), got {p.facts_per_entity}")
+        if p.entities_a % 2 or p.entities_b % 2:
+            raise ValueError(f"structure 'pairing' pairs the entities of each set: entities_a ({p.entities_a}) and "
+                             f"entities_b ({p.entities_b}) must be even")
     if p.entity_tokens not in (1, 2):
         raise ValueError(f"entity_tokens must be 1 (one token per entity) or 2 (first and last name), got {p.entity_tokens}")
     if p.entity_tokens == 1 and p.multiplicity != 1:
@@ -148,8 +174,13 @@ def _names(p: GenParams, rng: np.random.Generator) -> tuple[list[str], np.ndarra
 def _facts(n: int, p: GenParams, rng: np.random.Generator) -> np.ndarray:
     """Facts (head, relation pair, tail) over entities 0..n-1: [n * facts_per_entity, 3].
 
-    Every entity is the head of exactly ``facts_per_entity`` facts, each under a different relation.
+    "shift": every entity is the head of exactly ``facts_per_entity`` facts, each under a different
+    relation. "pairing": for every relation pair, a random perfect matching of the n entities, one
+    fact (first of the pair, relation, second) per pair.
     """
+    if p.structure == "pairing":
+        pairs = [rng.permutation(n).reshape(-1, 2) for _ in range(p.relation_pairs)]
+        return np.concatenate([np.stack([q[:, 0], np.full(len(q), r), q[:, 1]], axis=1) for r, q in enumerate(pairs)])
     # each entity picks facts_per_entity distinct relation pairs
     chosen = rng.random((n, p.relation_pairs)).argsort(axis=1)[:, : p.facts_per_entity]
     out = []

@@ -33,6 +33,7 @@ def _script(name: str):
     ("binding_concept_steps_runs", 2, "chance MRR (600 entities, ties count half): 0.0116"),
     ("binding_concept_depth_runs", 2, "chance MRR (600 entities, ties count half): 0.0116"),
     ("binding_mid_concept_runs", 2, "chance MRR (2,400 entities, ties count half): 0.0035"),
+    ("binding_mid_concept_steps_runs", 2, "chance MRR (2,400 entities, ties count half): 0.0035"),
 ])
 def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, runs, chance):
     _script("binding_controls_table").main(str(ROOT / "papermill_runs" / "results" / folder))
@@ -144,7 +145,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                        "binding_midlarge.yaml", "binding_midlarge_seeds.yaml", "binding_midlarge_seeds_end.yaml",
                        "binding_scale_surface.yaml", "binding_scale_surface_width.yaml",
                        "binding_mid_surface.yaml", "binding_mid_width.yaml", "binding_concept_width.yaml",
-                       "binding_concept_steps.yaml", "binding_concept_depth.yaml", "binding_mid_concept.yaml"):
+                       "binding_concept_steps.yaml", "binding_concept_depth.yaml", "binding_mid_concept.yaml",
+                       "binding_mid_concept_steps.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -169,6 +171,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                                                    "surface_concept_n_layer=2_n_embd=512_seed0",
                                                    "surface_concept_n_layer=4_n_embd=128_seed0"]
     assert names["binding_mid_concept.yaml"] == ["mid_abstract_concept_seed0", "mid_concept_seed0"]
+    assert names["binding_mid_concept_steps.yaml"] == names["binding_mid_concept.yaml"]
 
 
 @pytest.mark.parametrize("sweep_file, folder, data_draw", [
@@ -188,6 +191,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_concept_steps.yaml", "binding_concept_steps_runs", None),
     ("binding_concept_depth.yaml", "binding_concept_depth_runs", None),
     ("binding_mid_concept.yaml", "binding_mid_concept_runs", None),
+    ("binding_mid_concept_steps.yaml", "binding_mid_concept_steps_runs", None),
 ])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder, data_draw):
     """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
@@ -385,6 +389,7 @@ def test_the_2400_entity_figure_draws_every_committed_run():
                                      "surface, width 128_seed0", "surface, width 256_seed0",
                                      "surface concept, width 128_seed0"])
     assert all(max(r["step"] for r in rows) >= 20000 for rows in curves.values())
+    assert {max(r["step"] for r in rows) for name, rows in curves.items() if "concept" in name} == {60000}
 
 
 def test_the_concept_sweeps_are_binding_controls_concept_runs_with_only_width_depth_or_steps_changed(tmp_path):
@@ -418,6 +423,28 @@ def test_the_2400_entity_concept_runs_are_the_ntp_runs_there_with_only_the_objec
     for p in concept:
         assert _changed(p, ntp[Path(p["data"]).name]) == {"objective": "concept", "best_metric": "concept_mrr"}
         assert p["n_recognition"] == 1 and p["n_layer"] == 2
+
+
+def test_the_2400_entity_concept_runs_went_on_to_step_60000_from_their_step_30000_runs(tmp_path):
+    """binding_mid_concept_steps.yaml is binding_mid_concept.yaml with only ``steps`` (a resumable
+    field) raised to 60,000, the learning rate constant, and each committed run resumed from the
+    step-30,000 run: its metrics up to step 30,000 are that run's, row for row."""
+    import json
+
+    from jepa_kit.config import RESUMABLE_FIELDS
+    longer, keys = _planned("binding_mid_concept_steps.yaml", tmp_path / "l")
+    shorter = {Path(p["data"]).name: p for p in _planned("binding_mid_concept.yaml", tmp_path / "s")[0]}
+    assert sorted(Path(p["data"]).name for p in longer) == sorted(shorter) == ["mid", "mid_abstract"]
+    results = ROOT / "papermill_runs" / "results"
+    for p in longer:
+        assert _changed(p, shorter[Path(p["data"]).name]) == {"steps": 60000} and "steps" in RESUMABLE_FIELDS
+        assert p["schedule"] == "constant"
+        name = _script("run_binding_controls").name_of(p, keys)
+        rows = lambda folder: [json.loads(line) for line in (results / folder / name / "metrics.jsonl").open()]
+        before, after = rows("binding_mid_concept_runs"), rows("binding_mid_concept_steps_runs")
+        assert after[:len(before)] == before and max(r["step"] for r in after) == 60000
+        assert json.loads((results / "binding_mid_concept_steps_runs" / name / "config.json").read_text())[
+            "resumed_at_step"] == 30000
 
 
 @pytest.mark.parametrize("forward", [False, True])

@@ -84,6 +84,10 @@ def check_invariants(ds, params):
     ("mid_abstract", {}),
     ("midlarge_abstract", {}),
     ("small_abstract", {"entities_a": 2000, "entities_b": 1000, "relation_pairs": 4, "facts_per_entity": 2}),
+    ("tiny_paired", {}),
+    ("tiny_abstract_paired", {}),
+    ("small", {"entities_a": 2000, "entities_b": 1000, "relation_pairs": 4, "facts_per_entity": 2,
+               "structure": "pairing"}),
 ])
 def test_generator_invariants(tmp_path, preset, overrides):
     params = resolve(preset, **overrides)
@@ -170,3 +174,51 @@ def test_bad_parameters_are_explained():
     with pytest.raises(ValueError, match="multiplicity must be at least 1"):
         resolve("tiny", multiplicity=0)
     assert resolve("tiny_abstract", entities_a=401).entities_a == 401  # no name sharing to constrain it
+
+
+def _roles(ds, params):
+    """Per relation pair, each entity's facts: {(entity, pair): [("head" | "tail", partner)]}, over
+    train.json's facts (both sets; each fact once, in its forward direction)."""
+    v = ds.vocab
+    facts = set(facts_of(ds.train.ids, v))
+    roles = {}
+    for h, r, t in facts:
+        roles.setdefault((h, r), []).append(("head", t))
+        roles.setdefault((t, r), []).append(("tail", h))
+    return roles, facts
+
+
+@pytest.mark.parametrize("preset", ["tiny_paired", "tiny_abstract_paired"])
+def test_the_pairing_structure_is_the_papers_a_perfect_matching_per_relation_pair(tmp_path, preset):
+    """As the binding paper's generator lays out facts (random_pairing per relation pair): every
+    entity takes part in every relation pair exactly once, as the head or the tail of its one fact,
+    so no entity is both under one relation; the tiny_paired presets are tiny's with only that changed."""
+    params = PRESETS[preset]
+    ds = load_dataset(generate(preset, tmp_path / "d", seed=0))
+    roles, facts = _roles(ds, params)
+    n = params.entities_a + params.entities_b
+    assert len(facts) == n * params.relation_pairs // 2
+    assert len(roles) == n * params.relation_pairs and {len(v) for v in roles.values()} == {1}
+    heads = Counter(role for v in roles.values() for role, _ in v)
+    assert heads["head"] == heads["tail"] == len(facts)
+    assert replace(params, structure="shift") == PRESETS[preset.replace("_paired", "")]
+
+
+def test_the_shift_structure_makes_chains_the_pairing_one_does_not(tmp_path):
+    """The kit's presets ("shift"): an entity can be the head of one fact and the tail of another
+    under the same relation, and sit out other relation pairs; "pairing" has neither."""
+    for preset, chains in (("tiny", True), ("tiny_paired", False)):
+        ds = load_dataset(generate(preset, tmp_path / preset, seed=0))
+        roles, _ = _roles(ds, PRESETS[preset])
+        both = sum(len(v) == 2 for v in roles.values())
+        assert (both > 0) == chains, preset
+        assert (len(roles) < 600 * 6) == chains, preset
+
+
+def test_pairing_needs_even_sets_and_half_the_relation_pairs_per_entity():
+    with pytest.raises(ValueError, match="facts_per_entity must be relation_pairs / 2"):
+        resolve("tiny_paired", facts_per_entity=2)
+    with pytest.raises(ValueError, match=r"entities_a \(401\) and entities_b \(200\) must be even"):
+        resolve("tiny_abstract_paired", entities_a=401)
+    with pytest.raises(ValueError, match="structure must be one of shift, pairing, got 'chains'"):
+        resolve("tiny", structure="chains")
