@@ -42,7 +42,7 @@ from transformers import GPT2Config, GPT2Model
 
 from jepa_kit.attention import check_attn_implementation
 from jepa_kit.masks import block_causal_mask
-from jepa_kit.model import ObjectiveConfig, arch_from_config_dict, resolve_arch
+from jepa_kit.model import ObjectiveConfig, arch_from_config_dict, embd_pdrop, resolve_arch
 from jepa_kit.reversal import patch_len_of
 from jepa_kit.vocab import Vocab
 
@@ -67,7 +67,7 @@ class ConceptJEPA(nn.Module):
                              f"(got n_layer = {a['n_layer']})")
         config = GPT2Config(
             vocab_size=len(vocab), n_positions=8, n_embd=a["n_embd"], n_layer=a["n_layer"], n_head=a["n_head"],
-            activation_function=a["activation"], resid_pdrop=a["dropout"], embd_pdrop=a["dropout"],
+            activation_function=a["activation"], resid_pdrop=a["dropout"], embd_pdrop=embd_pdrop(a),
             attn_pdrop=a["dropout"], use_cache=False, bos_token_id=None, eos_token_id=None, pad_token_id=vocab.pad_id)
         config._attn_implementation = self.attn_implementation
         self.gpt2 = GPT2Model(config)  # wte, wpe, drop, h (the blocks), ln_f: no LM head

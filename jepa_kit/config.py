@@ -71,6 +71,8 @@ class TrainConfig:
     attn_implementation: str = _f("sdpa", "attention implementation: sdpa | eager")
     pos_emb: bool = _f(True, "learned position embeddings (GPT-2's); the binding paper's models have none")
     dropout: float = _f(0.0, "dropout of embeddings, attention and residuals (the binding paper uses 0.1)")
+    embd_dropout: float | None = _f(None, "dropout of the embeddings alone; None: `dropout`. The binding paper's "
+                                    "code has none there (0.0) and 0.1 on attention and residuals")
     # objective (defaults: ObjectiveConfig)
     objective: str = _f(_OBJ.objective, "; ".join(f"{n}: {h}" for n, h in OBJECTIVE_HELP.items()))
     k_pred: int = _f(_OBJ.k_pred, "number of <PRED> tokens appended to the forward view, 0..4")
@@ -169,6 +171,8 @@ class TrainConfig:
             at_least(name, 1)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1); got {self.dropout}")
+        if self.embd_dropout is not None and not 0.0 <= self.embd_dropout < 1.0:
+            raise ConfigError(f"embd_dropout must be in [0, 1) or None (the same as dropout); got {self.embd_dropout}")
         if self.lr <= 0 or self.epochs <= 0:
             raise ConfigError(f"lr and epochs must be > 0; got {self.lr}, {self.epochs}")
         if self.max_train_seconds is not None and not self.max_train_seconds > 0:
@@ -232,7 +236,8 @@ class TrainConfig:
     def model_preset(self) -> dict:
         """The model preset with this config's size overrides applied."""
         sizes = {k: getattr(self, k) for k in ("n_layer", "n_embd", "n_head") if getattr(self, k) is not None}
-        return {**MODEL_PRESETS[self.model], **sizes, "pos_emb": self.pos_emb, "dropout": self.dropout}
+        return {**MODEL_PRESETS[self.model], **sizes, "pos_emb": self.pos_emb, "dropout": self.dropout,
+                "embd_dropout": self.embd_dropout}
 
 
 # Named starting points. "seed" is the dataclass defaults: the seed's own setup (model preset

@@ -70,7 +70,12 @@ MODEL_PRESETS: dict[str, dict] = {
 # Architecture fields a preset dict may set, with their defaults. "gelu_pytorch_tanh" is
 # GPT-2's own "gelu_new" function (max difference 2e-7) as one fused kernel; the Python
 # "gelu_new" costs ~8x more time on CPU, in every mode alike.
-_ARCH_DEFAULTS = dict(dropout=0.0, activation="gelu_pytorch_tanh", pos_emb=True)
+_ARCH_DEFAULTS = dict(dropout=0.0, activation="gelu_pytorch_tanh", pos_emb=True, embd_dropout=None)
+
+
+def embd_pdrop(arch: dict) -> float:
+    """The embeddings' dropout of an architecture dict: ``embd_dropout``, or ``dropout`` when None."""
+    return arch["dropout"] if arch.get("embd_dropout") is None else arch["embd_dropout"]
 
 MODES = ("auto", "packed", "static", "two_pass")
 MAX_K_PRED = 4
@@ -172,7 +177,7 @@ class GPT2WithJEPA(nn.Module):
         config = GPT2Config(
             vocab_size=len(vocab), n_positions=n_positions, n_embd=a["n_embd"], n_layer=a["n_layer"],
             n_head=a["n_head"], activation_function=a["activation"], resid_pdrop=a["dropout"],
-            embd_pdrop=a["dropout"], attn_pdrop=a["dropout"], use_cache=False,
+            embd_pdrop=embd_pdrop(a), attn_pdrop=a["dropout"], use_cache=False,
             bos_token_id=None, eos_token_id=None, pad_token_id=vocab.pad_id, tie_word_embeddings=True,
         )
         config._attn_implementation = self.attn_implementation

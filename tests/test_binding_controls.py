@@ -198,7 +198,8 @@ def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder,
     TrainConfig field but where the data, the run and the progress output went is what the sweep
     file plans, and the data is the datagen preset its folder is named after, generator seed 0 (a
     sweep may use several), or ``data_draw`` (preset, generator seed) (its fingerprint) for a sweep
-    of one data folder; every run finished."""
+    of one data folder; every run finished. A field the run's config.json lacks (added to the kit
+    later) counts at its default."""
     import dataclasses
     import json
 
@@ -216,7 +217,11 @@ def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder,
         run = ROOT / "papermill_runs" / "results" / folder / script.name_of(params, keys)
         stored = json.loads((run / "config.json").read_text())
         want = dataclasses.asdict(TrainConfig.from_dict({**params, "out": str(tmp_path)}))
-        assert {k: v for k, v in stored["config"].items() if k not in ("data", "out", "progress")} == \
+        # a field added to TrainConfig after the run (embd_dropout) is read at its default, as a resume
+        # reads it; the default keeps the old behaviour (tests/test_config.py)
+        assert set(stored["config"]) <= set(want), run.name
+        got = dataclasses.asdict(TrainConfig.from_dict(stored["config"]))
+        assert {k: v for k, v in got.items() if k not in ("data", "out", "progress")} == \
                {k: v for k, v in want.items() if k not in ("data", "out", "progress")}, run.name
         assert stored["data_fingerprint"] == data[Path(params["data"]).name], run.name
         assert json.loads((run / "status.json").read_text())["state"] == "finished", run.name

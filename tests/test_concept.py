@@ -217,3 +217,30 @@ def test_the_eval_table_of_a_concept_run_shows_concept_mrr():
     assert lines[0].split() == ["split", "concept_mrr", "concept_mrr_paper_ties", "concept_rank_mean", "n"]
     assert lines[1].split() == ["train", "0.2500", "0.5000", "7.0000", "3"]
     assert "ties count half" in lines[-1]
+
+
+@pytest.mark.parametrize("objective", ["concept", "ntp"])
+def test_embedding_dropout_follows_dropout_unless_set_and_survives_a_reload(data, tmp_path, objective):
+    """``embd_dropout`` None (the default, and what a run of an older kit reads) is ``dropout``; 0.0
+    is the binding paper's code (its embedding dropout is commented out) with attention and residual
+    dropout left at 0.1; load_run rebuilds the model with the value it trained with."""
+    from jepa_kit.model import embd_pdrop
+
+    def drops(model):
+        tr = model.gpt2 if objective == "concept" else model.gpt2.transformer
+        return tr.drop.p, tr.h[0].attn.attn_dropout.p, tr.h[0].mlp.dropout.p
+
+    kw = dict(objective=objective, n_layer=2, n_embd=32, n_head=4, batch_size=16, steps=2, eval_every=0,
+              log_every=1, eval_max_items=8, progress="none", dropout=0.1)
+    if objective == "concept":
+        kw.update(n_recognition=1, best_metric="concept_mrr")
+    for embd, want in ((None, 0.1), (0.0, 0.0), (0.3, 0.3)):
+        cfg = TrainConfig.from_preset("tiny", data=str(data), out=str(tmp_path / f"{embd}"), embd_dropout=embd, **kw)
+        assert embd_pdrop(cfg.model_preset()) == want
+        run = train(cfg)
+        model = load_run(run)[0]
+        assert drops(model) == (want, 0.1, 0.1), embd
+        assert json.loads((run / "config.json").read_text())["config"]["embd_dropout"] == embd
+    assert embd_pdrop({"dropout": 0.1}) == 0.1  # a model config_dict written before the field existed
+    with pytest.raises(Exception, match=r"embd_dropout must be in \[0, 1\) or None"):
+        TrainConfig.from_preset("tiny", embd_dropout=1.0)
