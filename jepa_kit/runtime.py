@@ -37,6 +37,9 @@ class TrainingDiverged(RuntimeError):
         super().__init__(message)
         self.step, self.last_checkpoint = step, last_checkpoint
 
+    def __reduce__(self):  # picklable: an unpicklable exception hangs a multiprocessing pool for good
+        return type(self), (self.args[0], self.step, self.last_checkpoint)
+
 
 class Preempted(Exception):
     """SIGTERM/SIGUSR1 arrived: a checkpoint was written, the run can be resumed."""
@@ -49,6 +52,8 @@ class Preempted(Exception):
                          f"run `train` on the same run directory to resume")
         self.run_dir, self.step, self.signum = run_dir, step, signum
 
+    def __reduce__(self):  # picklable: an unpicklable exception hangs a multiprocessing pool for good
+        return type(self), (self.run_dir, self.step, self.signum)
 
 
 def notebook_kernel() -> str | None:

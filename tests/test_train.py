@@ -625,3 +625,31 @@ def test_a_run_directory_is_trained_by_one_process_at_a_time(data, tmp_path, mon
     _write_lock(run, host="another-node", pid=1, slurm_job_id="4242")  # the same job, requeued on another node
     train(config(data, run, steps=10))
     assert [r["step"] for r in rows(run)][-1] == 10
+
+
+def _raise_preempted(run_dir):
+    raise Preempted(run_dir, 7, signal.SIGTERM)
+
+
+def test_the_kits_exceptions_survive_pickling_so_a_worker_pool_reports_them():
+    """A run in a multiprocessing worker (benchmarks/run_binding_controls.py) that is preempted or
+    diverges sends its exception to the parent by pickle: an exception that cannot be rebuilt there
+    hangs the pool for good (seen 2026-12-05: a sweep stalled after one run was preempted)."""
+    import multiprocessing as mp
+    import pickle
+    from pathlib import Path
+
+    from jepa_kit import browser, checkpoint, data, runlock, sweeps, vocab
+    errors = [Preempted(Path("runs/x"), 7, signal.SIGTERM), Preempted(Path("runs/x"), 3, 0),
+              TrainingDiverged("loss is nan at step 5", 5, Path("runs/x/checkpoints/step_00000004")),
+              TrainingDiverged("loss is inf", 1, None), LeakageError("leak"), ConfigError("bad"),
+              data.DataError("bad item"), vocab.VocabError("bad vocab"), runlock.RunLocked("held"),
+              checkpoint.CheckpointError("bad checkpoint"), sweeps.SweepError("bad sweep"),
+              browser.BrowserError("no browser")]
+    for e in errors:
+        back = pickle.loads(pickle.dumps(e))
+        assert type(back) is type(e) and str(back) == str(e) and vars(back) == vars(e), e
+    with mp.get_context("fork").Pool(1) as pool:
+        with pytest.raises(Preempted, match="SIGTERM received: checkpoint written at step 7") as got:
+            pool.apply_async(_raise_preempted, (Path("runs/x"),)).get(timeout=60)
+    assert got.value.step == 7 and got.value.exit_code == runtime.PREEMPTED_EXIT_CODE
