@@ -30,6 +30,7 @@ MIDLARGE_END = ROOT / "papermill_runs" / "results" / "binding_midlarge_seeds_end
 MID_SURFACE = ROOT / "papermill_runs" / "results" / "binding_mid_surface_runs"
 MID_WIDTH = ROOT / "papermill_runs" / "results" / "binding_mid_width_runs"
 MID_CONCEPT = ROOT / "papermill_runs" / "results" / "binding_mid_concept_steps_runs"  # to 60,000 steps
+MID_CONCEPT_LONG = ROOT / "papermill_runs" / "results" / "binding_mid_concept_long_runs"  # abstract, to 90,000
 CONCEPT_WIDTH = ROOT / "papermill_runs" / "results" / "binding_concept_width_runs"
 CONCEPT_DEPTH = ROOT / "papermill_runs" / "results" / "binding_concept_depth_runs"
 CONCEPT_STEPS = ROOT / "papermill_runs" / "results" / "binding_concept_steps_runs"
@@ -102,12 +103,13 @@ def sizes_png(out: Path) -> Path:
 
 def mid_surface_curves() -> dict:
     """ntp at 2,400 entities, abstract (one token per entity) and surface (two name tokens), each at
-    width 128 and 256 (30,000 steps), and the concept objective (1+1, width 128, 60,000 steps) on both:
-    run name "<data>[ concept], width <w>_seed<n>" -> metrics rows, every committed seed."""
+    width 128 and 256 (30,000 steps), and the concept objective (1+1, width 128) on both (abstract to
+    90,000 steps, surface to 60,000): run name "<data>[ concept], width <w>_seed<n>" -> metrics rows,
+    every committed seed."""
     runs = {"abstract, width 128": _curves(MID, "_ntp_seed"), "abstract, width 256": _curves(MID_WIDTH),
             "surface, width 128": _curves(MID_SURFACE, "n_embd=128"),
             "surface, width 256": _curves(MID_SURFACE, "n_embd=256"),
-            "abstract concept, width 128": _curves(MID_CONCEPT, "mid_abstract_concept_"),
+            "abstract concept, width 128": _curves(MID_CONCEPT_LONG, "mid_abstract_concept_"),
             "surface concept, width 128": _curves(MID_CONCEPT, "mid_concept_")}
     return _labelled(runs)
 

@@ -34,6 +34,8 @@ def _script(name: str):
     ("binding_concept_depth_runs", 2, "chance MRR (600 entities, ties count half): 0.0116"),
     ("binding_mid_concept_runs", 2, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_concept_steps_runs", 2, "chance MRR (2,400 entities, ties count half): 0.0035"),
+    ("binding_controls_paired_runs", 8, "chance MRR (600 entities, ties count half): 0.0116"),
+    ("binding_mid_concept_long_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
 ])
 def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, runs, chance):
     _script("binding_controls_table").main(str(ROOT / "papermill_runs" / "results" / folder))
@@ -146,7 +148,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                        "binding_scale_surface.yaml", "binding_scale_surface_width.yaml",
                        "binding_mid_surface.yaml", "binding_mid_width.yaml", "binding_concept_width.yaml",
                        "binding_concept_steps.yaml", "binding_concept_depth.yaml", "binding_mid_concept.yaml",
-                       "binding_mid_concept_steps.yaml"):
+                       "binding_mid_concept_steps.yaml", "binding_controls_paired.yaml",
+                       "binding_mid_concept_long.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -172,6 +175,9 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                                                    "surface_concept_n_layer=4_n_embd=128_seed0"]
     assert names["binding_mid_concept.yaml"] == ["mid_abstract_concept_seed0", "mid_concept_seed0"]
     assert names["binding_mid_concept_steps.yaml"] == names["binding_mid_concept.yaml"]
+    assert names["binding_mid_concept_long.yaml"] == ["mid_abstract_concept_seed0"]
+    assert names["binding_controls_paired.yaml"] == [f"tiny_{s}paired_{o}_seed{n}" for s in ("abstract_", "")
+                                                     for o in ("concept", "ntp") for n in (0, 1)]
 
 
 @pytest.mark.parametrize("sweep_file, folder, data_draw", [
@@ -192,6 +198,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_concept_depth.yaml", "binding_concept_depth_runs", None),
     ("binding_mid_concept.yaml", "binding_mid_concept_runs", None),
     ("binding_mid_concept_steps.yaml", "binding_mid_concept_steps_runs", None),
+    ("binding_controls_paired.yaml", "binding_controls_paired_runs", None),
+    ("binding_mid_concept_long.yaml", "binding_mid_concept_long_runs", None),
 ])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder, data_draw):
     """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
@@ -394,7 +402,8 @@ def test_the_2400_entity_figure_draws_every_committed_run():
                                      "surface, width 128_seed0", "surface, width 256_seed0",
                                      "surface concept, width 128_seed0"])
     assert all(max(r["step"] for r in rows) >= 20000 for rows in curves.values())
-    assert {max(r["step"] for r in rows) for name, rows in curves.items() if "concept" in name} == {60000}
+    assert max(r["step"] for r in curves["abstract concept, width 128_seed0"]) == 90000
+    assert max(r["step"] for r in curves["surface concept, width 128_seed0"]) == 60000
 
 
 def test_the_concept_sweeps_are_binding_controls_concept_runs_with_only_width_depth_or_steps_changed(tmp_path):
@@ -430,26 +439,33 @@ def test_the_2400_entity_concept_runs_are_the_ntp_runs_there_with_only_the_objec
         assert p["n_recognition"] == 1 and p["n_layer"] == 2
 
 
-def test_the_2400_entity_concept_runs_went_on_to_step_60000_from_their_step_30000_runs(tmp_path):
-    """binding_mid_concept_steps.yaml is binding_mid_concept.yaml with only ``steps`` (a resumable
-    field) raised to 60,000, the learning rate constant, and each committed run resumed from the
-    step-30,000 run: its metrics up to step 30,000 are that run's, row for row."""
+@pytest.mark.parametrize("sweep_file, base_file, steps, data", [
+    ("binding_mid_concept_steps.yaml", "binding_mid_concept.yaml", (30000, 60000), ["mid", "mid_abstract"]),
+    ("binding_mid_concept_long.yaml", "binding_mid_concept_steps.yaml", (60000, 90000), ["mid_abstract"]),
+])
+def test_the_2400_entity_concept_runs_went_on_from_their_shorter_runs(tmp_path, sweep_file, base_file, steps, data):
+    """binding_mid_concept_steps.yaml (_long.yaml) is binding_mid_concept.yaml (_steps.yaml) with only
+    ``steps`` (a resumable field) raised to 60,000 (90,000, the abstract run only), the learning rate
+    constant, and each committed run resumed from the shorter run: its metrics up to that run's last
+    step are that run's, row for row."""
     import json
 
     from jepa_kit.config import RESUMABLE_FIELDS
-    longer, keys = _planned("binding_mid_concept_steps.yaml", tmp_path / "l")
-    shorter = {Path(p["data"]).name: p for p in _planned("binding_mid_concept.yaml", tmp_path / "s")[0]}
-    assert sorted(Path(p["data"]).name for p in longer) == sorted(shorter) == ["mid", "mid_abstract"]
+    longer, keys = _planned(sweep_file, tmp_path / "l")
+    shorter = {Path(p["data"]).name: p for p in _planned(base_file, tmp_path / "s")[0]}
+    assert sorted(Path(p["data"]).name for p in longer) == data
     results = ROOT / "papermill_runs" / "results"
     for p in longer:
-        assert _changed(p, shorter[Path(p["data"]).name]) == {"steps": 60000} and "steps" in RESUMABLE_FIELDS
+        assert _changed(p, shorter[Path(p["data"]).name]) == {"steps": steps[1]} and "steps" in RESUMABLE_FIELDS
         assert p["schedule"] == "constant"
         name = _script("run_binding_controls").name_of(p, keys)
-        rows = lambda folder: [json.loads(line) for line in (results / folder / name / "metrics.jsonl").open()]
-        before, after = rows("binding_mid_concept_runs"), rows("binding_mid_concept_steps_runs")
-        assert after[:len(before)] == before and max(r["step"] for r in after) == 60000
-        assert json.loads((results / "binding_mid_concept_steps_runs" / name / "config.json").read_text())[
-            "resumed_at_step"] == 30000
+        rows = lambda file: [json.loads(line) for line in
+                             (results / file.replace(".yaml", "_runs") / name / "metrics.jsonl").open()]
+        before, after = rows(base_file), rows(sweep_file)
+        assert after[:len(before)] == before and max(r["step"] for r in after) == steps[1]
+        assert max(r["step"] for r in before) == steps[0]
+        assert json.loads((results / sweep_file.replace(".yaml", "_runs") / name / "config.json").read_text())[
+            "resumed_at_step"] == steps[0]
 
 
 @pytest.mark.parametrize("forward", [False, True])
@@ -501,3 +517,29 @@ def test_the_concept_figure_draws_every_committed_concept_run_at_600_entities():
          "abstract 1+1, width 128, 30,000 steps_seed0"])
     last = {name: max(r["step"] for r in rows) for name, rows in curves.items()}
     assert all(step == (30000 if "30,000" in name else 8000) for name, step in last.items()), last
+
+
+def test_the_paired_controls_are_binding_controls_runs_with_only_the_data_layout_or_embedding_dropout_changed(
+        tmp_path):
+    """binding_controls_paired.yaml: binding_controls.yaml's abstract and surface ntp and concept runs
+    (no position embeddings), each seed, with only the data changed, to the tiny presets laid out by
+    the paper's generator (tiny_paired: tiny with only ``structure`` "pairing");
+    binding_controls_paired_embd0.yaml: three of those settings with only ``embd_dropout`` 0.0 added."""
+    from dataclasses import replace
+
+    from jepa_kit.datagen import PRESETS
+    controls, _ = _planned("binding_controls.yaml", tmp_path / "c")
+    paired, _ = _planned("binding_controls_paired.yaml", tmp_path / "p")
+    embd0, _ = _planned("binding_controls_paired_embd0.yaml", tmp_path / "e")
+    key = lambda p, data=None: (data or Path(p["data"]).name, p["objective"], p["seed"])
+    base = {key(p, Path(p["data"]).name + "_paired"): p for p in controls
+            if not p["pos_emb"] and p["objective"] in ("ntp", "concept")}
+    assert sorted(map(key, paired)) == sorted(base) and len(paired) == 8
+    for p in paired:
+        assert _changed(p, base[key(p)]) == {"data": p["data"]}
+        name = Path(p["data"]).name
+        assert PRESETS[name] == replace(PRESETS[name.replace("_paired", "")], structure="pairing")
+    paired = {key(p): p for p in paired}
+    assert sorted(map(key, embd0)) == sorted(k for k in paired if "abstract" in k[0] or k[1] == "concept")
+    for p in embd0:
+        assert _changed(p, paired[key(p)]) == {"embd_dropout": 0.0} and p["dropout"] == 0.1
