@@ -79,7 +79,7 @@ def test_objective_defaults_come_from_objective_config():
 def test_seed_preset_is_the_seeds_setup():
     cfg = TrainConfig.from_preset("seed")
     assert MODEL_PRESETS[cfg.model] == dict(n_layer=4, n_embd=768, n_head=12)
-    assert cfg.model_preset() == dict(n_layer=4, n_embd=768, n_head=12, pos_emb=True, dropout=0.0)
+    assert cfg.model_preset() == dict(n_layer=4, n_embd=768, n_head=12, pos_emb=True, dropout=0.0, embd_dropout=None)
     assert (cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.epochs, cfg.steps) == (256, 1e-4, 0.01, 3, None)
     assert (cfg.objective, cfg.k_pred, cfg.jepa_metric, cfg.lambda_jepa, cfg.gamma_ntp, cfg.loss_dropout,
             cfg.stop_grad) == ("jepa", 1, "cosine", 1.0, 1.0, 0.0, False)
