@@ -77,6 +77,7 @@ def embd_pdrop(arch: dict) -> float:
     """The embeddings' dropout of an architecture dict: ``embd_dropout``, or ``dropout`` when None."""
     return arch["dropout"] if arch.get("embd_dropout") is None else arch["embd_dropout"]
 
+
 MODES = ("auto", "packed", "static", "two_pass")
 MAX_K_PRED = 4
 CONCEPT_NORMS = ("rms", "layernorm")
