@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from jepa_kit.analysis import RULE, compare, objective_label
-from jepa_kit.files import atomic_write_text
+from jepa_kit.files import atomic_write_text, read_json
 
 OBJECTIVES = ("ntp", "jepa", "reverse_aug")
 FORWARD_FLOOR = 0.95  # below this the baseline has not memorised its facts and reversal numbers mean nothing
@@ -90,11 +90,9 @@ def machine_line(runs: Path) -> str | None:
     """Where the demo's runs trained, from their config.json ("numerics", "versions"): float32 sums
     round differently with the CPU thread count and instruction set, and over 2,000 steps that moves
     the table's last digit. None for runs that recorded neither (trained by an older kit)."""
-    import json
-
     seen = []
     for path in sorted(Path(runs).glob("*/config.json")):
-        stored = json.loads(path.read_text())
+        stored = read_json(path)
         n, torch_version = stored.get("numerics"), (stored.get("versions") or {}).get("torch")
         if n:
             threads = n["torch_threads"]
