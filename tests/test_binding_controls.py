@@ -36,6 +36,7 @@ def _script(name: str):
     ("binding_mid_concept_steps_runs", 2, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_controls_paired_runs", 8, "chance MRR (600 entities, ties count half): 0.0116"),
     ("binding_mid_concept_long_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
+    ("binding_controls_paired_embd0_runs", 6, "chance MRR (600 entities, ties count half): 0.0116"),
 ])
 def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, runs, chance):
     _script("binding_controls_table").main(str(ROOT / "papermill_runs" / "results" / folder))
@@ -149,7 +150,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                        "binding_mid_surface.yaml", "binding_mid_width.yaml", "binding_concept_width.yaml",
                        "binding_concept_steps.yaml", "binding_concept_depth.yaml", "binding_mid_concept.yaml",
                        "binding_mid_concept_steps.yaml", "binding_controls_paired.yaml",
-                       "binding_mid_concept_long.yaml"):
+                       "binding_mid_concept_long.yaml", "binding_controls_paired_embd0.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -178,6 +179,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     assert names["binding_mid_concept_long.yaml"] == ["mid_abstract_concept_seed0"]
     assert names["binding_controls_paired.yaml"] == [f"tiny_{s}paired_{o}_seed{n}" for s in ("abstract_", "")
                                                      for o in ("concept", "ntp") for n in (0, 1)]
+    assert names["binding_controls_paired_embd0.yaml"] == [
+        n for n in names["binding_controls_paired.yaml"] if n.startswith("tiny_abstract") or "_concept_" in n]
 
 
 @pytest.mark.parametrize("sweep_file, folder, data_draw", [
@@ -200,6 +203,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_mid_concept_steps.yaml", "binding_mid_concept_steps_runs", None),
     ("binding_controls_paired.yaml", "binding_controls_paired_runs", None),
     ("binding_mid_concept_long.yaml", "binding_mid_concept_long_runs", None),
+    ("binding_controls_paired_embd0.yaml", "binding_controls_paired_embd0_runs", None),
 ])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder, data_draw):
     """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
@@ -439,6 +443,18 @@ def test_the_2400_entity_concept_runs_are_the_ntp_runs_there_with_only_the_objec
         assert p["n_recognition"] == 1 and p["n_layer"] == 2
 
 
+def test_the_2400_entity_equal_steps_runs_are_the_ntp_and_concept_runs_with_only_steps_or_seed_changed(tmp_path):
+    """binding_mid_equal_steps.yaml: binding_mid.yaml's abstract ntp run (seed 0) with only ``steps``
+    raised to 90,000 (constant learning rate: the same schedule up to step 30,000), and
+    binding_mid_concept_long.yaml's abstract concept run with only the seed changed."""
+    ntp = [p for p in _planned("binding_mid.yaml", tmp_path / "m")[0] if p["objective"] == "ntp" and p["seed"] == 0]
+    concept, _ = _planned("binding_mid_concept_long.yaml", tmp_path / "l")
+    runs = {p["objective"]: p for p in _planned("binding_mid_equal_steps.yaml", tmp_path / "e")[0]}
+    assert sorted(runs) == ["concept", "ntp"] and len(ntp) == len(concept) == 1
+    assert _changed(runs["ntp"], ntp[0]) == {"steps": 90000} and runs["ntp"]["schedule"] == "constant"
+    assert _changed(runs["concept"], concept[0]) == {"seed": 1}
+
+
 @pytest.mark.parametrize("sweep_file, base_file, steps, data", [
     ("binding_mid_concept_steps.yaml", "binding_mid_concept.yaml", (30000, 60000), ["mid", "mid_abstract"]),
     ("binding_mid_concept_long.yaml", "binding_mid_concept_steps.yaml", (60000, 90000), ["mid_abstract"]),
@@ -500,6 +516,24 @@ def test_the_600_entity_concept_tables_at_equal_steps_are_computed_from_the_comm
     kinds = {row.split("|")[2].strip() for row in rows if not row.startswith("| run |")}
     assert kinds == ({"atomic concept MRR"} if forward else {"concept"})
     cells = [[c.strip() for c in row.split("|")[1:-1]] for row in rows if not row.startswith("| run |")]
+    assert all(v != "-" for c in cells for v in c[2:-1])  # every run has each of these evaluations
+    readme = (ROOT / "README.md").read_text()
+    for line in rows:
+        assert line in readme, line
+
+
+@pytest.mark.parametrize("forward, match, runs", [(False, "concept", 8), (False, "abstract_paired_ntp", 4),
+                                                  (True, "concept", 8)])
+def test_the_paired_tables_at_equal_steps_are_computed_from_the_committed_runs(capsys, forward, match, runs):
+    """The paired runs with embedding dropout (binding_controls_paired) and without it
+    (binding_controls_paired_embd0) side by side at steps 1,000-8,000, as in the README."""
+    results = ROOT / "papermill_runs" / "results"
+    folders = [str(results / f) for f in ("binding_controls_paired_runs", "binding_controls_paired_embd0_runs")]
+    _script("binding_controls_table").at_steps(folders, [1000, 2000, 4000, 8000], match, None, forward=forward)
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert len(rows) == 1 + runs
+    assert sum("(binding_controls_paired_embd0_runs)" in row for row in rows) == runs // 2
+    cells = [[c.strip() for c in row.split("|")[1:-1]] for row in rows[1:]]
     assert all(v != "-" for c in cells for v in c[2:-1])  # every run has each of these evaluations
     readme = (ROOT / "README.md").read_text()
     for line in rows:
