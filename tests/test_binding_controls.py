@@ -292,29 +292,6 @@ def test_the_4800_entity_seed_runs_are_the_30000_step_runs_with_only_the_seed_an
         assert p["steps"] == 11000 and p["schedule"] == "constant" and 10000 % p["eval_every"] == 0
 
 
-def test_the_4800_entity_seed_runs_went_on_to_step_30000_from_their_step_11000_runs(tmp_path):
-    """binding_midlarge_seeds_end.yaml is binding_midlarge_seeds.yaml with only ``steps`` (a resumable
-    field) raised to 30,000, and each committed run resumed from the step-11,000 run: its first
-    11,000 steps of metrics are that run's, row for row."""
-    import json
-
-    from jepa_kit.config import RESUMABLE_FIELDS
-    end, _ = _planned("binding_midlarge_seeds_end.yaml", tmp_path / "e")
-    seeds, keys = _planned("binding_midlarge_seeds.yaml", tmp_path / "s")
-    key = lambda p: (p["objective"], p["seed"])
-    seeds = {key(p): p for p in seeds}
-    assert sorted(map(key, end)) == sorted(seeds)
-    for p in end:
-        assert set(_changed(p, seeds[key(p)])) == {"steps"} and "steps" in RESUMABLE_FIELDS
-        name = _script("run_binding_controls").name_of(p, keys)
-        results = ROOT / "papermill_runs" / "results"
-        rows = lambda folder: [json.loads(line) for line in (results / folder / name / "metrics.jsonl").open()]
-        before, after = rows("binding_midlarge_seeds_runs"), rows("binding_midlarge_seeds_end_runs")
-        assert after[:len(before)] == before and max(r["step"] for r in after) == 30000
-        assert json.loads((results / "binding_midlarge_seeds_end_runs" / name / "config.json").read_text())[
-            "resumed_at_step"] == 11000
-
-
 def test_the_by_size_figure_draws_every_committed_seed():
     """readme_figures.size_panels: each size's panel holds every committed seed of ntp and infonce,
     four each at 4,800 entities (binding_midlarge_runs and binding_midlarge_seeds_end_runs)."""
@@ -455,26 +432,30 @@ def test_the_2400_entity_equal_steps_runs_are_the_ntp_and_concept_runs_with_only
     assert _changed(runs["concept"], concept[0]) == {"seed": 1}
 
 
-@pytest.mark.parametrize("sweep_file, base_file, steps, data", [
-    ("binding_mid_concept_steps.yaml", "binding_mid_concept.yaml", (30000, 60000), ["mid", "mid_abstract"]),
-    ("binding_mid_concept_long.yaml", "binding_mid_concept_steps.yaml", (60000, 90000), ["mid_abstract"]),
+@pytest.mark.parametrize("sweep_file, base_file, steps, runs", [
+    ("binding_midlarge_seeds_end.yaml", "binding_midlarge_seeds.yaml", (11000, 30000), 4),
+    ("binding_mid_concept_steps.yaml", "binding_mid_concept.yaml", (30000, 60000), 2),
+    ("binding_mid_concept_long.yaml", "binding_mid_concept_steps.yaml", (60000, 90000), 1),
 ])
-def test_the_2400_entity_concept_runs_went_on_from_their_shorter_runs(tmp_path, sweep_file, base_file, steps, data):
-    """binding_mid_concept_steps.yaml (_long.yaml) is binding_mid_concept.yaml (_steps.yaml) with only
-    ``steps`` (a resumable field) raised to 60,000 (90,000, the abstract run only), the learning rate
-    constant, and each committed run resumed from the shorter run: its metrics up to that run's last
-    step are that run's, row for row."""
+def test_the_continued_runs_went_on_from_their_shorter_runs(tmp_path, sweep_file, base_file, steps, runs):
+    """Each run of ``sweep_file`` is the run of the same name in ``base_file`` with only ``steps`` (a
+    resumable field) raised, the learning rate constant, and each committed run was resumed from the
+    shorter committed run: its metrics up to that run's last step are that run's, row for row. (The
+    4,800-entity seed runs 11,000 -> 30,000; the 2,400-entity concept runs 30,000 -> 60,000, then
+    the abstract one -> 90,000.)"""
     import json
 
     from jepa_kit.config import RESUMABLE_FIELDS
+    name_of = _script("run_binding_controls").name_of
     longer, keys = _planned(sweep_file, tmp_path / "l")
-    shorter = {Path(p["data"]).name: p for p in _planned(base_file, tmp_path / "s")[0]}
-    assert sorted(Path(p["data"]).name for p in longer) == data
+    shorter, shorter_keys = _planned(base_file, tmp_path / "s")
+    shorter = {name_of(p, shorter_keys): p for p in shorter}
+    assert len(longer) == runs
     results = ROOT / "papermill_runs" / "results"
     for p in longer:
-        assert _changed(p, shorter[Path(p["data"]).name]) == {"steps": steps[1]} and "steps" in RESUMABLE_FIELDS
+        name = name_of(p, keys)
+        assert _changed(p, shorter[name]) == {"steps": steps[1]} and "steps" in RESUMABLE_FIELDS
         assert p["schedule"] == "constant"
-        name = _script("run_binding_controls").name_of(p, keys)
         rows = lambda file: [json.loads(line) for line in
                              (results / file.replace(".yaml", "_runs") / name / "metrics.jsonl").open()]
         before, after = rows(base_file), rows(sweep_file)
