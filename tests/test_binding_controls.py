@@ -37,6 +37,7 @@ def _script(name: str):
     ("binding_controls_paired_runs", 8, "chance MRR (600 entities, ties count half): 0.0116"),
     ("binding_mid_concept_long_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_controls_paired_embd0_runs", 6, "chance MRR (600 entities, ties count half): 0.0116"),
+    ("binding_mid_equal_steps_runs", 2, "chance MRR (2,400 entities, ties count half): 0.0035"),
 ])
 def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, runs, chance):
     _script("binding_controls_table").main(str(ROOT / "papermill_runs" / "results" / folder))
@@ -150,7 +151,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                        "binding_mid_surface.yaml", "binding_mid_width.yaml", "binding_concept_width.yaml",
                        "binding_concept_steps.yaml", "binding_concept_depth.yaml", "binding_mid_concept.yaml",
                        "binding_mid_concept_steps.yaml", "binding_controls_paired.yaml",
-                       "binding_mid_concept_long.yaml", "binding_controls_paired_embd0.yaml"):
+                       "binding_mid_concept_long.yaml", "binding_controls_paired_embd0.yaml",
+                       "binding_mid_equal_steps.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -177,6 +179,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     assert names["binding_mid_concept.yaml"] == ["mid_abstract_concept_seed0", "mid_concept_seed0"]
     assert names["binding_mid_concept_steps.yaml"] == names["binding_mid_concept.yaml"]
     assert names["binding_mid_concept_long.yaml"] == ["mid_abstract_concept_seed0"]
+    assert names["binding_mid_equal_steps.yaml"] == ["mid_abstract_concept_seed1", "mid_abstract_ntp_seed0"]
     assert names["binding_controls_paired.yaml"] == [f"tiny_{s}paired_{o}_seed{n}" for s in ("abstract_", "")
                                                      for o in ("concept", "ntp") for n in (0, 1)]
     assert names["binding_controls_paired_embd0.yaml"] == [
@@ -204,6 +207,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_controls_paired.yaml", "binding_controls_paired_runs", None),
     ("binding_mid_concept_long.yaml", "binding_mid_concept_long_runs", None),
     ("binding_controls_paired_embd0.yaml", "binding_controls_paired_embd0_runs", None),
+    ("binding_mid_equal_steps.yaml", "binding_mid_equal_steps_runs", None),
 ])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder, data_draw):
     """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
@@ -379,11 +383,14 @@ def test_the_2400_entity_figure_draws_every_committed_run():
     import runpy
     curves = runpy.run_path(str(ROOT / "benchmarks" / "readme_figures.py"))["mid_surface_curves"]()
     assert sorted(curves) == sorted(["abstract, width 128_seed0", "abstract, width 128_seed1",
-                                     "abstract, width 256_seed0", "abstract concept, width 128_seed0",
+                                     "abstract, width 256_seed0", "abstract, width 128, 90,000 steps_seed0",
+                                     "abstract concept, width 128_seed0", "abstract concept, width 128_seed1",
                                      "surface, width 128_seed0", "surface, width 256_seed0",
                                      "surface concept, width 128_seed0"])
     assert all(max(r["step"] for r in rows) >= 20000 for rows in curves.values())
-    assert max(r["step"] for r in curves["abstract concept, width 128_seed0"]) == 90000
+    for name in ("abstract concept, width 128_seed0", "abstract concept, width 128_seed1",
+                 "abstract, width 128, 90,000 steps_seed0"):
+        assert max(r["step"] for r in curves[name]) == 90000, name
     assert max(r["step"] for r in curves["surface concept, width 128_seed0"]) == 60000
 
 
@@ -463,6 +470,24 @@ def test_the_continued_runs_went_on_from_their_shorter_runs(tmp_path, sweep_file
         assert max(r["step"] for r in before) == steps[0]
         assert json.loads((results / sweep_file.replace(".yaml", "_runs") / name / "config.json").read_text())[
             "resumed_at_step"] == steps[0]
+
+
+@pytest.mark.parametrize("forward", [False, True])
+def test_the_2400_entity_equal_steps_tables_are_computed_from_the_committed_runs(capsys, forward):
+    """The abstract concept runs (seeds 0 and 1) and abstract ntp (seed 0), all to step 90,000, side by
+    side at equal steps (and, with --forward, their forward), as in the README."""
+    results = ROOT / "papermill_runs" / "results"
+    folders = [str(results / f) for f in ("binding_mid_concept_long_runs", "binding_mid_equal_steps_runs")]
+    _script("binding_controls_table").at_steps(folders, [15000, 30000, 45000, 60000, 75000, 90000], "", None,
+                                               forward=forward)
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert [row.split("|")[1].strip() for row in rows[1:]] == [
+        "mid_abstract_concept_seed0", "mid_abstract_concept_seed1", "mid_abstract_ntp_seed0"]
+    cells = [[c.strip() for c in row.split("|")[1:-1]] for row in rows[1:]]
+    assert all(v != "-" for c in cells for v in c[2:-1])  # every run has each of these evaluations
+    readme = (ROOT / "README.md").read_text()
+    for line in rows:
+        assert line in readme, line
 
 
 @pytest.mark.parametrize("forward", [False, True])
