@@ -472,38 +472,39 @@ def test_the_continued_runs_went_on_from_their_shorter_runs(tmp_path, sweep_file
             "resumed_at_step"] == steps[0]
 
 
-@pytest.mark.parametrize("forward", [False, True])
-def test_the_2400_entity_equal_steps_tables_are_computed_from_the_committed_runs(capsys, forward):
-    """The abstract concept runs (seeds 0 and 1) and abstract ntp (seed 0), all to step 90,000, side by
-    side at equal steps (and, with --forward, their forward), as in the README."""
+def _readme_rows_at_steps(capsys, folders, steps, match="", forward=False) -> list[str]:
+    """The table rows (header first) of ``binding_controls_table.at_steps`` over the committed result
+    ``folders`` (no baseline), checked: every run has an evaluation at each of ``steps``, and every
+    row is in the README."""
     results = ROOT / "papermill_runs" / "results"
-    folders = [str(results / f) for f in ("binding_mid_concept_long_runs", "binding_mid_equal_steps_runs")]
-    _script("binding_controls_table").at_steps(folders, [15000, 30000, 45000, 60000, 75000, 90000], "", None,
+    _script("binding_controls_table").at_steps([str(results / f) for f in folders], steps, match, None,
                                                forward=forward)
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
-    assert [row.split("|")[1].strip() for row in rows[1:]] == [
-        "mid_abstract_concept_seed0", "mid_abstract_concept_seed1", "mid_abstract_ntp_seed0"]
     cells = [[c.strip() for c in row.split("|")[1:-1]] for row in rows[1:]]
     assert all(v != "-" for c in cells for v in c[2:-1])  # every run has each of these evaluations
     readme = (ROOT / "README.md").read_text()
     for line in rows:
         assert line in readme, line
+    return rows
+
+
+@pytest.mark.parametrize("forward", [False, True])
+def test_the_2400_entity_equal_steps_tables_are_computed_from_the_committed_runs(capsys, forward):
+    """The abstract concept runs (seeds 0 and 1) and abstract ntp (seed 0), all to step 90,000, side by
+    side at equal steps (and, with --forward, their forward), as in the README."""
+    rows = _readme_rows_at_steps(capsys, ["binding_mid_concept_long_runs", "binding_mid_equal_steps_runs"],
+                                 [15000, 30000, 45000, 60000, 75000, 90000], forward=forward)
+    assert [row.split("|")[1].strip() for row in rows[1:]] == [
+        "mid_abstract_concept_seed0", "mid_abstract_concept_seed1", "mid_abstract_ntp_seed0"]
 
 
 @pytest.mark.parametrize("forward", [False, True])
 def test_the_2400_entity_concept_tables_are_computed_from_the_committed_runs(capsys, forward):
     """Reverse (and, with --forward, atomic) concept MRR of the two 2,400-entity concept runs at
     steps 2,000-30,000, as in the README."""
-    folder = ROOT / "papermill_runs" / "results" / "binding_mid_concept_runs"
-    _script("binding_controls_table").at_steps([str(folder)], [2000, 5000, 10000, 20000, 30000], "", None,
-                                               forward=forward)
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    rows = _readme_rows_at_steps(capsys, ["binding_mid_concept_runs"], [2000, 5000, 10000, 20000, 30000],
+                                 forward=forward)
     assert [row.split("|")[1].strip() for row in rows[1:]] == ["mid_abstract_concept_seed0", "mid_concept_seed0"]
-    cells = [[c.strip() for c in row.split("|")[1:-1]] for row in rows[1:]]
-    assert all(v != "-" for c in cells for v in c[2:-1])  # every run has each of these evaluations
-    readme = (ROOT / "README.md").read_text()
-    for line in rows:
-        assert line in readme, line
 
 
 @pytest.mark.parametrize("forward", [False, True])
@@ -511,21 +512,13 @@ def test_the_600_entity_concept_tables_at_equal_steps_are_computed_from_the_comm
     """Every concept run at 600 entities at steps 1,000-8,000 (forward: atomic concept MRR, which
     --forward shows for runs with no exact match), and the 30,000-step runs from step 8,000 on, as in
     the README."""
-    results = ROOT / "papermill_runs" / "results"
-    folders = [str(results / f) for f in ("binding_controls_runs", "binding_concept_width_runs",
-                                          "binding_concept_depth_runs", "binding_concept_steps_runs")]
-    script = _script("binding_controls_table")
-    script.at_steps(folders, [1000, 2000, 4000, 8000], "concept", None, forward=forward)
-    script.at_steps(folders[-1:], [8000, 12000, 16000, 20000, 24000, 30000], "", None, forward=forward)
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    folders = ["binding_controls_runs", "binding_concept_width_runs", "binding_concept_depth_runs",
+               "binding_concept_steps_runs"]
+    rows = (_readme_rows_at_steps(capsys, folders, [1000, 2000, 4000, 8000], "concept", forward)
+            + _readme_rows_at_steps(capsys, folders[-1:], [8000, 12000, 16000, 20000, 24000, 30000], "", forward))
     assert len(rows) == (1 + 12) + (1 + 2)
     kinds = {row.split("|")[2].strip() for row in rows if not row.startswith("| run |")}
     assert kinds == ({"atomic concept MRR"} if forward else {"concept"})
-    cells = [[c.strip() for c in row.split("|")[1:-1]] for row in rows if not row.startswith("| run |")]
-    assert all(v != "-" for c in cells for v in c[2:-1])  # every run has each of these evaluations
-    readme = (ROOT / "README.md").read_text()
-    for line in rows:
-        assert line in readme, line
 
 
 @pytest.mark.parametrize("forward, match, runs", [(False, "concept", 8), (False, "abstract_paired_ntp", 4),
@@ -533,17 +526,10 @@ def test_the_600_entity_concept_tables_at_equal_steps_are_computed_from_the_comm
 def test_the_paired_tables_at_equal_steps_are_computed_from_the_committed_runs(capsys, forward, match, runs):
     """The paired runs with embedding dropout (binding_controls_paired) and without it
     (binding_controls_paired_embd0) side by side at steps 1,000-8,000, as in the README."""
-    results = ROOT / "papermill_runs" / "results"
-    folders = [str(results / f) for f in ("binding_controls_paired_runs", "binding_controls_paired_embd0_runs")]
-    _script("binding_controls_table").at_steps(folders, [1000, 2000, 4000, 8000], match, None, forward=forward)
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    rows = _readme_rows_at_steps(capsys, ["binding_controls_paired_runs", "binding_controls_paired_embd0_runs"],
+                                 [1000, 2000, 4000, 8000], match, forward)
     assert len(rows) == 1 + runs
     assert sum("(binding_controls_paired_embd0_runs)" in row for row in rows) == runs // 2
-    cells = [[c.strip() for c in row.split("|")[1:-1]] for row in rows[1:]]
-    assert all(v != "-" for c in cells for v in c[2:-1])  # every run has each of these evaluations
-    readme = (ROOT / "README.md").read_text()
-    for line in rows:
-        assert line in readme, line
 
 
 def test_the_concept_figure_draws_every_committed_concept_run_at_600_entities():
