@@ -32,6 +32,8 @@ MID_WIDTH = ROOT / "papermill_runs" / "results" / "binding_mid_width_runs"
 MID_CONCEPT = ROOT / "papermill_runs" / "results" / "binding_mid_concept_steps_runs"  # to 60,000 steps
 MID_CONCEPT_LONG = ROOT / "papermill_runs" / "results" / "binding_mid_concept_long_runs"  # abstract, to 90,000
 MID_EQUAL = ROOT / "papermill_runs" / "results" / "binding_mid_equal_steps_runs"  # ntp seed 0, concept seed 1: 90,000
+MID_NTP_SEED1 = ROOT / "papermill_runs" / "results" / "binding_mid_ntp_seed1_runs"  # abstract ntp seed 1: 90,000
+MID_SURFACE_CONCEPT = ROOT / "papermill_runs" / "results" / "binding_mid_surface_concept_long_runs"  # to 90,000
 CONCEPT_WIDTH = ROOT / "papermill_runs" / "results" / "binding_concept_width_runs"
 CONCEPT_DEPTH = ROOT / "papermill_runs" / "results" / "binding_concept_depth_runs"
 CONCEPT_STEPS = ROOT / "papermill_runs" / "results" / "binding_concept_steps_runs"
@@ -104,17 +106,17 @@ def sizes_png(out: Path) -> Path:
 
 def mid_surface_curves() -> dict:
     """ntp at 2,400 entities, abstract (one token per entity) and surface (two name tokens), each at
-    width 128 and 256 (30,000 steps; abstract width 128 seed 0 also to 90,000), and the concept
-    objective (1+1, width 128) on both (abstract to 90,000 steps, seeds 0 and 1; surface to 60,000):
+    width 128 and 256 (30,000 steps; abstract width 128 seeds 0 and 1 also to 90,000), and the concept
+    objective (1+1, width 128) on both (to 90,000 steps; abstract seeds 0 and 1, surface seed 0):
     run name "<data>[ concept], width <w>[, 90,000 steps]_seed<n>" -> metrics rows, every committed
     seed."""
     runs = {"abstract, width 128": _curves(MID, "_ntp_seed"), "abstract, width 256": _curves(MID_WIDTH),
             "surface, width 128": _curves(MID_SURFACE, "n_embd=128"),
             "surface, width 256": _curves(MID_SURFACE, "n_embd=256"),
-            "abstract, width 128, 90,000 steps": _curves(MID_EQUAL, "_ntp_seed"),
+            "abstract, width 128, 90,000 steps": {**_curves(MID_EQUAL, "_ntp_seed"), **_curves(MID_NTP_SEED1)},
             "abstract concept, width 128": {**_curves(MID_CONCEPT_LONG, "mid_abstract_concept_"),
                                             **_curves(MID_EQUAL, "mid_abstract_concept_")},
-            "surface concept, width 128": _curves(MID_CONCEPT, "mid_concept_")}
+            "surface concept, width 128": _curves(MID_SURFACE_CONCEPT, "mid_concept_")}
     return _labelled(runs)
 
 

@@ -38,6 +38,8 @@ def _script(name: str):
     ("binding_mid_concept_long_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_controls_paired_embd0_runs", 6, "chance MRR (600 entities, ties count half): 0.0116"),
     ("binding_mid_equal_steps_runs", 2, "chance MRR (2,400 entities, ties count half): 0.0035"),
+    ("binding_mid_ntp_seed1_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
+    ("binding_mid_surface_concept_long_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
 ])
 def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, runs, chance):
     _script("binding_controls_table").main(str(ROOT / "papermill_runs" / "results" / folder))
@@ -152,7 +154,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                        "binding_concept_steps.yaml", "binding_concept_depth.yaml", "binding_mid_concept.yaml",
                        "binding_mid_concept_steps.yaml", "binding_controls_paired.yaml",
                        "binding_mid_concept_long.yaml", "binding_controls_paired_embd0.yaml",
-                       "binding_mid_equal_steps.yaml"):
+                       "binding_mid_equal_steps.yaml", "binding_mid_ntp_seed1.yaml",
+                       "binding_mid_surface_concept_long.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -180,6 +183,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     assert names["binding_mid_concept_steps.yaml"] == names["binding_mid_concept.yaml"]
     assert names["binding_mid_concept_long.yaml"] == ["mid_abstract_concept_seed0"]
     assert names["binding_mid_equal_steps.yaml"] == ["mid_abstract_concept_seed1", "mid_abstract_ntp_seed0"]
+    assert names["binding_mid_ntp_seed1.yaml"] == ["mid_abstract_ntp_seed1"]
+    assert names["binding_mid_surface_concept_long.yaml"] == ["mid_concept_seed0"]
     assert names["binding_controls_paired.yaml"] == [f"tiny_{s}paired_{o}_seed{n}" for s in ("abstract_", "")
                                                      for o in ("concept", "ntp") for n in (0, 1)]
     assert names["binding_controls_paired_embd0.yaml"] == [
@@ -208,6 +213,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_mid_concept_long.yaml", "binding_mid_concept_long_runs", None),
     ("binding_controls_paired_embd0.yaml", "binding_controls_paired_embd0_runs", None),
     ("binding_mid_equal_steps.yaml", "binding_mid_equal_steps_runs", None),
+    ("binding_mid_ntp_seed1.yaml", "binding_mid_ntp_seed1_runs", None),
+    ("binding_mid_surface_concept_long.yaml", "binding_mid_surface_concept_long_runs", None),
 ])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder, data_draw):
     """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
@@ -384,14 +391,15 @@ def test_the_2400_entity_figure_draws_every_committed_run():
     curves = runpy.run_path(str(ROOT / "benchmarks" / "readme_figures.py"))["mid_surface_curves"]()
     assert sorted(curves) == sorted(["abstract, width 128_seed0", "abstract, width 128_seed1",
                                      "abstract, width 256_seed0", "abstract, width 128, 90,000 steps_seed0",
+                                     "abstract, width 128, 90,000 steps_seed1",
                                      "abstract concept, width 128_seed0", "abstract concept, width 128_seed1",
                                      "surface, width 128_seed0", "surface, width 256_seed0",
                                      "surface concept, width 128_seed0"])
     assert all(max(r["step"] for r in rows) >= 20000 for rows in curves.values())
     for name in ("abstract concept, width 128_seed0", "abstract concept, width 128_seed1",
-                 "abstract, width 128, 90,000 steps_seed0"):
+                 "abstract, width 128, 90,000 steps_seed0", "abstract, width 128, 90,000 steps_seed1",
+                 "surface concept, width 128_seed0"):
         assert max(r["step"] for r in curves[name]) == 90000, name
-    assert max(r["step"] for r in curves["surface concept, width 128_seed0"]) == 60000
 
 
 def test_the_concept_sweeps_are_binding_controls_concept_runs_with_only_width_depth_or_steps_changed(tmp_path):
@@ -430,26 +438,30 @@ def test_the_2400_entity_concept_runs_are_the_ntp_runs_there_with_only_the_objec
 def test_the_2400_entity_equal_steps_runs_are_the_ntp_and_concept_runs_with_only_steps_or_seed_changed(tmp_path):
     """binding_mid_equal_steps.yaml: binding_mid.yaml's abstract ntp run (seed 0) with only ``steps``
     raised to 90,000 (constant learning rate: the same schedule up to step 30,000), and
-    binding_mid_concept_long.yaml's abstract concept run with only the seed changed."""
+    binding_mid_concept_long.yaml's abstract concept run with only the seed changed;
+    binding_mid_ntp_seed1.yaml: that ntp run with only the seed changed."""
     ntp = [p for p in _planned("binding_mid.yaml", tmp_path / "m")[0] if p["objective"] == "ntp" and p["seed"] == 0]
     concept, _ = _planned("binding_mid_concept_long.yaml", tmp_path / "l")
     runs = {p["objective"]: p for p in _planned("binding_mid_equal_steps.yaml", tmp_path / "e")[0]}
     assert sorted(runs) == ["concept", "ntp"] and len(ntp) == len(concept) == 1
     assert _changed(runs["ntp"], ntp[0]) == {"steps": 90000} and runs["ntp"]["schedule"] == "constant"
     assert _changed(runs["concept"], concept[0]) == {"seed": 1}
+    [seed1], _ = _planned("binding_mid_ntp_seed1.yaml", tmp_path / "s")
+    assert _changed(seed1, runs["ntp"]) == {"seed": 1}
 
 
 @pytest.mark.parametrize("sweep_file, base_file, steps, runs", [
     ("binding_midlarge_seeds_end.yaml", "binding_midlarge_seeds.yaml", (11000, 30000), 4),
     ("binding_mid_concept_steps.yaml", "binding_mid_concept.yaml", (30000, 60000), 2),
     ("binding_mid_concept_long.yaml", "binding_mid_concept_steps.yaml", (60000, 90000), 1),
+    ("binding_mid_surface_concept_long.yaml", "binding_mid_concept_steps.yaml", (60000, 90000), 1),
 ])
 def test_the_continued_runs_went_on_from_their_shorter_runs(tmp_path, sweep_file, base_file, steps, runs):
     """Each run of ``sweep_file`` is the run of the same name in ``base_file`` with only ``steps`` (a
     resumable field) raised, the learning rate constant, and each committed run was resumed from the
     shorter committed run: its metrics up to that run's last step are that run's, row for row. (The
     4,800-entity seed runs 11,000 -> 30,000; the 2,400-entity concept runs 30,000 -> 60,000, then
-    the abstract one -> 90,000.)"""
+    each -> 90,000.)"""
     import json
 
     from jepa_kit.config import RESUMABLE_FIELDS
@@ -490,12 +502,35 @@ def _readme_rows_at_steps(capsys, folders, steps, match="", forward=False) -> li
 
 @pytest.mark.parametrize("forward", [False, True])
 def test_the_2400_entity_equal_steps_tables_are_computed_from_the_committed_runs(capsys, forward):
-    """The abstract concept runs (seeds 0 and 1) and abstract ntp (seed 0), all to step 90,000, side by
-    side at equal steps (and, with --forward, their forward), as in the README."""
-    rows = _readme_rows_at_steps(capsys, ["binding_mid_concept_long_runs", "binding_mid_equal_steps_runs"],
+    """The abstract concept runs (seeds 0 and 1) and abstract ntp (seeds 0 and 1), all to step 90,000,
+    side by side at equal steps (and, with --forward, their forward), as in the README."""
+    rows = _readme_rows_at_steps(capsys, ["binding_mid_concept_long_runs", "binding_mid_equal_steps_runs",
+                                          "binding_mid_ntp_seed1_runs"],
                                  [15000, 30000, 45000, 60000, 75000, 90000], forward=forward)
     assert [row.split("|")[1].strip() for row in rows[1:]] == [
-        "mid_abstract_concept_seed0", "mid_abstract_concept_seed1", "mid_abstract_ntp_seed0"]
+        "mid_abstract_concept_seed0", "mid_abstract_concept_seed1", "mid_abstract_ntp_seed0",
+        "mid_abstract_ntp_seed1"]
+
+
+def test_the_2400_entity_concept_against_ntp_verdict_at_90000_steps_is_the_readmes(capsys):
+    """Two seeds each of abstract ntp and the concept objective at step 90,000 (the step
+    binding_mid_ntp_seed1.yaml's predictions named before its run): the kit's rule, as in the README."""
+    results = ROOT / "papermill_runs" / "results"
+    folders = ["binding_mid_concept_long_runs", "binding_mid_equal_steps_runs", "binding_mid_ntp_seed1_runs"]
+    _script("binding_controls_table").at_steps([str(results / f) for f in folders], [90000], "", "mid_abstract_ntp")
+    verdicts = [line for line in capsys.readouterr().out.splitlines() if line.startswith("- ")]
+    assert len(verdicts) == 1 and verdicts[0].startswith("- mid_abstract_concept vs mid_abstract_ntp")
+    assert "(2 seeds) vs" in verdicts[0] and verdicts[0].endswith("(2 seeds): not better (p = 0.839)")
+    assert verdicts[0] in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.parametrize("forward", [False, True])
+def test_the_2400_entity_surface_concept_tables_to_90000_steps_are_computed_from_the_committed_run(capsys, forward):
+    """The surface concept run continued from step 60,000 to 90,000, reverse (and, with --forward,
+    atomic) concept MRR, as in the README."""
+    rows = _readme_rows_at_steps(capsys, ["binding_mid_surface_concept_long_runs"], [60000, 70000, 80000, 90000],
+                                 forward=forward)
+    assert [row.split("|")[1].strip() for row in rows[1:]] == ["mid_concept_seed0"]
 
 
 @pytest.mark.parametrize("forward", [False, True])
