@@ -29,7 +29,6 @@ MIDLARGE = ROOT / "papermill_runs" / "results" / "binding_midlarge_runs"
 MIDLARGE_END = ROOT / "papermill_runs" / "results" / "binding_midlarge_seeds_end_runs"  # seeds 2 and 3
 MID_SURFACE = ROOT / "papermill_runs" / "results" / "binding_mid_surface_runs"
 MID_WIDTH = ROOT / "papermill_runs" / "results" / "binding_mid_width_runs"
-MID_CONCEPT = ROOT / "papermill_runs" / "results" / "binding_mid_concept_steps_runs"  # to 60,000 steps
 MID_CONCEPT_LONG = ROOT / "papermill_runs" / "results" / "binding_mid_concept_long_runs"  # abstract, to 90,000
 MID_EQUAL = ROOT / "papermill_runs" / "results" / "binding_mid_equal_steps_runs"  # ntp seed 0, concept seed 1: 90,000
 MID_NTP_SEED1 = ROOT / "papermill_runs" / "results" / "binding_mid_ntp_seed1_runs"  # abstract ntp seed 1: 90,000

@@ -24,6 +24,10 @@ def _tables(text: str) -> list[tuple[int, list[str]]]:
     return tables
 
 
+def _is_separator(row: str) -> bool:
+    return set(row.replace(" ", "")) <= set("|-:")
+
+
 def _cells(row: str) -> int:
     return len(row.rstrip().removeprefix("|").removesuffix("|").split("|"))
 
@@ -32,7 +36,7 @@ def _cells(row: str) -> int:
 def test_every_markdown_table_has_a_separator_row_and_even_rows(path):
     for start, rows in _tables((ROOT / path).read_text()):
         where = f"{path}:{start}"
-        assert len(rows) >= 2 and set(rows[1].replace(" ", "")) <= set("|-:"), f"{where}: no |---| row"
+        assert len(rows) >= 2 and _is_separator(rows[1]), f"{where}: no |---| row"
         assert {_cells(r) for r in rows} == {_cells(rows[0])}, f"{where}: rows of different widths"
 
 
@@ -40,4 +44,4 @@ def test_the_table_reader_finds_a_table_that_lacks_its_separator():
     text = "text\n\n| a | b |\n| 1 | 2 |\n\n```\n| not | a table |\n```\n| x |\n|---|\n"
     tables = _tables(text)
     assert [(s, len(r)) for s, r in tables] == [(3, 2), (9, 2)]
-    assert not set(tables[0][1][1].replace(" ", "")) <= set("|-:")
+    assert not _is_separator(tables[0][1][1]) and _is_separator(tables[1][1][1])
