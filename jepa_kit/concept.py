@@ -14,7 +14,8 @@ with ``<pad>`` to P tokens. Its concept position is its last real token (P - 1 f
   never changes it.
 * **Loss** (the only one; no next-token term): logits are raw dot products between each
   prediction and the concepts of every patch of the batch (B x 4 candidates: heads, relations,
-  masks, tails, not deduplicated), cross-entropy towards the item's own tail concept. Targets
+  masks, tails, not deduplicated), cross-entropy towards the item's own tail concept
+  (``concept_logit_scale`` multiplies the logits: 1, the paper's, has no temperature). Targets
   are not normalised and not detached: gradients reach the recognition blocks through both
   sides. ``concept_negatives = "distinct"`` masks the other copies of the true tail (the same
   tokens give the same concept, so they tie with the truth); the paper keeps them.
@@ -149,7 +150,7 @@ class ConceptJEPA(nn.Module):
         c = self.concepts(patches.reshape(B * N_PATCHES, P), last.repeat(B)).view(B, N_PATCHES, -1)
         pred = self.predict(c)  # [B, d] fp32
         cand = c.reshape(B * N_PATCHES, -1).float()  # every patch of the batch
-        logits = pred @ cand.T  # [B, 4B]
+        logits = self.objective.concept_logit_scale * (pred @ cand.T)  # [B, 4B]
         target = torch.arange(B, device=ids.device) * N_PATCHES + TAIL_SLOT
         if self.objective.concept_negatives == "distinct":
             same = (patches.reshape(B * N_PATCHES, P)[None] == patches[:, TAIL_SLOT][:, None]).all(-1)  # [B, 4B]

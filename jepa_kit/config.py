@@ -89,6 +89,9 @@ class TrainConfig:
     concept_negatives: str = _f(_OBJ.concept_negatives, "concept objective: all (every patch of the batch is a "
                                                         "candidate, as the paper) | distinct (other copies of the "
                                                         "true tail are masked)")
+    concept_logit_scale: float = _f(_OBJ.concept_logit_scale, "concept objective: factor on the loss's logits (1: the "
+                                                              "paper's raw dot products; not in the paper); ranks "
+                                                              "are unchanged by it")
     mode: str = _f(_OBJ.mode, "auto (static on CUDA, packed on CPU) | packed (one pass) | static (one pass, "
                               "fixed shapes: no host sync) | two_pass (the seed's structure, reference)")
     # optimisation (defaults: the seed's setup)

@@ -102,6 +102,7 @@ class ObjectiveConfig:
     n_recognition: int = 1
     concept_norm: str = "rms"  # rms (the paper's: no mean, no gain) | layernorm (the model's ln_f)
     concept_negatives: str = "all"  # all (every patch of the batch, as the paper) | distinct (other copies of the tail masked)
+    concept_logit_scale: float = 1.0  # multiplies the concept logits in the loss (1: the paper's raw dot products)
 
     def __post_init__(self):
         def check(ok: bool, what: str, value) -> None:
@@ -117,6 +118,7 @@ class ObjectiveConfig:
         check(self.gamma_ntp >= 0, "gamma_ntp must be >= 0", self.gamma_ntp)
         check(self.infonce_temperature > 0, "infonce_temperature must be > 0", self.infonce_temperature)
         check(self.n_recognition >= 0, "n_recognition must be >= 0", self.n_recognition)
+        check(self.concept_logit_scale > 0, "concept_logit_scale must be > 0", self.concept_logit_scale)
         check(self.concept_norm in CONCEPT_NORMS, f"concept_norm must be one of {', '.join(CONCEPT_NORMS)}",
               self.concept_norm)
         check(self.concept_negatives in CONCEPT_NEGATIVES,
