@@ -2,8 +2,9 @@
 network): the block-causal mask of one JEPA row, the committed 42-run study's forward vs reverse
 comparison, the binding controls' MRR against steps (600 and 8,000 entities), at 8,000
 entities ntp against ntp + the JEPA term, ntp against ntp + infonce at 600, 2,400, 4,800 and
-8,000 entities, at 2,400 entities ntp on abstract and on surface data at two widths, and the
-concept objective at 600 entities with more width, depth or steps.
+8,000 entities, at 2,400 entities ntp on abstract and on surface data at two widths, the
+concept objective at 600 entities with more width, depth or steps, and at 2,400 entities on
+surface data with its logits scaled.
 
     python benchmarks/readme_figures.py [OUT_DIR]      # default docs/figures
 
@@ -33,13 +34,14 @@ MID_CONCEPT_LONG = ROOT / "papermill_runs" / "results" / "binding_mid_concept_lo
 MID_EQUAL = ROOT / "papermill_runs" / "results" / "binding_mid_equal_steps_runs"  # ntp seed 0, concept seed 1: 90,000
 MID_NTP_SEED1 = ROOT / "papermill_runs" / "results" / "binding_mid_ntp_seed1_runs"  # abstract ntp seed 1: 90,000
 MID_SURFACE_CONCEPT = ROOT / "papermill_runs" / "results" / "binding_mid_surface_concept_long_runs"  # to 90,000
+MID_SURFACE_SCALE = ROOT / "papermill_runs" / "results" / "binding_mid_surface_scale_runs"  # logits x4, x27
 CONCEPT_WIDTH = ROOT / "papermill_runs" / "results" / "binding_concept_width_runs"
 CONCEPT_DEPTH = ROOT / "papermill_runs" / "results" / "binding_concept_depth_runs"
 CONCEPT_STEPS = ROOT / "papermill_runs" / "results" / "binding_concept_steps_runs"
 WIDTH = 1100
 FIGURES = ("mask.png", "forward_reverse.png", "binding_controls_mrr.png", "binding_scale_mrr.png",
            "binding_scale_jepa_mrr.png", "binding_sizes_mrr.png", "binding_mid_surface_mrr.png",
-           "binding_concept_mrr.png")
+           "binding_concept_mrr.png", "binding_mid_scale_mrr.png")
 
 
 def _curves(folder: Path, part: str = "") -> dict:
@@ -124,6 +126,22 @@ def mid_surface_png(out: Path) -> Path:
     return browser.figure_png(fig, out / "binding_mid_surface_mrr.png", width=WIDTH, height=520)
 
 
+def scale_curves() -> dict:
+    """The concept objective on two name tokens per entity at 2,400 entities (1+1, width 128) with
+    the loss's logits multiplied by 1 (to 90,000 steps), 4 and 27 (to 50,000), and surface ntp at
+    width 128 for reference: run name "<objective>[, logits x<s>]_seed<n>" -> metrics rows."""
+    runs = {"surface ntp": _curves(MID_SURFACE, "n_embd=128"),
+            "surface concept, logits x1": _curves(MID_SURFACE_CONCEPT, "mid_concept_"),
+            "surface concept, logits x4": _curves(MID_SURFACE_SCALE, "scale=4.0_"),
+            "surface concept, logits x27": _curves(MID_SURFACE_SCALE, "scale=27.0_")}
+    return _labelled(runs)
+
+
+def scale_png(out: Path) -> Path:
+    fig = viz.mrr_curves_figure(scale_curves(), n_entities=2400, log_x=False, seeds="lines")
+    return browser.figure_png(fig, out / "binding_mid_scale_mrr.png", width=WIDTH, height=520)
+
+
 def concept_curves() -> dict:
     """The concept objective at 600 entities, surface and abstract: 1 recognition + 1 concept block at
     widths 128 (8,000 and 30,000 steps), 256 and 512, and 1 + 3 at width 128: run name
@@ -150,7 +168,7 @@ def main(out: str = "docs/figures") -> list[Path]:
     out = Path(out)
     paths = [mask_png(out), forward_reverse_png(out), controls_png(out),
              controls_png(out, SCALE, 8000, "binding_scale_mrr.png", log_x=False),  # the rise comes late
-             scale_jepa_png(out), sizes_png(out), mid_surface_png(out), concept_png(out)]
+             scale_jepa_png(out), sizes_png(out), mid_surface_png(out), concept_png(out), scale_png(out)]
     for p in paths:
         w, h = browser.png_size(p)
         print(f"{p}  {w} x {h}  {p.stat().st_size / 1e3:.0f} kB")

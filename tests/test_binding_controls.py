@@ -40,6 +40,7 @@ def _script(name: str):
     ("binding_mid_equal_steps_runs", 2, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_ntp_seed1_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_surface_concept_long_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
+    ("binding_mid_surface_scale_runs", 2, "chance MRR (2,400 entities, ties count half): 0.0035"),
 ])
 def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, runs, chance):
     _script("binding_controls_table").main(str(ROOT / "papermill_runs" / "results" / folder))
@@ -155,7 +156,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                        "binding_mid_concept_steps.yaml", "binding_controls_paired.yaml",
                        "binding_mid_concept_long.yaml", "binding_controls_paired_embd0.yaml",
                        "binding_mid_equal_steps.yaml", "binding_mid_ntp_seed1.yaml",
-                       "binding_mid_surface_concept_long.yaml"):
+                       "binding_mid_surface_concept_long.yaml", "binding_mid_surface_scale.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -185,6 +186,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     assert names["binding_mid_equal_steps.yaml"] == ["mid_abstract_concept_seed1", "mid_abstract_ntp_seed0"]
     assert names["binding_mid_ntp_seed1.yaml"] == ["mid_abstract_ntp_seed1"]
     assert names["binding_mid_surface_concept_long.yaml"] == ["mid_concept_seed0"]
+    assert names["binding_mid_surface_scale.yaml"] == ["mid_concept_concept_logit_scale=27.0_seed0",
+                                                       "mid_concept_concept_logit_scale=4.0_seed0"]
     assert names["binding_controls_paired.yaml"] == [f"tiny_{s}paired_{o}_seed{n}" for s in ("abstract_", "")
                                                      for o in ("concept", "ntp") for n in (0, 1)]
     assert names["binding_controls_paired_embd0.yaml"] == [
@@ -215,6 +218,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_mid_equal_steps.yaml", "binding_mid_equal_steps_runs", None),
     ("binding_mid_ntp_seed1.yaml", "binding_mid_ntp_seed1_runs", None),
     ("binding_mid_surface_concept_long.yaml", "binding_mid_surface_concept_long_runs", None),
+    ("binding_mid_surface_scale.yaml", "binding_mid_surface_scale_runs", None),
 ])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder, data_draw):
     """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
@@ -450,6 +454,18 @@ def test_the_2400_entity_equal_steps_runs_are_the_ntp_and_concept_runs_with_only
     assert _changed(seed1, runs["ntp"]) == {"seed": 1}
 
 
+def test_the_2400_entity_logit_scale_runs_are_the_surface_concept_run_with_only_the_scale_and_steps_changed(
+        tmp_path):
+    """binding_mid_surface_scale.yaml: binding_mid_concept.yaml's surface run (data/mid) with the
+    concept loss's logits multiplied by 27 and by 4, and steps 30,000 -> 50,000 (constant learning rate)."""
+    base = [p for p in _planned("binding_mid_concept.yaml", tmp_path / "c")[0] if Path(p["data"]).name == "mid"]
+    runs, _ = _planned("binding_mid_surface_scale.yaml", tmp_path / "s")
+    assert len(base) == 1 and base[0]["concept_logit_scale"] == 1.0 and base[0]["schedule"] == "constant"
+    assert sorted(_changed(p, base[0])["concept_logit_scale"] for p in runs) == [4.0, 27.0]
+    for p in runs:
+        assert _changed(p, base[0]) == {"concept_logit_scale": p["concept_logit_scale"], "steps": 50000}
+
+
 @pytest.mark.parametrize("sweep_file, base_file, steps, runs", [
     ("binding_midlarge_seeds_end.yaml", "binding_midlarge_seeds.yaml", (11000, 30000), 4),
     ("binding_mid_concept_steps.yaml", "binding_mid_concept.yaml", (30000, 60000), 2),
@@ -531,6 +547,24 @@ def test_the_2400_entity_surface_concept_tables_to_90000_steps_are_computed_from
     rows = _readme_rows_at_steps(capsys, ["binding_mid_surface_concept_long_runs"], [60000, 70000, 80000, 90000],
                                  forward=forward)
     assert [row.split("|")[1].strip() for row in rows[1:]] == ["mid_concept_seed0"]
+
+
+@pytest.mark.parametrize("forward", [False, True])
+def test_the_2400_entity_logit_scale_tables_are_computed_from_the_committed_runs(capsys, forward):
+    """The surface concept run with its logits multiplied by 1 (to 90,000 steps), 4 and 27 (to
+    50,000), reverse (and, with --forward, atomic) concept MRR at steps 5,000-50,000, as in the README."""
+    rows = _readme_rows_at_steps(capsys, ["binding_mid_surface_concept_long_runs", "binding_mid_surface_scale_runs"],
+                                 [5000, 10000, 20000, 30000, 40000, 50000], forward=forward)
+    assert [row.split("|")[1].strip() for row in rows[1:]] == [
+        "mid_concept_seed0", "mid_concept_concept_logit_scale=27.0_seed0", "mid_concept_concept_logit_scale=4.0_seed0"]
+
+
+def test_the_logit_scale_figure_draws_every_committed_run():
+    import runpy
+    curves = runpy.run_path(str(ROOT / "benchmarks" / "readme_figures.py"))["scale_curves"]()
+    assert sorted(curves) == ["surface concept, logits x1_seed0", "surface concept, logits x27_seed0",
+                              "surface concept, logits x4_seed0", "surface ntp_seed0"]
+    assert {max(r["step"] for r in rows) for rows in curves.values()} == {30000, 50000, 90000}
 
 
 @pytest.mark.parametrize("forward", [False, True])

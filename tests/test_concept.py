@@ -81,10 +81,10 @@ def test_padding_inside_a_patch_changes_nothing(data):
     torch.testing.assert_close(model.concepts(rel, 0), model.concepts(junk, 0))
 
 
-@pytest.mark.parametrize("negatives", ["all", "distinct"])
-def test_the_batched_loss_equals_a_per_item_loop(data, negatives):
+@pytest.mark.parametrize("negatives,scale", [("all", 1.0), ("distinct", 1.0), ("all", 3.5)])
+def test_the_batched_loss_equals_a_per_item_loop(data, negatives, scale):
     ds = load_dataset(data)
-    model = make(ds.vocab, concept_negatives=negatives, concept_norm="rms")
+    model = make(ds.vocab, concept_negatives=negatives, concept_norm="rms", concept_logit_scale=scale)
     ids = torch.cat([rows(data, 10), rows(data, 2)])  # duplicates: copies of the same tails
     out = model(ids, torch.zeros(len(ids), dtype=torch.int8))
     P = (ids.shape[1] - 2) // 2
@@ -103,7 +103,7 @@ def test_the_batched_loss_equals_a_per_item_loop(data, negatives):
         h, r, m, _ = (concept(p) for p in patches_of(row))
         y = model.predict(torch.stack([h, r, m])[None])[0]
         target, tail = 4 * i + 3, row[P + 2:].tolist()  # the item's own tail patch
-        logits = torch.tensor([float((y @ c.float()).detach()) for _, c in cands])
+        logits = torch.tensor([scale * float((y @ c.float()).detach()) for _, c in cands])
         if negatives == "distinct":
             for j, (p, _) in enumerate(cands):
                 if p == tail and j != target:
@@ -244,3 +244,22 @@ def test_embedding_dropout_follows_dropout_unless_set_and_survives_a_reload(data
     assert embd_pdrop({"dropout": 0.1}) == 0.1  # a model config_dict written before the field existed
     with pytest.raises(Exception, match=r"embd_dropout must be in \[0, 1\) or None"):
         TrainConfig.from_preset("tiny", embd_dropout=1.0)
+
+
+def test_the_logit_scale_reaches_the_loss_survives_a_reload_and_must_be_positive(data, tmp_path):
+    """``concept_logit_scale`` (not in the paper: its value there is 1) multiplies the loss's logits;
+    a run records it and load_run rebuilds the model with it; older runs (no such field) read 1."""
+    ds = load_dataset(data)
+    ids = rows(data)
+    one, sharp = make(ds.vocab, n_recognition=1), make(ds.vocab, n_recognition=1, concept_logit_scale=4.0)
+    assert not torch.allclose(one(ids)["loss"], sharp(ids)["loss"])
+    cfg = TrainConfig.from_preset("tiny", data=str(data), out=str(tmp_path / "r"), objective="concept",
+                                  n_layer=2, n_embd=32, n_head=2, n_recognition=1, batch_size=16, steps=2,
+                                  eval_every=0, log_every=1, eval_max_items=8, progress="none",
+                                  best_metric="concept_mrr", concept_logit_scale=4.0)
+    model, loaded = load_run(train(cfg))
+    assert loaded.concept_logit_scale == 4.0 and model.objective.concept_logit_scale == 4.0
+    assert ObjectiveConfig(objective="concept").concept_logit_scale == 1.0
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="concept_logit_scale must be > 0"):
+            ObjectiveConfig(objective="concept", concept_logit_scale=bad)
