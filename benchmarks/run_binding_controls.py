@@ -5,7 +5,9 @@ The configs come from the sweep file (jepa_kit.sweeps.plan), so they are exactly
 setting_objective[_pos][_key=value...]_seedN: the setting is "abstract" (data/tiny_abstract),
 "surface" (data/tiny) or the data folder's name; _pos marks position embeddings on abstract data;
 each other setting that differs between the sweep's runs (a weight decay, a width) is written out.
-A finished run is skipped, a stopped one resumed (train()).
+A finished run is skipped, a stopped one resumed (train()). On Linux a worker outlives no killed
+runner: it gets SIGTERM when the runner dies, however it died, so its run checkpoints and stops
+(status.json "preempted") rather than training on, orphaned, beside a restarted runner.
 
     python benchmarks/run_binding_controls.py [--jobs 2] [--out papermill_runs/output/binding_controls]
     python benchmarks/run_binding_controls.py --sweep papermill_runs/binding_scale.yaml
@@ -36,6 +38,24 @@ def name_of(params: dict, keys=()) -> str:
     return f"{setting}_{params['objective']}{variant}{extra}_seed{params['seed']}"
 
 
+def _stop_with_the_runner() -> None:
+    """Linux: ask for SIGTERM when the runner dies (prctl PR_SET_PDEATHSIG), and send it now if the
+    runner died first. Elsewhere, nothing (a killed runner's workers go on as before)."""
+    import ctypes
+    import os
+    import signal
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return
+    if prctl(1, int(signal.SIGTERM), 0, 0, 0) != 0:  # 1: PR_SET_PDEATHSIG
+        return
+    runner = mp.parent_process()
+    if runner is not None and os.getppid() != runner.pid:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def one(job):
     import torch
 
@@ -43,6 +63,7 @@ def one(job):
     from jepa_kit.train import train
 
     torch.set_num_threads(1)
+    _stop_with_the_runner()
     params, out = job
     t = time.time()
     train(TrainConfig.from_dict({**params, "out": str(out), "progress": "log"}))
