@@ -1,5 +1,6 @@
 """The README's positive-control tables are what the committed runs say; the runner names runs apart."""
 import importlib.util
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,6 +42,7 @@ def _script(name: str):
     ("binding_mid_ntp_seed1_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_surface_concept_long_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_surface_scale_runs", 2, "chance MRR (2,400 entities, ties count half): 0.0035"),
+    ("binding_mid_surface_scale_seed1_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
 ])
 def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, runs, chance):
     _script("binding_controls_table").main(str(ROOT / "papermill_runs" / "results" / folder))
@@ -156,7 +158,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                        "binding_mid_concept_steps.yaml", "binding_controls_paired.yaml",
                        "binding_mid_concept_long.yaml", "binding_controls_paired_embd0.yaml",
                        "binding_mid_equal_steps.yaml", "binding_mid_ntp_seed1.yaml",
-                       "binding_mid_surface_concept_long.yaml", "binding_mid_surface_scale.yaml"):
+                       "binding_mid_surface_concept_long.yaml", "binding_mid_surface_scale.yaml",
+                       "binding_mid_surface_scale_seed1.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -188,6 +191,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     assert names["binding_mid_surface_concept_long.yaml"] == ["mid_concept_seed0"]
     assert names["binding_mid_surface_scale.yaml"] == ["mid_concept_concept_logit_scale=27.0_seed0",
                                                        "mid_concept_concept_logit_scale=4.0_seed0"]
+    assert names["binding_mid_surface_scale_seed1.yaml"] == ["mid_concept_seed1"]
     assert names["binding_controls_paired.yaml"] == [f"tiny_{s}paired_{o}_seed{n}" for s in ("abstract_", "")
                                                      for o in ("concept", "ntp") for n in (0, 1)]
     assert names["binding_controls_paired_embd0.yaml"] == [
@@ -219,6 +223,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_mid_ntp_seed1.yaml", "binding_mid_ntp_seed1_runs", None),
     ("binding_mid_surface_concept_long.yaml", "binding_mid_surface_concept_long_runs", None),
     ("binding_mid_surface_scale.yaml", "binding_mid_surface_scale_runs", None),
+    ("binding_mid_surface_scale_seed1.yaml", "binding_mid_surface_scale_seed1_runs", None),
 ])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder, data_draw):
     """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
@@ -454,16 +459,23 @@ def test_the_2400_entity_equal_steps_runs_are_the_ntp_and_concept_runs_with_only
     assert _changed(seed1, runs["ntp"]) == {"seed": 1}
 
 
-def test_the_2400_entity_logit_scale_runs_are_the_surface_concept_run_with_only_the_scale_and_steps_changed(
+def test_the_2400_entity_logit_scale_runs_are_the_concept_runs_with_only_the_scale_steps_or_seed_changed(
         tmp_path):
     """binding_mid_surface_scale.yaml: binding_mid_concept.yaml's surface run (data/mid) with the
-    concept loss's logits multiplied by 27 and by 4, and steps 30,000 -> 50,000 (constant learning rate)."""
+    concept loss's logits multiplied by 27 and by 4, and steps 30,000 -> 50,000 (constant learning rate);
+    binding_mid_surface_scale_seed1.yaml: the x27 run with only the seed changed;
+    binding_mid_abstract_scale.yaml: binding_mid_concept.yaml's abstract run with the logits x27."""
     base = [p for p in _planned("binding_mid_concept.yaml", tmp_path / "c")[0] if Path(p["data"]).name == "mid"]
     runs, _ = _planned("binding_mid_surface_scale.yaml", tmp_path / "s")
     assert len(base) == 1 and base[0]["concept_logit_scale"] == 1.0 and base[0]["schedule"] == "constant"
     assert sorted(_changed(p, base[0])["concept_logit_scale"] for p in runs) == [4.0, 27.0]
     for p in runs:
         assert _changed(p, base[0]) == {"concept_logit_scale": p["concept_logit_scale"], "steps": 50000}
+    [seed1], _ = _planned("binding_mid_surface_scale_seed1.yaml", tmp_path / "s1")
+    assert _changed(seed1, [p for p in runs if p["concept_logit_scale"] == 27.0][0]) == {"seed": 1}
+    abstract = [p for p in _planned("binding_mid_concept.yaml", tmp_path / "c")[0] if "abstract" in p["data"]]
+    [scaled], _ = _planned("binding_mid_abstract_scale.yaml", tmp_path / "a")
+    assert len(abstract) == 1 and _changed(scaled, abstract[0]) == {"concept_logit_scale": 27.0}
 
 
 @pytest.mark.parametrize("sweep_file, base_file, steps, runs", [
@@ -473,27 +485,26 @@ def test_the_2400_entity_logit_scale_runs_are_the_surface_concept_run_with_only_
     ("binding_mid_surface_concept_long.yaml", "binding_mid_concept_steps.yaml", (60000, 90000), 1),
 ])
 def test_the_continued_runs_went_on_from_their_shorter_runs(tmp_path, sweep_file, base_file, steps, runs):
-    """Each run of ``sweep_file`` is the run of the same name in ``base_file`` with only ``steps`` (a
-    resumable field) raised, the learning rate constant, and each committed run was resumed from the
-    shorter committed run: its metrics up to that run's last step are that run's, row for row. (The
-    4,800-entity seed runs 11,000 -> 30,000; the 2,400-entity concept runs 30,000 -> 60,000, then
-    each -> 90,000.)"""
+    """Each run of ``sweep_file`` is the one run in ``base_file`` that differs from it in ``steps``
+    alone (a resumable field), raised, the learning rate constant, and each committed run was resumed
+    from the shorter committed run: its metrics up to that run's last step are that run's, row for
+    row. (The 4,800-entity seed runs 11,000 -> 30,000; the 2,400-entity concept runs 30,000 ->
+    60,000, then each -> 90,000; the logits-x27 surface concept run 50,000 -> 90,000.)"""
     import json
 
     from jepa_kit.config import RESUMABLE_FIELDS
     name_of = _script("run_binding_controls").name_of
     longer, keys = _planned(sweep_file, tmp_path / "l")
     shorter, shorter_keys = _planned(base_file, tmp_path / "s")
-    shorter = {name_of(p, shorter_keys): p for p in shorter}
     assert len(longer) == runs
     results = ROOT / "papermill_runs" / "results"
     for p in longer:
-        name = name_of(p, keys)
-        assert _changed(p, shorter[name]) == {"steps": steps[1]} and "steps" in RESUMABLE_FIELDS
-        assert p["schedule"] == "constant"
-        rows = lambda file: [json.loads(line) for line in
-                             (results / file.replace(".yaml", "_runs") / name / "metrics.jsonl").open()]
-        before, after = rows(base_file), rows(sweep_file)
+        [base] = [b for b in shorter if _changed(p, b) == {"steps": steps[1]}]
+        assert "steps" in RESUMABLE_FIELDS and p["schedule"] == "constant"
+        name, base_name = name_of(p, keys), name_of(base, shorter_keys)
+        rows = lambda file, run: [json.loads(line) for line in
+                                  (results / file.replace(".yaml", "_runs") / run / "metrics.jsonl").open()]
+        before, after = rows(base_file, base_name), rows(sweep_file, name)
         assert after[:len(before)] == before and max(r["step"] for r in after) == steps[1]
         assert max(r["step"] for r in before) == steps[0]
         assert json.loads((results / sweep_file.replace(".yaml", "_runs") / name / "config.json").read_text())[
@@ -557,6 +568,15 @@ def test_the_2400_entity_logit_scale_tables_are_computed_from_the_committed_runs
                                  [5000, 10000, 20000, 30000, 40000, 50000], forward=forward)
     assert [row.split("|")[1].strip() for row in rows[1:]] == [
         "mid_concept_seed0", "mid_concept_concept_logit_scale=27.0_seed0", "mid_concept_concept_logit_scale=4.0_seed0"]
+
+
+@pytest.mark.parametrize("forward", [False, True])
+def test_the_2400_entity_logit_scale_second_seed_tables_are_computed_from_the_committed_run(capsys, forward):
+    """The x27 surface concept run's second seed, reverse (and, with --forward, atomic) concept MRR at
+    steps 5,000-50,000, as in the README."""
+    rows = _readme_rows_at_steps(capsys, ["binding_mid_surface_scale_seed1_runs"],
+                                 [5000, 10000, 20000, 30000, 40000, 50000], forward=forward)
+    assert [row.split("|")[1].strip() for row in rows[1:]] == ["mid_concept_seed1"]
 
 
 def test_the_logit_scale_figure_draws_every_committed_run():
@@ -638,3 +658,62 @@ def test_the_paired_controls_are_binding_controls_runs_with_only_the_data_layout
     assert sorted(map(key, embd0)) == sorted(k for k in paired if "abstract" in k[0] or k[1] == "concept")
     for p in embd0:
         assert _changed(p, paired[key(p)]) == {"embd_dropout": 0.0} and p["dropout"] == 0.1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_killed_runners_worker_checkpoints_and_stops_rather_than_train_on_orphaned(tiny_data, tmp_path):
+    """Seen 2026-12-06: killing benchmarks/run_binding_controls.py left its worker training on,
+    orphaned, writing rows and a checkpoint into a run directory that a restarted runner then
+    resumed. Now the worker gets SIGTERM when the runner dies (here SIGKILL, which the runner
+    cannot catch): its run checkpoints, says "preempted", and the worker ends."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import time
+
+    sweep = tmp_path / "orphan.yaml"
+    sweep.write_text(f"name: orphan\npreset: tiny\nbase: {{n_layer: 1, n_embd: 32, n_head: 2, steps: 1000000, "
+                     f"eval_every: 0, ckpt_every: 1000000, data: {tiny_data}}}\nruns:\n  - {{objective: ntp}}\n")
+    status = tmp_path / "out" / f"{tiny_data.name}_ntp_seed0" / "status.json"
+    log = tmp_path / "runner.log"  # a file, not a pipe: an orphaned worker would hold a pipe open
+    with log.open("wb") as out:
+        runner = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "run_binding_controls.py"),
+                                   "--sweep", str(sweep), "--jobs", "1", "--out", str(tmp_path / "out")],
+                                  cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+
+    def wait_for(ok, what, seconds=180):
+        deadline = time.monotonic() + seconds
+        while not ok():
+            assert time.monotonic() < deadline and (ok is worker_gone or runner.poll() is None), (
+                f"{what}: {log.read_text()[-2000:]}")
+            time.sleep(0.2)
+
+    def state():
+        try:
+            return json.loads(status.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def worker_gone():
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return True
+        with open(f"/proc/{worker}/stat") as f:  # a zombie waiting for its (dead) parent's reaper counts as gone
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+
+    try:
+        wait_for(lambda: state().get("state") == "running" and state().get("step", 0) >= 20, "the run never started")
+        worker = state()["pid"]
+        assert worker != runner.pid
+        runner.kill()
+        runner.wait(timeout=30)
+        wait_for(worker_gone, "the worker trained on after its runner was killed", seconds=120)
+    finally:
+        runner.kill()
+        if "worker" in locals() and not worker_gone():
+            os.kill(worker, signal.SIGKILL)
+    final = state()
+    assert final["state"] == "preempted", final
+    assert (status.parent / "checkpoints" / f"step_{final['step']:08d}").is_dir()
