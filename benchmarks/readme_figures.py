@@ -35,6 +35,8 @@ MID_EQUAL = ROOT / "papermill_runs" / "results" / "binding_mid_equal_steps_runs"
 MID_NTP_SEED1 = ROOT / "papermill_runs" / "results" / "binding_mid_ntp_seed1_runs"  # abstract ntp seed 1: 90,000
 MID_SURFACE_CONCEPT = ROOT / "papermill_runs" / "results" / "binding_mid_surface_concept_long_runs"  # to 90,000
 MID_SURFACE_SCALE = ROOT / "papermill_runs" / "results" / "binding_mid_surface_scale_runs"  # logits x4, x27
+MID_SCALE_LONG = ROOT / "papermill_runs" / "results" / "binding_mid_surface_scale_long_runs"  # x27 seed 0: 90,000
+MID_SCALE_SEED1 = ROOT / "papermill_runs" / "results" / "binding_mid_surface_scale_seed1_runs"  # x27 seed 1
 CONCEPT_WIDTH = ROOT / "papermill_runs" / "results" / "binding_concept_width_runs"
 CONCEPT_DEPTH = ROOT / "papermill_runs" / "results" / "binding_concept_depth_runs"
 CONCEPT_STEPS = ROOT / "papermill_runs" / "results" / "binding_concept_steps_runs"
@@ -128,12 +130,13 @@ def mid_surface_png(out: Path) -> Path:
 
 def scale_curves() -> dict:
     """The concept objective on two name tokens per entity at 2,400 entities (1+1, width 128) with
-    the loss's logits multiplied by 1 (to 90,000 steps), 4 and 27 (to 50,000), and surface ntp at
-    width 128 for reference: run name "<objective>[, logits x<s>]_seed<n>" -> metrics rows."""
+    the loss's logits multiplied by 1 (to 90,000 steps), 4 (to 50,000) and 27 (seed 0 to 90,000, seed
+    1 to 50,000), and surface ntp at width 128 for reference: run name "<objective>[, logits
+    x<s>]_seed<n>" -> metrics rows."""
     runs = {"surface ntp": _curves(MID_SURFACE, "n_embd=128"),
             "surface concept, logits x1": _curves(MID_SURFACE_CONCEPT, "mid_concept_"),
             "surface concept, logits x4": _curves(MID_SURFACE_SCALE, "scale=4.0_"),
-            "surface concept, logits x27": _curves(MID_SURFACE_SCALE, "scale=27.0_")}
+            "surface concept, logits x27": {**_curves(MID_SCALE_LONG), **_curves(MID_SCALE_SEED1)}}
     return _labelled(runs)
 
 

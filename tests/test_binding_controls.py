@@ -43,6 +43,8 @@ def _script(name: str):
     ("binding_mid_surface_concept_long_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_surface_scale_runs", 2, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_surface_scale_seed1_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
+    ("binding_mid_surface_scale_long_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
+    ("binding_mid_abstract_scale_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
 ])
 def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, runs, chance):
     _script("binding_controls_table").main(str(ROOT / "papermill_runs" / "results" / folder))
@@ -159,7 +161,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                        "binding_mid_concept_long.yaml", "binding_controls_paired_embd0.yaml",
                        "binding_mid_equal_steps.yaml", "binding_mid_ntp_seed1.yaml",
                        "binding_mid_surface_concept_long.yaml", "binding_mid_surface_scale.yaml",
-                       "binding_mid_surface_scale_seed1.yaml"):
+                       "binding_mid_surface_scale_seed1.yaml", "binding_mid_surface_scale_long.yaml",
+                       "binding_mid_abstract_scale.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -192,6 +195,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     assert names["binding_mid_surface_scale.yaml"] == ["mid_concept_concept_logit_scale=27.0_seed0",
                                                        "mid_concept_concept_logit_scale=4.0_seed0"]
     assert names["binding_mid_surface_scale_seed1.yaml"] == ["mid_concept_seed1"]
+    assert names["binding_mid_surface_scale_long.yaml"] == ["mid_concept_seed0"]
+    assert names["binding_mid_abstract_scale.yaml"] == ["mid_abstract_concept_seed0"]
     assert names["binding_controls_paired.yaml"] == [f"tiny_{s}paired_{o}_seed{n}" for s in ("abstract_", "")
                                                      for o in ("concept", "ntp") for n in (0, 1)]
     assert names["binding_controls_paired_embd0.yaml"] == [
@@ -224,6 +229,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_mid_surface_concept_long.yaml", "binding_mid_surface_concept_long_runs", None),
     ("binding_mid_surface_scale.yaml", "binding_mid_surface_scale_runs", None),
     ("binding_mid_surface_scale_seed1.yaml", "binding_mid_surface_scale_seed1_runs", None),
+    ("binding_mid_surface_scale_long.yaml", "binding_mid_surface_scale_long_runs", None),
+    ("binding_mid_abstract_scale.yaml", "binding_mid_abstract_scale_runs", None),
 ])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder, data_draw):
     """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
@@ -483,6 +490,7 @@ def test_the_2400_entity_logit_scale_runs_are_the_concept_runs_with_only_the_sca
     ("binding_mid_concept_steps.yaml", "binding_mid_concept.yaml", (30000, 60000), 2),
     ("binding_mid_concept_long.yaml", "binding_mid_concept_steps.yaml", (60000, 90000), 1),
     ("binding_mid_surface_concept_long.yaml", "binding_mid_concept_steps.yaml", (60000, 90000), 1),
+    ("binding_mid_surface_scale_long.yaml", "binding_mid_surface_scale.yaml", (50000, 90000), 1),
 ])
 def test_the_continued_runs_went_on_from_their_shorter_runs(tmp_path, sweep_file, base_file, steps, runs):
     """Each run of ``sweep_file`` is the one run in ``base_file`` that differs from it in ``steps``
@@ -579,12 +587,35 @@ def test_the_2400_entity_logit_scale_second_seed_tables_are_computed_from_the_co
     assert [row.split("|")[1].strip() for row in rows[1:]] == ["mid_concept_seed1"]
 
 
+@pytest.mark.parametrize("forward", [False, True])
+def test_the_2400_entity_logit_scale_tables_to_90000_steps_are_computed_from_the_committed_run(capsys, forward):
+    """The x27 surface concept run continued from step 50,000 to 90,000, reverse (and, with
+    --forward, atomic) concept MRR, as in the README."""
+    rows = _readme_rows_at_steps(capsys, ["binding_mid_surface_scale_long_runs"],
+                                 [50000, 60000, 70000, 80000, 90000], forward=forward)
+    assert [row.split("|")[1].strip() for row in rows[1:]] == ["mid_concept_seed0"]
+
+
+@pytest.mark.parametrize("forward", [False, True])
+def test_the_2400_entity_abstract_logit_scale_tables_are_computed_from_the_committed_runs(capsys, forward):
+    """The abstract concept run with its logits multiplied by 1 and by 27, reverse (and, with
+    --forward, atomic) concept MRR at steps 2,000-30,000, as in the README."""
+    rows = _readme_rows_at_steps(capsys, ["binding_mid_concept_runs", "binding_mid_abstract_scale_runs"],
+                                 [2000, 5000, 10000, 20000, 30000], "abstract", forward)
+    assert [row.split("|")[1].strip() for row in rows[1:]] == [
+        "mid_abstract_concept_seed0", "mid_abstract_concept_seed0 (binding_mid_abstract_scale_runs)"]
+
+
 def test_the_logit_scale_figure_draws_every_committed_run():
     import runpy
     curves = runpy.run_path(str(ROOT / "benchmarks" / "readme_figures.py"))["scale_curves"]()
     assert sorted(curves) == ["surface concept, logits x1_seed0", "surface concept, logits x27_seed0",
-                              "surface concept, logits x4_seed0", "surface ntp_seed0"]
-    assert {max(r["step"] for r in rows) for rows in curves.values()} == {30000, 50000, 90000}
+                              "surface concept, logits x27_seed1", "surface concept, logits x4_seed0",
+                              "surface ntp_seed0"]
+    last = {name: max(r["step"] for r in rows) for name, rows in curves.items()}
+    assert last == {"surface ntp_seed0": 30000, "surface concept, logits x1_seed0": 90000,
+                    "surface concept, logits x4_seed0": 50000, "surface concept, logits x27_seed0": 90000,
+                    "surface concept, logits x27_seed1": 50000}
 
 
 @pytest.mark.parametrize("forward", [False, True])
