@@ -731,8 +731,11 @@ def test_a_killed_runners_worker_checkpoints_and_stops_rather_than_train_on_orph
             os.kill(worker, 0)
         except ProcessLookupError:
             return True
-        with open(f"/proc/{worker}/stat") as f:  # a zombie waiting for its (dead) parent's reaper counts as gone
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+        try:  # a zombie waiting for its (dead) parent's reaper counts as gone
+            with open(f"/proc/{worker}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+        except FileNotFoundError:  # it ended between the two looks
+            return True
 
     try:
         wait_for(lambda: state().get("state") == "running" and state().get("step", 0) >= 20, "the run never started")
