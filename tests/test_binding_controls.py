@@ -569,41 +569,25 @@ def test_the_2400_entity_surface_concept_tables_to_90000_steps_are_computed_from
 
 
 @pytest.mark.parametrize("forward", [False, True])
-def test_the_2400_entity_logit_scale_tables_are_computed_from_the_committed_runs(capsys, forward):
-    """The surface concept run with its logits multiplied by 1 (to 90,000 steps), 4 and 27 (to
-    50,000), reverse (and, with --forward, atomic) concept MRR at steps 5,000-50,000, as in the README."""
-    rows = _readme_rows_at_steps(capsys, ["binding_mid_surface_concept_long_runs", "binding_mid_surface_scale_runs"],
-                                 [5000, 10000, 20000, 30000, 40000, 50000], forward=forward)
-    assert [row.split("|")[1].strip() for row in rows[1:]] == [
-        "mid_concept_seed0", "mid_concept_concept_logit_scale=27.0_seed0", "mid_concept_concept_logit_scale=4.0_seed0"]
-
-
-@pytest.mark.parametrize("forward", [False, True])
-def test_the_2400_entity_logit_scale_second_seed_tables_are_computed_from_the_committed_run(capsys, forward):
-    """The x27 surface concept run's second seed, reverse (and, with --forward, atomic) concept MRR at
-    steps 5,000-50,000, as in the README."""
-    rows = _readme_rows_at_steps(capsys, ["binding_mid_surface_scale_seed1_runs"],
-                                 [5000, 10000, 20000, 30000, 40000, 50000], forward=forward)
-    assert [row.split("|")[1].strip() for row in rows[1:]] == ["mid_concept_seed1"]
-
-
-@pytest.mark.parametrize("forward", [False, True])
-def test_the_2400_entity_logit_scale_tables_to_90000_steps_are_computed_from_the_committed_run(capsys, forward):
-    """The x27 surface concept run continued from step 50,000 to 90,000, reverse (and, with
-    --forward, atomic) concept MRR, as in the README."""
-    rows = _readme_rows_at_steps(capsys, ["binding_mid_surface_scale_long_runs"],
-                                 [50000, 60000, 70000, 80000, 90000], forward=forward)
-    assert [row.split("|")[1].strip() for row in rows[1:]] == ["mid_concept_seed0"]
-
-
-@pytest.mark.parametrize("forward", [False, True])
-def test_the_2400_entity_abstract_logit_scale_tables_are_computed_from_the_committed_runs(capsys, forward):
-    """The abstract concept run with its logits multiplied by 1 and by 27, reverse (and, with
-    --forward, atomic) concept MRR at steps 2,000-30,000, as in the README."""
-    rows = _readme_rows_at_steps(capsys, ["binding_mid_concept_runs", "binding_mid_abstract_scale_runs"],
-                                 [2000, 5000, 10000, 20000, 30000], "abstract", forward)
-    assert [row.split("|")[1].strip() for row in rows[1:]] == [
-        "mid_abstract_concept_seed0", "mid_abstract_concept_seed0 (binding_mid_abstract_scale_runs)"]
+@pytest.mark.parametrize("folders, steps, match, names", [
+    # logits x1 (to 90,000 steps), x27 and x4 (to 50,000)
+    (["binding_mid_surface_concept_long_runs", "binding_mid_surface_scale_runs"],
+     [5000, 10000, 20000, 30000, 40000, 50000], "",
+     ["mid_concept_seed0", "mid_concept_concept_logit_scale=27.0_seed0", "mid_concept_concept_logit_scale=4.0_seed0"]),
+    # x27, second seed
+    (["binding_mid_surface_scale_seed1_runs"], [5000, 10000, 20000, 30000, 40000, 50000], "", ["mid_concept_seed1"]),
+    # x27, seed 0 continued from step 50,000 to 90,000
+    (["binding_mid_surface_scale_long_runs"], [50000, 60000, 70000, 80000, 90000], "", ["mid_concept_seed0"]),
+    # abstract: logits x1 and x27
+    (["binding_mid_concept_runs", "binding_mid_abstract_scale_runs"], [2000, 5000, 10000, 20000, 30000], "abstract",
+     ["mid_abstract_concept_seed0", "mid_abstract_concept_seed0 (binding_mid_abstract_scale_runs)"]),
+])
+def test_the_2400_entity_logit_scale_tables_are_computed_from_the_committed_runs(capsys, folders, steps, match,
+                                                                                names, forward):
+    """The concept runs with their loss's logits scaled, reverse (and, with --forward, atomic)
+    concept MRR at the README's steps, as in the README."""
+    rows = _readme_rows_at_steps(capsys, folders, steps, match, forward)
+    assert [row.split("|")[1].strip() for row in rows[1:]] == names
 
 
 def test_the_logit_scale_figure_draws_every_committed_run():
@@ -713,10 +697,10 @@ def test_a_killed_runners_worker_checkpoints_and_stops_rather_than_train_on_orph
                                    "--sweep", str(sweep), "--jobs", "1", "--out", str(tmp_path / "out")],
                                   cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
 
-    def wait_for(ok, what, seconds=180):
+    def wait_for(ok, what, seconds=180, runner_alive=True):
         deadline = time.monotonic() + seconds
         while not ok():
-            assert time.monotonic() < deadline and (ok is worker_gone or runner.poll() is None), (
+            assert time.monotonic() < deadline and (not runner_alive or runner.poll() is None), (
                 f"{what}: {log.read_text()[-2000:]}")
             time.sleep(0.2)
 
@@ -738,12 +722,13 @@ def test_a_killed_runners_worker_checkpoints_and_stops_rather_than_train_on_orph
             return True
 
     try:
-        wait_for(lambda: state().get("state") == "running" and state().get("step", 0) >= 20, "the run never started")
+        wait_for(lambda: (now := state()).get("state") == "running" and now.get("step", 0) >= 20,
+                 "the run never started")
         worker = state()["pid"]
         assert worker != runner.pid
         runner.kill()
         runner.wait(timeout=30)
-        wait_for(worker_gone, "the worker trained on after its runner was killed", seconds=120)
+        wait_for(worker_gone, "the worker trained on after its runner was killed", seconds=120, runner_alive=False)
     finally:
         runner.kill()
         if "worker" in locals() and not worker_gone():
