@@ -37,13 +37,16 @@ MID_SURFACE_CONCEPT = ROOT / "papermill_runs" / "results" / "binding_mid_surface
 MID_SURFACE_SCALE = ROOT / "papermill_runs" / "results" / "binding_mid_surface_scale_runs"  # logits x4, x27
 MID_SCALE_LONG = ROOT / "papermill_runs" / "results" / "binding_mid_surface_scale_long_runs"  # x27 seed 0: 90,000
 MID_SCALE_SEED1 = ROOT / "papermill_runs" / "results" / "binding_mid_surface_scale_seed1_runs"  # x27 seed 1
+MID_SCALE_X80 = ROOT / "papermill_runs" / "results" / "binding_mid_surface_scale_x80_runs"  # x80 seed 0: 30,000
+MID_ABSTRACT_SCALE_LONG = ROOT / "papermill_runs" / "results" / "binding_mid_abstract_scale_long_runs"  # x27: 90,000
+MID_ABSTRACT_SCALE_SEED1 = ROOT / "papermill_runs" / "results" / "binding_mid_abstract_scale_seed1_runs"  # x27 seed 1
 CONCEPT_WIDTH = ROOT / "papermill_runs" / "results" / "binding_concept_width_runs"
 CONCEPT_DEPTH = ROOT / "papermill_runs" / "results" / "binding_concept_depth_runs"
 CONCEPT_STEPS = ROOT / "papermill_runs" / "results" / "binding_concept_steps_runs"
 WIDTH = 1100
 FIGURES = ("mask.png", "forward_reverse.png", "binding_controls_mrr.png", "binding_scale_mrr.png",
            "binding_scale_jepa_mrr.png", "binding_sizes_mrr.png", "binding_mid_surface_mrr.png",
-           "binding_concept_mrr.png", "binding_mid_scale_mrr.png")
+           "binding_concept_mrr.png", "binding_mid_scale_mrr.png", "binding_mid_abstract_scale_mrr.png")
 
 
 def _curves(folder: Path, part: str = "") -> dict:
@@ -130,19 +133,37 @@ def mid_surface_png(out: Path) -> Path:
 
 def scale_curves() -> dict:
     """The concept objective on two name tokens per entity at 2,400 entities (1+1, width 128) with
-    the loss's logits multiplied by 1 (to 90,000 steps), 4 (to 50,000) and 27 (seed 0 to 90,000, seed
-    1 to 50,000), and surface ntp at width 128 for reference: run name "<objective>[, logits
-    x<s>]_seed<n>" -> metrics rows."""
+    the loss's logits multiplied by 1 (to 90,000 steps), 4 (to 50,000), 27 (seed 0 to 90,000, seed
+    1 to 50,000) and 80 (to 30,000), and surface ntp at width 128 for reference: run name
+    "<objective>[, logits x<s>]_seed<n>" -> metrics rows."""
     runs = {"surface ntp": _curves(MID_SURFACE, "n_embd=128"),
             "surface concept, logits x1": _curves(MID_SURFACE_CONCEPT, "mid_concept_"),
             "surface concept, logits x4": _curves(MID_SURFACE_SCALE, "scale=4.0_"),
-            "surface concept, logits x27": {**_curves(MID_SCALE_LONG), **_curves(MID_SCALE_SEED1)}}
+            "surface concept, logits x27": {**_curves(MID_SCALE_LONG), **_curves(MID_SCALE_SEED1)},
+            "surface concept, logits x80": _curves(MID_SCALE_X80)}
     return _labelled(runs)
 
 
 def scale_png(out: Path) -> Path:
     fig = viz.mrr_curves_figure(scale_curves(), n_entities=2400, log_x=False, seeds="lines")
     return browser.figure_png(fig, out / "binding_mid_scale_mrr.png", width=WIDTH, height=520)
+
+
+def abstract_scale_curves() -> dict:
+    """The concept objective on one token per entity at 2,400 entities (1+1, width 128) with the
+    loss's logits multiplied by 1 (seeds 0 and 1, to 90,000 steps) and 27 (seed 0 to 90,000, seed 1
+    to 30,000), and abstract ntp at width 128 (seeds 0 and 1, to 90,000) for reference: run name
+    "<objective>[, logits x<s>]_seed<n>" -> metrics rows."""
+    runs = {"abstract ntp": {**_curves(MID_EQUAL, "_ntp_seed"), **_curves(MID_NTP_SEED1)},
+            "abstract concept, logits x1": {**_curves(MID_CONCEPT_LONG, "mid_abstract_concept_"),
+                                            **_curves(MID_EQUAL, "mid_abstract_concept_")},
+            "abstract concept, logits x27": {**_curves(MID_ABSTRACT_SCALE_LONG), **_curves(MID_ABSTRACT_SCALE_SEED1)}}
+    return _labelled(runs)
+
+
+def abstract_scale_png(out: Path) -> Path:
+    fig = viz.mrr_curves_figure(abstract_scale_curves(), n_entities=2400, log_x=False, seeds="lines")
+    return browser.figure_png(fig, out / "binding_mid_abstract_scale_mrr.png", width=WIDTH, height=520)
 
 
 def concept_curves() -> dict:
@@ -171,7 +192,8 @@ def main(out: str = "docs/figures") -> list[Path]:
     out = Path(out)
     paths = [mask_png(out), forward_reverse_png(out), controls_png(out),
              controls_png(out, SCALE, 8000, "binding_scale_mrr.png", log_x=False),  # the rise comes late
-             scale_jepa_png(out), sizes_png(out), mid_surface_png(out), concept_png(out), scale_png(out)]
+             scale_jepa_png(out), sizes_png(out), mid_surface_png(out), concept_png(out), scale_png(out),
+             abstract_scale_png(out)]
     for p in paths:
         w, h = browser.png_size(p)
         print(f"{p}  {w} x {h}  {p.stat().st_size / 1e3:.0f} kB")

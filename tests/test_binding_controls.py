@@ -45,6 +45,9 @@ def _script(name: str):
     ("binding_mid_surface_scale_seed1_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_surface_scale_long_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_abstract_scale_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
+    ("binding_mid_abstract_scale_long_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
+    ("binding_mid_abstract_scale_seed1_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
+    ("binding_mid_surface_scale_x80_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
 ])
 def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, runs, chance):
     _script("binding_controls_table").main(str(ROOT / "papermill_runs" / "results" / folder))
@@ -162,7 +165,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                        "binding_mid_equal_steps.yaml", "binding_mid_ntp_seed1.yaml",
                        "binding_mid_surface_concept_long.yaml", "binding_mid_surface_scale.yaml",
                        "binding_mid_surface_scale_seed1.yaml", "binding_mid_surface_scale_long.yaml",
-                       "binding_mid_abstract_scale.yaml"):
+                       "binding_mid_abstract_scale.yaml", "binding_mid_abstract_scale_long.yaml",
+                       "binding_mid_abstract_scale_seed1.yaml", "binding_mid_surface_scale_x80.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -197,6 +201,9 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     assert names["binding_mid_surface_scale_seed1.yaml"] == ["mid_concept_seed1"]
     assert names["binding_mid_surface_scale_long.yaml"] == ["mid_concept_seed0"]
     assert names["binding_mid_abstract_scale.yaml"] == ["mid_abstract_concept_seed0"]
+    assert names["binding_mid_abstract_scale_long.yaml"] == ["mid_abstract_concept_seed0"]
+    assert names["binding_mid_abstract_scale_seed1.yaml"] == ["mid_abstract_concept_seed1"]
+    assert names["binding_mid_surface_scale_x80.yaml"] == ["mid_concept_seed0"]
     assert names["binding_controls_paired.yaml"] == [f"tiny_{s}paired_{o}_seed{n}" for s in ("abstract_", "")
                                                      for o in ("concept", "ntp") for n in (0, 1)]
     assert names["binding_controls_paired_embd0.yaml"] == [
@@ -231,6 +238,9 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_mid_surface_scale_seed1.yaml", "binding_mid_surface_scale_seed1_runs", None),
     ("binding_mid_surface_scale_long.yaml", "binding_mid_surface_scale_long_runs", None),
     ("binding_mid_abstract_scale.yaml", "binding_mid_abstract_scale_runs", None),
+    ("binding_mid_abstract_scale_long.yaml", "binding_mid_abstract_scale_long_runs", None),
+    ("binding_mid_abstract_scale_seed1.yaml", "binding_mid_abstract_scale_seed1_runs", None),
+    ("binding_mid_surface_scale_x80.yaml", "binding_mid_surface_scale_x80_runs", None),
 ])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder, data_draw):
     """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
@@ -471,7 +481,10 @@ def test_the_2400_entity_logit_scale_runs_are_the_concept_runs_with_only_the_sca
     """binding_mid_surface_scale.yaml: binding_mid_concept.yaml's surface run (data/mid) with the
     concept loss's logits multiplied by 27 and by 4, and steps 30,000 -> 50,000 (constant learning rate);
     binding_mid_surface_scale_seed1.yaml: the x27 run with only the seed changed;
-    binding_mid_abstract_scale.yaml: binding_mid_concept.yaml's abstract run with the logits x27."""
+    binding_mid_surface_scale_x80.yaml: the x27 seed-0 run with the logits x80 and 30,000 steps;
+    binding_mid_abstract_scale.yaml: binding_mid_concept.yaml's abstract run with the logits x27;
+    binding_mid_abstract_scale_long.yaml and _seed1.yaml: that run with only steps (90,000) or the
+    seed changed."""
     base = [p for p in _planned("binding_mid_concept.yaml", tmp_path / "c")[0] if Path(p["data"]).name == "mid"]
     runs, _ = _planned("binding_mid_surface_scale.yaml", tmp_path / "s")
     assert len(base) == 1 and base[0]["concept_logit_scale"] == 1.0 and base[0]["schedule"] == "constant"
@@ -479,10 +492,16 @@ def test_the_2400_entity_logit_scale_runs_are_the_concept_runs_with_only_the_sca
     for p in runs:
         assert _changed(p, base[0]) == {"concept_logit_scale": p["concept_logit_scale"], "steps": 50000}
     [seed1], _ = _planned("binding_mid_surface_scale_seed1.yaml", tmp_path / "s1")
-    assert _changed(seed1, [p for p in runs if p["concept_logit_scale"] == 27.0][0]) == {"seed": 1}
+    x27 = [p for p in runs if p["concept_logit_scale"] == 27.0][0]
+    assert _changed(seed1, x27) == {"seed": 1}
+    [x80], _ = _planned("binding_mid_surface_scale_x80.yaml", tmp_path / "x80")
+    assert _changed(x80, x27) == {"concept_logit_scale": 80.0, "steps": 30000}
     abstract = [p for p in _planned("binding_mid_concept.yaml", tmp_path / "c")[0] if "abstract" in p["data"]]
     [scaled], _ = _planned("binding_mid_abstract_scale.yaml", tmp_path / "a")
     assert len(abstract) == 1 and _changed(scaled, abstract[0]) == {"concept_logit_scale": 27.0}
+    [longer], _ = _planned("binding_mid_abstract_scale_long.yaml", tmp_path / "al")
+    [seed1], _ = _planned("binding_mid_abstract_scale_seed1.yaml", tmp_path / "a1")
+    assert _changed(longer, scaled) == {"steps": 90000} and _changed(seed1, scaled) == {"seed": 1}
 
 
 @pytest.mark.parametrize("sweep_file, base_file, steps, runs", [
@@ -578,9 +597,18 @@ def test_the_2400_entity_surface_concept_tables_to_90000_steps_are_computed_from
     (["binding_mid_surface_scale_seed1_runs"], [5000, 10000, 20000, 30000, 40000, 50000], "", ["mid_concept_seed1"]),
     # x27, seed 0 continued from step 50,000 to 90,000
     (["binding_mid_surface_scale_long_runs"], [50000, 60000, 70000, 80000, 90000], "", ["mid_concept_seed0"]),
+    # x1, x27, x4 and x80 to step 30,000
+    (["binding_mid_concept_runs", "binding_mid_surface_scale_runs", "binding_mid_surface_scale_x80_runs"],
+     [5000, 10000, 20000, 30000], "mid_concept",
+     ["mid_concept_seed0", "mid_concept_concept_logit_scale=27.0_seed0", "mid_concept_concept_logit_scale=4.0_seed0",
+      "mid_concept_seed0 (binding_mid_surface_scale_x80_runs)"]),
     # abstract: logits x1 and x27
     (["binding_mid_concept_runs", "binding_mid_abstract_scale_runs"], [2000, 5000, 10000, 20000, 30000], "abstract",
      ["mid_abstract_concept_seed0", "mid_abstract_concept_seed0 (binding_mid_abstract_scale_runs)"]),
+    # abstract, seed 1: logits x1 and x27
+    (["binding_mid_equal_steps_runs", "binding_mid_abstract_scale_seed1_runs"], [2000, 5000, 10000, 20000, 30000],
+     "abstract_concept",
+     ["mid_abstract_concept_seed1", "mid_abstract_concept_seed1 (binding_mid_abstract_scale_seed1_runs)"]),
 ])
 def test_the_2400_entity_logit_scale_tables_are_computed_from_the_committed_runs(capsys, folders, steps, match,
                                                                                 names, forward):
@@ -590,16 +618,18 @@ def test_the_2400_entity_logit_scale_tables_are_computed_from_the_committed_runs
     assert [row.split("|")[1].strip() for row in rows[1:]] == names
 
 
-def test_the_logit_scale_figure_draws_every_committed_run():
+def test_the_logit_scale_figures_draw_every_committed_run():
     import runpy
     curves = runpy.run_path(str(ROOT / "benchmarks" / "readme_figures.py"))["scale_curves"]()
-    assert sorted(curves) == ["surface concept, logits x1_seed0", "surface concept, logits x27_seed0",
-                              "surface concept, logits x27_seed1", "surface concept, logits x4_seed0",
-                              "surface ntp_seed0"]
     last = {name: max(r["step"] for r in rows) for name, rows in curves.items()}
     assert last == {"surface ntp_seed0": 30000, "surface concept, logits x1_seed0": 90000,
                     "surface concept, logits x4_seed0": 50000, "surface concept, logits x27_seed0": 90000,
-                    "surface concept, logits x27_seed1": 50000}
+                    "surface concept, logits x27_seed1": 50000, "surface concept, logits x80_seed0": 30000}
+    abstract = runpy.run_path(str(ROOT / "benchmarks" / "readme_figures.py"))["abstract_scale_curves"]()
+    last = {name: max(r["step"] for r in rows) for name, rows in abstract.items()}
+    assert last == {"abstract ntp_seed0": 90000, "abstract ntp_seed1": 90000,
+                    "abstract concept, logits x1_seed0": 90000, "abstract concept, logits x1_seed1": 90000,
+                    "abstract concept, logits x27_seed0": 90000, "abstract concept, logits x27_seed1": 30000}
 
 
 @pytest.mark.parametrize("forward", [False, True])
