@@ -605,6 +605,10 @@ def test_the_2400_entity_surface_concept_tables_to_90000_steps_are_computed_from
     # abstract: logits x1 and x27
     (["binding_mid_concept_runs", "binding_mid_abstract_scale_runs"], [2000, 5000, 10000, 20000, 30000], "abstract",
      ["mid_abstract_concept_seed0", "mid_abstract_concept_seed0 (binding_mid_abstract_scale_runs)"]),
+    # abstract: logits x1 and x27 (run again from step 0) to 90,000
+    (["binding_mid_concept_long_runs", "binding_mid_abstract_scale_long_runs"],
+     [2000, 10000, 30000, 45000, 60000, 75000, 90000], "abstract_concept",
+     ["mid_abstract_concept_seed0", "mid_abstract_concept_seed0 (binding_mid_abstract_scale_long_runs)"]),
     # abstract, seed 1: logits x1 and x27
     (["binding_mid_equal_steps_runs", "binding_mid_abstract_scale_seed1_runs"], [2000, 5000, 10000, 20000, 30000],
      "abstract_concept",
