@@ -500,8 +500,8 @@ def test_the_2400_entity_logit_scale_runs_are_the_concept_runs_with_only_the_sca
     [scaled], _ = _planned("binding_mid_abstract_scale.yaml", tmp_path / "a")
     assert len(abstract) == 1 and _changed(scaled, abstract[0]) == {"concept_logit_scale": 27.0}
     [longer], _ = _planned("binding_mid_abstract_scale_long.yaml", tmp_path / "al")
-    [seed1], _ = _planned("binding_mid_abstract_scale_seed1.yaml", tmp_path / "a1")
-    assert _changed(longer, scaled) == {"steps": 90000} and _changed(seed1, scaled) == {"seed": 1}
+    [abstract_seed1], _ = _planned("binding_mid_abstract_scale_seed1.yaml", tmp_path / "a1")
+    assert _changed(longer, scaled) == {"steps": 90000} and _changed(abstract_seed1, scaled) == {"seed": 1}
 
 
 @pytest.mark.parametrize("sweep_file, base_file, steps, runs", [
@@ -624,13 +624,12 @@ def test_the_2400_entity_logit_scale_tables_are_computed_from_the_committed_runs
 
 def test_the_logit_scale_figures_draw_every_committed_run():
     import runpy
-    curves = runpy.run_path(str(ROOT / "benchmarks" / "readme_figures.py"))["scale_curves"]()
-    last = {name: max(r["step"] for r in rows) for name, rows in curves.items()}
+    figures = runpy.run_path(str(ROOT / "benchmarks" / "readme_figures.py"))
+    last = {name: max(r["step"] for r in rows) for name, rows in figures["scale_curves"]().items()}
     assert last == {"surface ntp_seed0": 30000, "surface concept, logits x1_seed0": 90000,
                     "surface concept, logits x4_seed0": 50000, "surface concept, logits x27_seed0": 90000,
                     "surface concept, logits x27_seed1": 50000, "surface concept, logits x80_seed0": 30000}
-    abstract = runpy.run_path(str(ROOT / "benchmarks" / "readme_figures.py"))["abstract_scale_curves"]()
-    last = {name: max(r["step"] for r in rows) for name, rows in abstract.items()}
+    last = {name: max(r["step"] for r in rows) for name, rows in figures["abstract_scale_curves"]().items()}
     assert last == {"abstract ntp_seed0": 90000, "abstract ntp_seed1": 90000,
                     "abstract concept, logits x1_seed0": 90000, "abstract concept, logits x1_seed1": 90000,
                     "abstract concept, logits x27_seed0": 90000, "abstract concept, logits x27_seed1": 30000}
