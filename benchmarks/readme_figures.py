@@ -110,18 +110,25 @@ def sizes_png(out: Path) -> Path:
     return browser.figure_png(fig, out / "binding_sizes_mrr.png", width=WIDTH, height=460)
 
 
+def _abstract_90000() -> dict[str, dict]:
+    """Abstract ntp and the abstract concept objective (factor 1) at 2,400 entities, width 128, seeds
+    0 and 1, each trained to 90,000 steps: {label: {run name: rows}}."""
+    return {"ntp": {**_curves(MID_EQUAL, "_ntp_seed"), **_curves(MID_NTP_SEED1)},
+            "concept": {**_curves(MID_CONCEPT_LONG, "mid_abstract_concept_"),
+                        **_curves(MID_EQUAL, "mid_abstract_concept_")}}
+
+
 def mid_surface_curves() -> dict:
     """ntp at 2,400 entities, abstract (one token per entity) and surface (two name tokens), each at
     width 128 and 256 (30,000 steps; abstract width 128 seeds 0 and 1 also to 90,000), and the concept
     objective (1+1, width 128) on both (to 90,000 steps; abstract seeds 0 and 1, surface seed 0):
     run name "<data>[ concept], width <w>[, 90,000 steps]_seed<n>" -> metrics rows, every committed
     seed."""
+    long = _abstract_90000()
     runs = {"abstract, width 128": _curves(MID, "_ntp_seed"), "abstract, width 256": _curves(MID_WIDTH),
             "surface, width 128": _curves(MID_SURFACE, "n_embd=128"),
             "surface, width 256": _curves(MID_SURFACE, "n_embd=256"),
-            "abstract, width 128, 90,000 steps": {**_curves(MID_EQUAL, "_ntp_seed"), **_curves(MID_NTP_SEED1)},
-            "abstract concept, width 128": {**_curves(MID_CONCEPT_LONG, "mid_abstract_concept_"),
-                                            **_curves(MID_EQUAL, "mid_abstract_concept_")},
+            "abstract, width 128, 90,000 steps": long["ntp"], "abstract concept, width 128": long["concept"],
             "surface concept, width 128": _curves(MID_SURFACE_CONCEPT, "mid_concept_")}
     return _labelled(runs)
 
@@ -154,9 +161,8 @@ def abstract_scale_curves() -> dict:
     loss's logits multiplied by 1 (seeds 0 and 1, to 90,000 steps) and 27 (seed 0 to 90,000, seed 1
     to 30,000), and abstract ntp at width 128 (seeds 0 and 1, to 90,000) for reference: run name
     "<objective>[, logits x<s>]_seed<n>" -> metrics rows."""
-    runs = {"abstract ntp": {**_curves(MID_EQUAL, "_ntp_seed"), **_curves(MID_NTP_SEED1)},
-            "abstract concept, logits x1": {**_curves(MID_CONCEPT_LONG, "mid_abstract_concept_"),
-                                            **_curves(MID_EQUAL, "mid_abstract_concept_")},
+    long = _abstract_90000()
+    runs = {"abstract ntp": long["ntp"], "abstract concept, logits x1": long["concept"],
             "abstract concept, logits x27": {**_curves(MID_ABSTRACT_SCALE_LONG), **_curves(MID_ABSTRACT_SCALE_SEED1)}}
     return _labelled(runs)
 
