@@ -6,6 +6,8 @@
         papermill_runs/results/binding_scale_runs papermill_runs/results/binding_scale_jepa_runs
     python benchmarks/binding_controls_table.py --at 1000,2000,4000,8000 --match abstract_ \
         --baseline abstract_ntp papermill_runs/results/binding_controls_runs papermill_runs/results/binding_controls_jepa_runs
+    python benchmarks/binding_controls_table.py --at 0,10000,20000,30000 --since-forward --match abstract_concept \
+        papermill_runs/results/binding_mid_concept_long_runs papermill_runs/results/binding_mid_abstract_scale_longer_runs
 
 Chance is each run's own: its data's entity count (``data_facts`` in the run's config.json).
 
@@ -66,19 +68,21 @@ def forward_curve(rows: list[dict]) -> tuple[str | None, list[tuple[int, float]]
 
 
 def at_steps(folders: list[str], steps: list[int], match: str = "", baseline: str | None = None,
-             forward: bool = False) -> None:
+             forward: bool = False, since_forward: bool = False) -> None:
     """The reverse MRR of each run in ``folders`` (whose name contains ``match``) at each of ``steps``
     ("-" where it has no evaluation there; the last evaluation at a step wins: the final one over
     every item). ``baseline``: the setting (a run name without its ``_seedN``) every other setting's
     MRR at the last of ``steps`` is compared with, by the kit's rule (``analysis.compare``).
     ``forward``: the forward (atomic) exact match instead of the reverse MRR (a concept run's
     atomic concept MRR), and no rule. A run whose name an earlier folder's run has is shown with
-    its folder's name after it."""
+    its folder's name after it. ``since_forward``: each of ``steps`` counted from the run's forward
+    step (``collect.curve_stats``), which a column after the name shows; runs with none are left out."""
     at_last: dict[str, list[float]] = {}
     seen: set[str] = set()
-    print(f"| run | {'forward' if forward else 'MRR'} | " + " | ".join(f"step {s:,}" for s in steps)
-          + " | pred. cosine between items (last eval) |")
-    print("|---|---|" + "---|" * len(steps) + "---|")
+    head = [f"forward step + {s:,}" if since_forward else f"step {s:,}" for s in steps]
+    print(f"| run | {'forward' if forward else 'MRR'} | " + ("forward step | " if since_forward else "")
+          + " | ".join(head) + " | pred. cosine between items (last eval) |")
+    print("|---|---|" + "---|" * (len(steps) + since_forward) + "---|")
     for folder in folders:
         for run, rows in sorted(collect.learning_curves(folder).items()):
             if match not in run:
@@ -86,13 +90,17 @@ def at_steps(folders: list[str], steps: list[int], match: str = "", baseline: st
             metric, points = forward_curve(rows) if forward else collect.mrr_curve(rows, "test")
             if forward and metric is None:
                 continue
+            start = collect.curve_stats(rows)["forward_step"] if since_forward else 0
+            if start is None:
+                continue
             label = f"{run} ({Path(folder).name})" if run in seen else run
             seen.add(run)
             at = dict(points)  # a later point at the same step (the final evaluation) replaces the earlier
             jepa = [r["jepa"] for r in collect.of_kind(rows, "eval") if isinstance(r.get("jepa"), dict)]
             cos = jepa[-1].get("pred_cos_between_items") if jepa else None
-            cells = ["-" if at.get(s) is None else f"{at[s]:.3f}" for s in steps]
-            at_last.setdefault(strip_seed(run), []).append(at.get(steps[-1]))
+            cells = ([f"{start:,}"] if since_forward else []) + [
+                "-" if at.get(start + s) is None else f"{at[start + s]:.3f}" for s in steps]
+            at_last.setdefault(strip_seed(run), []).append(at.get(start + steps[-1]))
             kind = ("atomic concept MRR" if metric == "concept_mrr" else "atomic EM") if forward else \
                 "concept" if metric == "concept_mrr" else "entity"
             print(f"| {label} | {kind} | " + " | ".join(cells)
@@ -120,9 +128,12 @@ if __name__ == "__main__":
                                       "compared with at the last step, by the kit's rule")
     p.add_argument("--forward", action="store_true", help="with --at: the forward (atomic) exact match "
                    "(concept runs: atomic concept MRR) instead")
+    p.add_argument("--since-forward", action="store_true", help="with --at: steps counted from each run's "
+                   "forward (memorisation) step")
     args = p.parse_args()
     if args.at:
-        at_steps(args.folders, [int(s) for s in args.at.split(",")], args.match, args.baseline, args.forward)
+        at_steps(args.folders, [int(s) for s in args.at.split(",")], args.match, args.baseline, args.forward,
+                 args.since_forward)
     else:
         if len(args.folders) != 1:
             p.error("one folder at a time (or --at STEPS for several)")

@@ -38,7 +38,9 @@ MID_SURFACE_SCALE = ROOT / "papermill_runs" / "results" / "binding_mid_surface_s
 MID_SCALE_LONG = ROOT / "papermill_runs" / "results" / "binding_mid_surface_scale_long_runs"  # x27 seed 0: 90,000
 MID_SCALE_SEED1 = ROOT / "papermill_runs" / "results" / "binding_mid_surface_scale_seed1_runs"  # x27 seed 1
 MID_SCALE_X80 = ROOT / "papermill_runs" / "results" / "binding_mid_surface_scale_x80_runs"  # x80 seed 0: 30,000
-MID_ABSTRACT_SCALE_LONG = ROOT / "papermill_runs" / "results" / "binding_mid_abstract_scale_long_runs"  # x27: 90,000
+MID_SCALE_BETWEEN = ROOT / "papermill_runs" / "results" / "binding_mid_surface_scale_between_runs"  # x10, x45: 30,000
+# x27 seed 0: 90,000 (binding_mid_abstract_scale_long_runs), continued to 150,000
+MID_ABSTRACT_SCALE_LONGER = ROOT / "papermill_runs" / "results" / "binding_mid_abstract_scale_longer_runs"
 MID_ABSTRACT_SCALE_SEED1 = ROOT / "papermill_runs" / "results" / "binding_mid_abstract_scale_seed1_runs"  # x27 seed 1
 CONCEPT_WIDTH = ROOT / "papermill_runs" / "results" / "binding_concept_width_runs"
 CONCEPT_DEPTH = ROOT / "papermill_runs" / "results" / "binding_concept_depth_runs"
@@ -140,13 +142,15 @@ def mid_surface_png(out: Path) -> Path:
 
 def scale_curves() -> dict:
     """The concept objective on two name tokens per entity at 2,400 entities (1+1, width 128) with
-    the loss's logits multiplied by 1 (to 90,000 steps), 4 (to 50,000), 27 (seed 0 to 90,000, seed
-    1 to 50,000) and 80 (to 30,000), and surface ntp at width 128 for reference: run name
+    the loss's logits multiplied by 1 (to 90,000 steps), 4 (to 50,000), 10 (to 30,000), 27 (seed 0 to
+    90,000, seed 1 to 50,000), 45 and 80 (to 30,000), and surface ntp at width 128 for reference: run name
     "<objective>[, logits x<s>]_seed<n>" -> metrics rows."""
     runs = {"surface ntp": _curves(MID_SURFACE, "n_embd=128"),
             "surface concept, logits x1": _curves(MID_SURFACE_CONCEPT, "mid_concept_"),
             "surface concept, logits x4": _curves(MID_SURFACE_SCALE, "scale=4.0_"),
+            "surface concept, logits x10": _curves(MID_SCALE_BETWEEN, "scale=10.0_"),
             "surface concept, logits x27": {**_curves(MID_SCALE_LONG), **_curves(MID_SCALE_SEED1)},
+            "surface concept, logits x45": _curves(MID_SCALE_BETWEEN, "scale=45.0_"),
             "surface concept, logits x80": _curves(MID_SCALE_X80)}
     return _labelled(runs)
 
@@ -158,12 +162,13 @@ def scale_png(out: Path) -> Path:
 
 def abstract_scale_curves() -> dict:
     """The concept objective on one token per entity at 2,400 entities (1+1, width 128) with the
-    loss's logits multiplied by 1 (seeds 0 and 1, to 90,000 steps) and 27 (seed 0 to 90,000, seed 1
+    loss's logits multiplied by 1 (seeds 0 and 1, to 90,000 steps) and 27 (seed 0 to 150,000, seed 1
     to 30,000), and abstract ntp at width 128 (seeds 0 and 1, to 90,000) for reference: run name
     "<objective>[, logits x<s>]_seed<n>" -> metrics rows."""
     long = _abstract_90000()
     runs = {"abstract ntp": long["ntp"], "abstract concept, logits x1": long["concept"],
-            "abstract concept, logits x27": {**_curves(MID_ABSTRACT_SCALE_LONG), **_curves(MID_ABSTRACT_SCALE_SEED1)}}
+            "abstract concept, logits x27": {**_curves(MID_ABSTRACT_SCALE_LONGER),
+                                             **_curves(MID_ABSTRACT_SCALE_SEED1)}}
     return _labelled(runs)
 
 

@@ -48,6 +48,8 @@ def _script(name: str):
     ("binding_mid_abstract_scale_long_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_abstract_scale_seed1_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_surface_scale_x80_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
+    ("binding_mid_abstract_scale_longer_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
+    ("binding_mid_surface_scale_between_runs", 2, "chance MRR (2,400 entities, ties count half): 0.0035"),
 ])
 def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, runs, chance):
     _script("binding_controls_table").main(str(ROOT / "papermill_runs" / "results" / folder))
@@ -166,7 +168,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                        "binding_mid_surface_concept_long.yaml", "binding_mid_surface_scale.yaml",
                        "binding_mid_surface_scale_seed1.yaml", "binding_mid_surface_scale_long.yaml",
                        "binding_mid_abstract_scale.yaml", "binding_mid_abstract_scale_long.yaml",
-                       "binding_mid_abstract_scale_seed1.yaml", "binding_mid_surface_scale_x80.yaml"):
+                       "binding_mid_abstract_scale_seed1.yaml", "binding_mid_surface_scale_x80.yaml",
+                       "binding_mid_abstract_scale_longer.yaml", "binding_mid_surface_scale_between.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -204,6 +207,9 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     assert names["binding_mid_abstract_scale_long.yaml"] == ["mid_abstract_concept_seed0"]
     assert names["binding_mid_abstract_scale_seed1.yaml"] == ["mid_abstract_concept_seed1"]
     assert names["binding_mid_surface_scale_x80.yaml"] == ["mid_concept_seed0"]
+    assert names["binding_mid_abstract_scale_longer.yaml"] == ["mid_abstract_concept_seed0"]
+    assert names["binding_mid_surface_scale_between.yaml"] == ["mid_concept_concept_logit_scale=10.0_seed0",
+                                                         "mid_concept_concept_logit_scale=45.0_seed0"]
     assert names["binding_controls_paired.yaml"] == [f"tiny_{s}paired_{o}_seed{n}" for s in ("abstract_", "")
                                                      for o in ("concept", "ntp") for n in (0, 1)]
     assert names["binding_controls_paired_embd0.yaml"] == [
@@ -241,6 +247,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_mid_abstract_scale_long.yaml", "binding_mid_abstract_scale_long_runs", None),
     ("binding_mid_abstract_scale_seed1.yaml", "binding_mid_abstract_scale_seed1_runs", None),
     ("binding_mid_surface_scale_x80.yaml", "binding_mid_surface_scale_x80_runs", None),
+    ("binding_mid_abstract_scale_longer.yaml", "binding_mid_abstract_scale_longer_runs", None),
+    ("binding_mid_surface_scale_between.yaml", "binding_mid_surface_scale_between_runs", None),
 ])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder, data_draw):
     """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
@@ -482,9 +490,11 @@ def test_the_2400_entity_logit_scale_runs_are_the_concept_runs_with_only_the_sca
     concept loss's logits multiplied by 27 and by 4, and steps 30,000 -> 50,000 (constant learning rate);
     binding_mid_surface_scale_seed1.yaml: the x27 run with only the seed changed;
     binding_mid_surface_scale_x80.yaml: the x27 seed-0 run with the logits x80 and 30,000 steps;
+    binding_mid_surface_scale_between.yaml: the same with the logits x10 and x45;
     binding_mid_abstract_scale.yaml: binding_mid_concept.yaml's abstract run with the logits x27;
     binding_mid_abstract_scale_long.yaml and _seed1.yaml: that run with only steps (90,000) or the
-    seed changed."""
+    seed changed (binding_mid_abstract_scale_longer.yaml, the long run continued, is tested with the
+    continued runs)."""
     base = [p for p in _planned("binding_mid_concept.yaml", tmp_path / "c")[0] if Path(p["data"]).name == "mid"]
     runs, _ = _planned("binding_mid_surface_scale.yaml", tmp_path / "s")
     assert len(base) == 1 and base[0]["concept_logit_scale"] == 1.0 and base[0]["schedule"] == "constant"
@@ -496,6 +506,10 @@ def test_the_2400_entity_logit_scale_runs_are_the_concept_runs_with_only_the_sca
     assert _changed(seed1, x27) == {"seed": 1}
     [x80], _ = _planned("binding_mid_surface_scale_x80.yaml", tmp_path / "x80")
     assert _changed(x80, x27) == {"concept_logit_scale": 80.0, "steps": 30000}
+    between, _ = _planned("binding_mid_surface_scale_between.yaml", tmp_path / "b")
+    assert sorted(_changed(p, x27)["concept_logit_scale"] for p in between) == [10.0, 45.0]
+    for p in between:
+        assert _changed(p, x27) == {"concept_logit_scale": p["concept_logit_scale"], "steps": 30000}
     abstract = [p for p in _planned("binding_mid_concept.yaml", tmp_path / "c")[0] if "abstract" in p["data"]]
     [scaled], _ = _planned("binding_mid_abstract_scale.yaml", tmp_path / "a")
     assert len(abstract) == 1 and _changed(scaled, abstract[0]) == {"concept_logit_scale": 27.0}
@@ -510,13 +524,15 @@ def test_the_2400_entity_logit_scale_runs_are_the_concept_runs_with_only_the_sca
     ("binding_mid_concept_long.yaml", "binding_mid_concept_steps.yaml", (60000, 90000), 1),
     ("binding_mid_surface_concept_long.yaml", "binding_mid_concept_steps.yaml", (60000, 90000), 1),
     ("binding_mid_surface_scale_long.yaml", "binding_mid_surface_scale.yaml", (50000, 90000), 1),
+    ("binding_mid_abstract_scale_longer.yaml", "binding_mid_abstract_scale_long.yaml", (90000, 150000), 1),
 ])
 def test_the_continued_runs_went_on_from_their_shorter_runs(tmp_path, sweep_file, base_file, steps, runs):
     """Each run of ``sweep_file`` is the one run in ``base_file`` that differs from it in ``steps``
     alone (a resumable field), raised, the learning rate constant, and each committed run was resumed
     from the shorter committed run: its metrics up to that run's last step are that run's, row for
     row. (The 4,800-entity seed runs 11,000 -> 30,000; the 2,400-entity concept runs 30,000 ->
-    60,000, then each -> 90,000; the logits-x27 surface concept run 50,000 -> 90,000.)"""
+    60,000, then each -> 90,000; the logits-x27 surface concept run 50,000 -> 90,000; the logits-x27
+    abstract concept run 90,000 -> 150,000.)"""
     import json
 
     from jepa_kit.config import RESUMABLE_FIELDS
@@ -538,13 +554,13 @@ def test_the_continued_runs_went_on_from_their_shorter_runs(tmp_path, sweep_file
             "resumed_at_step"] == steps[0]
 
 
-def _readme_rows_at_steps(capsys, folders, steps, match="", forward=False) -> list[str]:
+def _readme_rows_at_steps(capsys, folders, steps, match="", forward=False, since_forward=False) -> list[str]:
     """The table rows (header first) of ``binding_controls_table.at_steps`` over the committed result
     ``folders`` (no baseline), checked: every run has an evaluation at each of ``steps``, and every
     row is in the README."""
     results = ROOT / "papermill_runs" / "results"
     _script("binding_controls_table").at_steps([str(results / f) for f in folders], steps, match, None,
-                                               forward=forward)
+                                               forward=forward, since_forward=since_forward)
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     cells = [[c.strip() for c in row.split("|")[1:-1]] for row in rows[1:]]
     assert all(v != "-" for c in cells for v in c[2:-1])  # every run has each of these evaluations
@@ -602,6 +618,13 @@ def test_the_2400_entity_surface_concept_tables_to_90000_steps_are_computed_from
      [5000, 10000, 20000, 30000], "mid_concept",
      ["mid_concept_seed0", "mid_concept_concept_logit_scale=27.0_seed0", "mid_concept_concept_logit_scale=4.0_seed0",
       "mid_concept_seed0 (binding_mid_surface_scale_x80_runs)"]),
+    # x1, x27, x4, x10, x45 and x80 to step 30,000
+    (["binding_mid_concept_runs", "binding_mid_surface_scale_runs", "binding_mid_surface_scale_between_runs",
+      "binding_mid_surface_scale_x80_runs"],
+     [5000, 10000, 20000, 30000], "mid_concept",
+     ["mid_concept_seed0", "mid_concept_concept_logit_scale=27.0_seed0", "mid_concept_concept_logit_scale=4.0_seed0",
+      "mid_concept_concept_logit_scale=10.0_seed0", "mid_concept_concept_logit_scale=45.0_seed0",
+      "mid_concept_seed0 (binding_mid_surface_scale_x80_runs)"]),
     # abstract: logits x1 and x27
     (["binding_mid_concept_runs", "binding_mid_abstract_scale_runs"], [2000, 5000, 10000, 20000, 30000], "abstract",
      ["mid_abstract_concept_seed0", "mid_abstract_concept_seed0 (binding_mid_abstract_scale_runs)"]),
@@ -609,6 +632,9 @@ def test_the_2400_entity_surface_concept_tables_to_90000_steps_are_computed_from
     (["binding_mid_concept_long_runs", "binding_mid_abstract_scale_long_runs"],
      [2000, 10000, 30000, 45000, 60000, 75000, 90000], "abstract_concept",
      ["mid_abstract_concept_seed0", "mid_abstract_concept_seed0 (binding_mid_abstract_scale_long_runs)"]),
+    # abstract x27, seed 0 continued from step 90,000 to 150,000
+    (["binding_mid_abstract_scale_longer_runs"], [90000, 100000, 110000, 120000, 130000, 140000, 150000],
+     "abstract_concept", ["mid_abstract_concept_seed0"]),
     # abstract, seed 1: logits x1 and x27
     (["binding_mid_equal_steps_runs", "binding_mid_abstract_scale_seed1_runs"], [2000, 5000, 10000, 20000, 30000],
      "abstract_concept",
@@ -622,17 +648,46 @@ def test_the_2400_entity_logit_scale_tables_are_computed_from_the_committed_runs
     assert [row.split("|")[1].strip() for row in rows[1:]] == names
 
 
+@pytest.mark.parametrize("forward", [False, True])
+def test_the_abstract_runs_counted_from_memorisation_table_is_computed_from_the_committed_runs(capsys, forward):
+    """The abstract concept runs, logits x1 (seeds 0 and 1) and x27 (seed 0, to step 150,000), at
+    equal distances after each one's forward step: each cell (reverse, and with ``forward`` atomic)
+    is that run's value at its forward step plus the distance, read off the plain table at those
+    absolute steps; the reverse table is the README's."""
+    folders = ["binding_mid_concept_long_runs", "binding_mid_equal_steps_runs", "binding_mid_abstract_scale_longer_runs"]
+    after = [0, 10000, 20000, 30000, 34000]
+    table = _script("binding_controls_table")
+    results = ROOT / "papermill_runs" / "results"
+    run_row = lambda: [[c.strip() for c in r.split("|")[1:-1]]
+                       for r in capsys.readouterr().out.splitlines() if r.startswith("| mid_")]
+    starts = []
+    for folder in folders:
+        table.at_steps([str(results / folder)], after, "abstract_concept", forward=forward, since_forward=True)
+        [cells] = run_row()
+        starts.append(int(cells[2].replace(",", "")))
+        table.at_steps([str(results / folder)], [starts[-1] + k for k in after], "abstract_concept", forward=forward)
+        [plain] = run_row()
+        assert cells[3:-1] == plain[2:-1] and "-" not in plain[2:-1]
+    assert starts == [45000, 37000, 116000]
+    if not forward:
+        rows = _readme_rows_at_steps(capsys, folders, after, "abstract_concept", since_forward=True)
+        assert [row.split("|")[1].strip() for row in rows[1:]] == [
+            "mid_abstract_concept_seed0", "mid_abstract_concept_seed1",
+            "mid_abstract_concept_seed0 (binding_mid_abstract_scale_longer_runs)"]
+
+
 def test_the_logit_scale_figures_draw_every_committed_run():
     import runpy
     figures = runpy.run_path(str(ROOT / "benchmarks" / "readme_figures.py"))
     last = {name: max(r["step"] for r in rows) for name, rows in figures["scale_curves"]().items()}
     assert last == {"surface ntp_seed0": 30000, "surface concept, logits x1_seed0": 90000,
                     "surface concept, logits x4_seed0": 50000, "surface concept, logits x27_seed0": 90000,
-                    "surface concept, logits x27_seed1": 50000, "surface concept, logits x80_seed0": 30000}
+                    "surface concept, logits x27_seed1": 50000, "surface concept, logits x80_seed0": 30000,
+                    "surface concept, logits x10_seed0": 30000, "surface concept, logits x45_seed0": 30000}
     last = {name: max(r["step"] for r in rows) for name, rows in figures["abstract_scale_curves"]().items()}
     assert last == {"abstract ntp_seed0": 90000, "abstract ntp_seed1": 90000,
                     "abstract concept, logits x1_seed0": 90000, "abstract concept, logits x1_seed1": 90000,
-                    "abstract concept, logits x27_seed0": 90000, "abstract concept, logits x27_seed1": 30000}
+                    "abstract concept, logits x27_seed0": 150000, "abstract concept, logits x27_seed1": 30000}
 
 
 @pytest.mark.parametrize("forward", [False, True])
