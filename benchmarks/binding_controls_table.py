@@ -131,6 +131,8 @@ if __name__ == "__main__":
     p.add_argument("--since-forward", action="store_true", help="with --at: steps counted from each run's "
                    "forward (memorisation) step")
     args = p.parse_args()
+    if args.since_forward and not args.at:
+        p.error("--since-forward goes with --at")
     if args.at:
         at_steps(args.folders, [int(s) for s in args.at.split(",")], args.match, args.baseline, args.forward,
                  args.since_forward)
