@@ -39,8 +39,9 @@ MID_SCALE_LONG = ROOT / "papermill_runs" / "results" / "binding_mid_surface_scal
 MID_SCALE_SEED1 = ROOT / "papermill_runs" / "results" / "binding_mid_surface_scale_seed1_runs"  # x27 seed 1
 MID_SCALE_X80 = ROOT / "papermill_runs" / "results" / "binding_mid_surface_scale_x80_runs"  # x80 seed 0: 30,000
 MID_SCALE_BETWEEN = ROOT / "papermill_runs" / "results" / "binding_mid_surface_scale_between_runs"  # x10, x45: 30,000
-# x27 seed 0: 90,000 (binding_mid_abstract_scale_long_runs), continued to 150,000 (_longer_runs), to 210,000
-MID_ABSTRACT_SCALE_210K = ROOT / "papermill_runs" / "results" / "binding_mid_abstract_scale_210k_runs"
+# x27 seed 0: 90,000 (binding_mid_abstract_scale_long_runs), continued to 150,000 (_longer_runs), to
+# 210,000 (_210k_runs), to 270,000
+MID_ABSTRACT_SCALE_270K = ROOT / "papermill_runs" / "results" / "binding_mid_abstract_scale_270k_runs"
 MID_ABSTRACT_SCALE_SEED1 = ROOT / "papermill_runs" / "results" / "binding_mid_abstract_scale_seed1_runs"  # x27 seed 1
 CONCEPT_WIDTH = ROOT / "papermill_runs" / "results" / "binding_concept_width_runs"
 CONCEPT_DEPTH = ROOT / "papermill_runs" / "results" / "binding_concept_depth_runs"
@@ -162,12 +163,12 @@ def scale_png(out: Path) -> Path:
 
 def abstract_scale_curves() -> dict:
     """The concept objective on one token per entity at 2,400 entities (1+1, width 128) with the
-    loss's logits multiplied by 1 (seeds 0 and 1, to 90,000 steps) and 27 (seed 0 to 210,000, seed 1
+    loss's logits multiplied by 1 (seeds 0 and 1, to 90,000 steps) and 27 (seed 0 to 270,000, seed 1
     to 30,000), and abstract ntp at width 128 (seeds 0 and 1, to 90,000) for reference: run name
     "<objective>[, logits x<s>]_seed<n>" -> metrics rows."""
     long = _abstract_90000()
     runs = {"abstract ntp": long["ntp"], "abstract concept, logits x1": long["concept"],
-            "abstract concept, logits x27": {**_curves(MID_ABSTRACT_SCALE_210K),
+            "abstract concept, logits x27": {**_curves(MID_ABSTRACT_SCALE_270K),
                                              **_curves(MID_ABSTRACT_SCALE_SEED1)}}
     return _labelled(runs)
 

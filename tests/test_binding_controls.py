@@ -51,6 +51,7 @@ def _script(name: str):
     ("binding_mid_abstract_scale_longer_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_abstract_scale_210k_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_surface_scale_between_runs", 2, "chance MRR (2,400 entities, ties count half): 0.0035"),
+    ("binding_mid_abstract_scale_270k_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
 ])
 def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, runs, chance):
     _script("binding_controls_table").main(str(ROOT / "papermill_runs" / "results" / folder))
@@ -171,7 +172,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                        "binding_mid_abstract_scale.yaml", "binding_mid_abstract_scale_long.yaml",
                        "binding_mid_abstract_scale_seed1.yaml", "binding_mid_surface_scale_x80.yaml",
                        "binding_mid_abstract_scale_longer.yaml", "binding_mid_surface_scale_between.yaml",
-                       "binding_mid_abstract_scale_210k.yaml"):
+                       "binding_mid_abstract_scale_210k.yaml", "binding_mid_abstract_scale_270k.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -211,6 +212,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     assert names["binding_mid_surface_scale_x80.yaml"] == ["mid_concept_seed0"]
     assert names["binding_mid_abstract_scale_longer.yaml"] == ["mid_abstract_concept_seed0"]
     assert names["binding_mid_abstract_scale_210k.yaml"] == ["mid_abstract_concept_seed0"]
+    assert names["binding_mid_abstract_scale_270k.yaml"] == ["mid_abstract_concept_seed0"]
     assert names["binding_mid_surface_scale_between.yaml"] == ["mid_concept_concept_logit_scale=10.0_seed0",
                                                          "mid_concept_concept_logit_scale=45.0_seed0"]
     assert names["binding_controls_paired.yaml"] == [f"tiny_{s}paired_{o}_seed{n}" for s in ("abstract_", "")
@@ -253,6 +255,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_mid_abstract_scale_longer.yaml", "binding_mid_abstract_scale_longer_runs", None),
     ("binding_mid_abstract_scale_210k.yaml", "binding_mid_abstract_scale_210k_runs", None),
     ("binding_mid_surface_scale_between.yaml", "binding_mid_surface_scale_between_runs", None),
+    ("binding_mid_abstract_scale_270k.yaml", "binding_mid_abstract_scale_270k_runs", None),
 ])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder, data_draw):
     """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
@@ -497,8 +500,8 @@ def test_the_2400_entity_logit_scale_runs_are_the_concept_runs_with_only_the_sca
     binding_mid_surface_scale_between.yaml: the same with the logits x10 and x45;
     binding_mid_abstract_scale.yaml: binding_mid_concept.yaml's abstract run with the logits x27;
     binding_mid_abstract_scale_long.yaml and _seed1.yaml: that run with only steps (90,000) or the
-    seed changed (binding_mid_abstract_scale_longer.yaml and _210k.yaml, the long run continued, are
-    tested with the continued runs)."""
+    seed changed (binding_mid_abstract_scale_longer.yaml, _210k.yaml and _270k.yaml, the long run
+    continued, are tested with the continued runs)."""
     base = [p for p in _planned("binding_mid_concept.yaml", tmp_path / "c")[0] if Path(p["data"]).name == "mid"]
     runs, _ = _planned("binding_mid_surface_scale.yaml", tmp_path / "s")
     assert len(base) == 1 and base[0]["concept_logit_scale"] == 1.0 and base[0]["schedule"] == "constant"
@@ -530,6 +533,7 @@ def test_the_2400_entity_logit_scale_runs_are_the_concept_runs_with_only_the_sca
     ("binding_mid_surface_scale_long.yaml", "binding_mid_surface_scale.yaml", (50000, 90000), 1),
     ("binding_mid_abstract_scale_longer.yaml", "binding_mid_abstract_scale_long.yaml", (90000, 150000), 1),
     ("binding_mid_abstract_scale_210k.yaml", "binding_mid_abstract_scale_longer.yaml", (150000, 210000), 1),
+    ("binding_mid_abstract_scale_270k.yaml", "binding_mid_abstract_scale_210k.yaml", (210000, 270000), 1),
 ])
 def test_the_continued_runs_went_on_from_their_shorter_runs(tmp_path, sweep_file, base_file, steps, runs):
     """Each run of ``sweep_file`` is the one run in ``base_file`` that differs from it in ``steps``
@@ -537,7 +541,7 @@ def test_the_continued_runs_went_on_from_their_shorter_runs(tmp_path, sweep_file
     from the shorter committed run: its metrics up to that run's last step are that run's, row for
     row. (The 4,800-entity seed runs 11,000 -> 30,000; the 2,400-entity concept runs 30,000 ->
     60,000, then each -> 90,000; the logits-x27 surface concept run 50,000 -> 90,000; the logits-x27
-    abstract concept run 90,000 -> 150,000 -> 210,000.)"""
+    abstract concept run 90,000 -> 150,000 -> 210,000 -> 270,000.)"""
     import json
 
     from jepa_kit.config import RESUMABLE_FIELDS
@@ -633,6 +637,9 @@ def test_the_2400_entity_surface_concept_tables_to_90000_steps_are_computed_from
     # abstract x27, seed 0 continued from step 150,000 to 210,000
     (["binding_mid_abstract_scale_210k_runs"], [150000, 160000, 170000, 180000, 190000, 200000, 210000],
      "abstract_concept", ["mid_abstract_concept_seed0"]),
+    # abstract x27, seed 0 continued from step 210,000 to 270,000
+    (["binding_mid_abstract_scale_270k_runs"], [210000, 220000, 230000, 240000, 250000, 260000, 270000],
+     "abstract_concept", ["mid_abstract_concept_seed0"]),
     # abstract: logits x1 and x27
     (["binding_mid_concept_runs", "binding_mid_abstract_scale_runs"], [2000, 5000, 10000, 20000, 30000], "abstract",
      ["mid_abstract_concept_seed0", "mid_abstract_concept_seed0 (binding_mid_abstract_scale_runs)"]),
@@ -695,7 +702,7 @@ def test_the_logit_scale_figures_draw_every_committed_run():
     last = {name: max(r["step"] for r in rows) for name, rows in figures["abstract_scale_curves"]().items()}
     assert last == {"abstract ntp_seed0": 90000, "abstract ntp_seed1": 90000,
                     "abstract concept, logits x1_seed0": 90000, "abstract concept, logits x1_seed1": 90000,
-                    "abstract concept, logits x27_seed0": 210000, "abstract concept, logits x27_seed1": 30000}
+                    "abstract concept, logits x27_seed0": 270000, "abstract concept, logits x27_seed1": 30000}
 
 
 @pytest.mark.parametrize("forward", [False, True])
