@@ -39,6 +39,7 @@ MID_SCALE_LONG = ROOT / "papermill_runs" / "results" / "binding_mid_surface_scal
 MID_SCALE_SEED1 = ROOT / "papermill_runs" / "results" / "binding_mid_surface_scale_seed1_runs"  # x27 seed 1
 MID_SCALE_X80 = ROOT / "papermill_runs" / "results" / "binding_mid_surface_scale_x80_runs"  # x80 seed 0: 30,000
 MID_SCALE_BETWEEN = ROOT / "papermill_runs" / "results" / "binding_mid_surface_scale_between_runs"  # x10, x45: 30,000
+MID_SCALE_X10_SEED1 = ROOT / "papermill_runs" / "results" / "binding_mid_surface_scale_x10_seed1_runs"  # x10 seed 1
 # x27 seed 0: 90,000 (binding_mid_abstract_scale_long_runs), continued to 150,000 (_longer_runs), to
 # 210,000 (_210k_runs), to 270,000
 MID_ABSTRACT_SCALE_270K = ROOT / "papermill_runs" / "results" / "binding_mid_abstract_scale_270k_runs"
@@ -143,13 +144,14 @@ def mid_surface_png(out: Path) -> Path:
 
 def scale_curves() -> dict:
     """The concept objective on two name tokens per entity at 2,400 entities (1+1, width 128) with
-    the loss's logits multiplied by 1 (to 90,000 steps), 4 (to 50,000), 10 (to 30,000), 27 (seed 0 to
-    90,000, seed 1 to 50,000), 45 and 80 (to 30,000), and surface ntp at width 128 for reference: run name
-    "<objective>[, logits x<s>]_seed<n>" -> metrics rows."""
+    the loss's logits multiplied by 1 (to 90,000 steps), 4 (to 50,000), 10 (seeds 0 and 1, to
+    30,000), 27 (seed 0 to 90,000, seed 1 to 50,000), 45 and 80 (to 30,000), and surface ntp at width
+    128 for reference: run name "<objective>[, logits x<s>]_seed<n>" -> metrics rows."""
     runs = {"surface ntp": _curves(MID_SURFACE, "n_embd=128"),
             "surface concept, logits x1": _curves(MID_SURFACE_CONCEPT, "mid_concept_"),
             "surface concept, logits x4": _curves(MID_SURFACE_SCALE, "scale=4.0_"),
-            "surface concept, logits x10": _curves(MID_SCALE_BETWEEN, "scale=10.0_"),
+            "surface concept, logits x10": {**_curves(MID_SCALE_BETWEEN, "scale=10.0_"),
+                                            **_curves(MID_SCALE_X10_SEED1)},
             "surface concept, logits x27": {**_curves(MID_SCALE_LONG), **_curves(MID_SCALE_SEED1)},
             "surface concept, logits x45": _curves(MID_SCALE_BETWEEN, "scale=45.0_"),
             "surface concept, logits x80": _curves(MID_SCALE_X80)}

@@ -52,6 +52,7 @@ def _script(name: str):
     ("binding_mid_abstract_scale_210k_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_surface_scale_between_runs", 2, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_abstract_scale_270k_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
+    ("binding_mid_surface_scale_x10_seed1_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
 ])
 def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, runs, chance):
     _script("binding_controls_table").main(str(ROOT / "papermill_runs" / "results" / folder))
@@ -172,7 +173,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                        "binding_mid_abstract_scale.yaml", "binding_mid_abstract_scale_long.yaml",
                        "binding_mid_abstract_scale_seed1.yaml", "binding_mid_surface_scale_x80.yaml",
                        "binding_mid_abstract_scale_longer.yaml", "binding_mid_surface_scale_between.yaml",
-                       "binding_mid_abstract_scale_210k.yaml", "binding_mid_abstract_scale_270k.yaml"):
+                       "binding_mid_abstract_scale_210k.yaml", "binding_mid_abstract_scale_270k.yaml",
+                       "binding_mid_surface_scale_x10_seed1.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -213,6 +215,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     assert names["binding_mid_abstract_scale_longer.yaml"] == ["mid_abstract_concept_seed0"]
     assert names["binding_mid_abstract_scale_210k.yaml"] == ["mid_abstract_concept_seed0"]
     assert names["binding_mid_abstract_scale_270k.yaml"] == ["mid_abstract_concept_seed0"]
+    assert names["binding_mid_surface_scale_x10_seed1.yaml"] == ["mid_concept_seed1"]
     assert names["binding_mid_surface_scale_between.yaml"] == ["mid_concept_concept_logit_scale=10.0_seed0",
                                                          "mid_concept_concept_logit_scale=45.0_seed0"]
     assert names["binding_controls_paired.yaml"] == [f"tiny_{s}paired_{o}_seed{n}" for s in ("abstract_", "")
@@ -256,6 +259,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_mid_abstract_scale_210k.yaml", "binding_mid_abstract_scale_210k_runs", None),
     ("binding_mid_surface_scale_between.yaml", "binding_mid_surface_scale_between_runs", None),
     ("binding_mid_abstract_scale_270k.yaml", "binding_mid_abstract_scale_270k_runs", None),
+    ("binding_mid_surface_scale_x10_seed1.yaml", "binding_mid_surface_scale_x10_seed1_runs", None),
 ])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder, data_draw):
     """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
@@ -498,6 +502,7 @@ def test_the_2400_entity_logit_scale_runs_are_the_concept_runs_with_only_the_sca
     binding_mid_surface_scale_seed1.yaml: the x27 run with only the seed changed;
     binding_mid_surface_scale_x80.yaml: the x27 seed-0 run with the logits x80 and 30,000 steps;
     binding_mid_surface_scale_between.yaml: the same with the logits x10 and x45;
+    binding_mid_surface_scale_x10_seed1.yaml: the x10 run with only the seed changed;
     binding_mid_abstract_scale.yaml: binding_mid_concept.yaml's abstract run with the logits x27;
     binding_mid_abstract_scale_long.yaml and _seed1.yaml: that run with only steps (90,000) or the
     seed changed (binding_mid_abstract_scale_longer.yaml, _210k.yaml and _270k.yaml, the long run
@@ -517,6 +522,8 @@ def test_the_2400_entity_logit_scale_runs_are_the_concept_runs_with_only_the_sca
     assert sorted(_changed(p, x27)["concept_logit_scale"] for p in between) == [10.0, 45.0]
     for p in between:
         assert _changed(p, x27) == {"concept_logit_scale": p["concept_logit_scale"], "steps": 30000}
+    [x10_seed1], _ = _planned("binding_mid_surface_scale_x10_seed1.yaml", tmp_path / "x10")
+    assert _changed(x10_seed1, [p for p in between if p["concept_logit_scale"] == 10.0][0]) == {"seed": 1}
     abstract = [p for p in _planned("binding_mid_concept.yaml", tmp_path / "c")[0] if "abstract" in p["data"]]
     [scaled], _ = _planned("binding_mid_abstract_scale.yaml", tmp_path / "a")
     assert len(abstract) == 1 and _changed(scaled, abstract[0]) == {"concept_logit_scale": 27.0}
@@ -634,6 +641,11 @@ def test_the_2400_entity_surface_concept_tables_to_90000_steps_are_computed_from
      ["mid_concept_seed0", "mid_concept_concept_logit_scale=27.0_seed0", "mid_concept_concept_logit_scale=4.0_seed0",
       "mid_concept_concept_logit_scale=10.0_seed0", "mid_concept_concept_logit_scale=45.0_seed0",
       "mid_concept_seed0 (binding_mid_surface_scale_x80_runs)"]),
+    # x10 seed 1 beside x10 and x45 seed 0 and x27 seed 1
+    (["binding_mid_surface_scale_x10_seed1_runs", "binding_mid_surface_scale_between_runs",
+      "binding_mid_surface_scale_seed1_runs"], [5000, 10000, 20000, 30000], "",
+     ["mid_concept_seed1", "mid_concept_concept_logit_scale=10.0_seed0", "mid_concept_concept_logit_scale=45.0_seed0",
+      "mid_concept_seed1 (binding_mid_surface_scale_seed1_runs)"]),
     # abstract x27, seed 0 continued from step 150,000 to 210,000
     (["binding_mid_abstract_scale_210k_runs"], [150000, 160000, 170000, 180000, 190000, 200000, 210000],
      "abstract_concept", ["mid_abstract_concept_seed0"]),
@@ -698,7 +710,7 @@ def test_the_logit_scale_figures_draw_every_committed_run():
     assert last == {"surface ntp_seed0": 30000, "surface concept, logits x1_seed0": 90000,
                     "surface concept, logits x4_seed0": 50000, "surface concept, logits x27_seed0": 90000,
                     "surface concept, logits x27_seed1": 50000, "surface concept, logits x80_seed0": 30000,
-                    "surface concept, logits x10_seed0": 30000, "surface concept, logits x45_seed0": 30000}
+                    "surface concept, logits x10_seed0": 30000, "surface concept, logits x10_seed1": 30000, "surface concept, logits x45_seed0": 30000}
     last = {name: max(r["step"] for r in rows) for name, rows in figures["abstract_scale_curves"]().items()}
     assert last == {"abstract ntp_seed0": 90000, "abstract ntp_seed1": 90000,
                     "abstract concept, logits x1_seed0": 90000, "abstract concept, logits x1_seed1": 90000,
