@@ -53,6 +53,7 @@ def _script(name: str):
     ("binding_mid_surface_scale_between_runs", 2, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_abstract_scale_270k_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_surface_scale_x10_seed1_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
+    ("binding_mid_abstract_ntp_150k_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
 ])
 def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, runs, chance):
     _script("binding_controls_table").main(str(ROOT / "papermill_runs" / "results" / folder))
@@ -174,7 +175,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                        "binding_mid_abstract_scale_seed1.yaml", "binding_mid_surface_scale_x80.yaml",
                        "binding_mid_abstract_scale_longer.yaml", "binding_mid_surface_scale_between.yaml",
                        "binding_mid_abstract_scale_210k.yaml", "binding_mid_abstract_scale_270k.yaml",
-                       "binding_mid_surface_scale_x10_seed1.yaml"):
+                       "binding_mid_surface_scale_x10_seed1.yaml", "binding_mid_abstract_ntp_150k.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -216,6 +217,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     assert names["binding_mid_abstract_scale_210k.yaml"] == ["mid_abstract_concept_seed0"]
     assert names["binding_mid_abstract_scale_270k.yaml"] == ["mid_abstract_concept_seed0"]
     assert names["binding_mid_surface_scale_x10_seed1.yaml"] == ["mid_concept_seed1"]
+    assert names["binding_mid_abstract_ntp_150k.yaml"] == ["mid_abstract_ntp_seed0"]
     assert names["binding_mid_surface_scale_between.yaml"] == ["mid_concept_concept_logit_scale=10.0_seed0",
                                                          "mid_concept_concept_logit_scale=45.0_seed0"]
     assert names["binding_controls_paired.yaml"] == [f"tiny_{s}paired_{o}_seed{n}" for s in ("abstract_", "")
@@ -260,6 +262,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_mid_surface_scale_between.yaml", "binding_mid_surface_scale_between_runs", None),
     ("binding_mid_abstract_scale_270k.yaml", "binding_mid_abstract_scale_270k_runs", None),
     ("binding_mid_surface_scale_x10_seed1.yaml", "binding_mid_surface_scale_x10_seed1_runs", None),
+    ("binding_mid_abstract_ntp_150k.yaml", "binding_mid_abstract_ntp_150k_runs", None),
 ])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder, data_draw):
     """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
@@ -484,7 +487,8 @@ def test_the_2400_entity_equal_steps_runs_are_the_ntp_and_concept_runs_with_only
     """binding_mid_equal_steps.yaml: binding_mid.yaml's abstract ntp run (seed 0) with only ``steps``
     raised to 90,000 (constant learning rate: the same schedule up to step 30,000), and
     binding_mid_concept_long.yaml's abstract concept run with only the seed changed;
-    binding_mid_ntp_seed1.yaml: that ntp run with only the seed changed."""
+    binding_mid_ntp_seed1.yaml: that ntp run with only the seed changed; binding_mid_abstract_ntp_150k.yaml:
+    with only ``steps`` raised again, to 150,000 (run from step 0)."""
     ntp = [p for p in _planned("binding_mid.yaml", tmp_path / "m")[0] if p["objective"] == "ntp" and p["seed"] == 0]
     concept, _ = _planned("binding_mid_concept_long.yaml", tmp_path / "l")
     runs = {p["objective"]: p for p in _planned("binding_mid_equal_steps.yaml", tmp_path / "e")[0]}
@@ -493,6 +497,8 @@ def test_the_2400_entity_equal_steps_runs_are_the_ntp_and_concept_runs_with_only
     assert _changed(runs["concept"], concept[0]) == {"seed": 1}
     [seed1], _ = _planned("binding_mid_ntp_seed1.yaml", tmp_path / "s")
     assert _changed(seed1, runs["ntp"]) == {"seed": 1}
+    [ntp_150k], _ = _planned("binding_mid_abstract_ntp_150k.yaml", tmp_path / "n")
+    assert _changed(ntp_150k, runs["ntp"]) == {"steps": 150000}
 
 
 def test_the_2400_entity_logit_scale_runs_are_the_concept_runs_with_only_the_scale_steps_or_seed_changed(
@@ -646,6 +652,9 @@ def test_the_2400_entity_surface_concept_tables_to_90000_steps_are_computed_from
       "binding_mid_surface_scale_seed1_runs"], [5000, 10000, 20000, 30000], "",
      ["mid_concept_seed1", "mid_concept_concept_logit_scale=10.0_seed0", "mid_concept_concept_logit_scale=45.0_seed0",
       "mid_concept_seed1 (binding_mid_surface_scale_seed1_runs)"]),
+    # abstract ntp seed 0 run again to 150,000, beside the x27 concept run
+    (["binding_mid_abstract_ntp_150k_runs", "binding_mid_abstract_scale_longer_runs"],
+     [30000, 60000, 90000, 120000, 150000], "", ["mid_abstract_ntp_seed0", "mid_abstract_concept_seed0"]),
     # abstract x27, seed 0 continued from step 150,000 to 210,000
     (["binding_mid_abstract_scale_210k_runs"], [150000, 160000, 170000, 180000, 190000, 200000, 210000],
      "abstract_concept", ["mid_abstract_concept_seed0"]),
@@ -712,7 +721,7 @@ def test_the_logit_scale_figures_draw_every_committed_run():
                     "surface concept, logits x27_seed1": 50000, "surface concept, logits x80_seed0": 30000,
                     "surface concept, logits x10_seed0": 30000, "surface concept, logits x10_seed1": 30000, "surface concept, logits x45_seed0": 30000}
     last = {name: max(r["step"] for r in rows) for name, rows in figures["abstract_scale_curves"]().items()}
-    assert last == {"abstract ntp_seed0": 90000, "abstract ntp_seed1": 90000,
+    assert last == {"abstract ntp_seed0": 150000, "abstract ntp_seed1": 90000,
                     "abstract concept, logits x1_seed0": 90000, "abstract concept, logits x1_seed1": 90000,
                     "abstract concept, logits x27_seed0": 270000, "abstract concept, logits x27_seed1": 30000}
 
