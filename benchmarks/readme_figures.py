@@ -41,10 +41,11 @@ MID_SCALE_X80 = ROOT / "papermill_runs" / "results" / "binding_mid_surface_scale
 MID_SCALE_BETWEEN = ROOT / "papermill_runs" / "results" / "binding_mid_surface_scale_between_runs"  # x10, x45: 30,000
 MID_SCALE_X10_SEED1 = ROOT / "papermill_runs" / "results" / "binding_mid_surface_scale_x10_seed1_runs"  # x10 seed 1
 # x27 seed 0: 90,000 (binding_mid_abstract_scale_long_runs), continued to 150,000 (_longer_runs), to
-# 210,000 (_210k_runs), to 270,000
-MID_ABSTRACT_SCALE_270K = ROOT / "papermill_runs" / "results" / "binding_mid_abstract_scale_270k_runs"
-# abstract ntp seed 0 run again to 150,000 (binding_mid_abstract_ntp_150k_runs), continued to 210,000
-MID_ABSTRACT_NTP_LONG = ROOT / "papermill_runs" / "results" / "binding_mid_abstract_ntp_210k_runs"
+# 210,000 (_210k_runs), to 270,000 (_270k_runs), to 330,000
+MID_ABSTRACT_SCALE_330K = ROOT / "papermill_runs" / "results" / "binding_mid_abstract_scale_330k_runs"
+# abstract ntp seed 0 run again to 150,000 (binding_mid_abstract_ntp_150k_runs), continued to 210,000,
+# to 270,000, to 330,000
+MID_ABSTRACT_NTP_LONG = ROOT / "papermill_runs" / "results" / "binding_mid_abstract_ntp_330k_runs"
 MID_ABSTRACT_SCALE_SEED1 = ROOT / "papermill_runs" / "results" / "binding_mid_abstract_scale_seed1_runs"  # x27 seed 1
 CONCEPT_WIDTH = ROOT / "papermill_runs" / "results" / "binding_concept_width_runs"
 CONCEPT_DEPTH = ROOT / "papermill_runs" / "results" / "binding_concept_depth_runs"
@@ -167,13 +168,13 @@ def scale_png(out: Path) -> Path:
 
 def abstract_scale_curves() -> dict:
     """The concept objective on one token per entity at 2,400 entities (1+1, width 128) with the
-    loss's logits multiplied by 1 (seeds 0 and 1, to 90,000 steps) and 27 (seed 0 to 270,000, seed 1
-    to 30,000), and abstract ntp at width 128 (seed 0 to 210,000, seed 1 to 90,000) for reference:
+    loss's logits multiplied by 1 (seeds 0 and 1, to 90,000 steps) and 27 (seed 0 to 330,000, seed 1
+    to 30,000), and abstract ntp at width 128 (seed 0 to 330,000, seed 1 to 90,000) for reference:
     run name "<objective>[, logits x<s>]_seed<n>" -> metrics rows."""
     long = _abstract_90000()
     ntp = {**long["ntp"], **_curves(MID_ABSTRACT_NTP_LONG)}  # seed 0: the longer run replaces the first
     runs = {"abstract ntp": ntp, "abstract concept, logits x1": long["concept"],
-            "abstract concept, logits x27": {**_curves(MID_ABSTRACT_SCALE_270K),
+            "abstract concept, logits x27": {**_curves(MID_ABSTRACT_SCALE_330K),
                                              **_curves(MID_ABSTRACT_SCALE_SEED1)}}
     return _labelled(runs)
 

@@ -55,6 +55,9 @@ def _script(name: str):
     ("binding_mid_surface_scale_x10_seed1_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_abstract_ntp_150k_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_abstract_ntp_210k_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
+    ("binding_mid_abstract_ntp_270k_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
+    ("binding_mid_abstract_scale_330k_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
+    ("binding_mid_abstract_ntp_330k_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
 ])
 def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, runs, chance):
     _script("binding_controls_table").main(str(ROOT / "papermill_runs" / "results" / folder))
@@ -177,7 +180,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                        "binding_mid_abstract_scale_longer.yaml", "binding_mid_surface_scale_between.yaml",
                        "binding_mid_abstract_scale_210k.yaml", "binding_mid_abstract_scale_270k.yaml",
                        "binding_mid_surface_scale_x10_seed1.yaml", "binding_mid_abstract_ntp_150k.yaml",
-                       "binding_mid_abstract_ntp_210k.yaml"):
+                       "binding_mid_abstract_ntp_210k.yaml", "binding_mid_abstract_ntp_270k.yaml",
+                       "binding_mid_abstract_scale_330k.yaml", "binding_mid_abstract_ntp_330k.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -221,6 +225,9 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     assert names["binding_mid_surface_scale_x10_seed1.yaml"] == ["mid_concept_seed1"]
     assert names["binding_mid_abstract_ntp_150k.yaml"] == ["mid_abstract_ntp_seed0"]
     assert names["binding_mid_abstract_ntp_210k.yaml"] == ["mid_abstract_ntp_seed0"]
+    assert names["binding_mid_abstract_ntp_270k.yaml"] == ["mid_abstract_ntp_seed0"]
+    assert names["binding_mid_abstract_ntp_330k.yaml"] == ["mid_abstract_ntp_seed0"]
+    assert names["binding_mid_abstract_scale_330k.yaml"] == ["mid_abstract_concept_seed0"]
     assert names["binding_mid_surface_scale_between.yaml"] == ["mid_concept_concept_logit_scale=10.0_seed0",
                                                          "mid_concept_concept_logit_scale=45.0_seed0"]
     assert names["binding_controls_paired.yaml"] == [f"tiny_{s}paired_{o}_seed{n}" for s in ("abstract_", "")
@@ -267,6 +274,9 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_mid_surface_scale_x10_seed1.yaml", "binding_mid_surface_scale_x10_seed1_runs", None),
     ("binding_mid_abstract_ntp_150k.yaml", "binding_mid_abstract_ntp_150k_runs", None),
     ("binding_mid_abstract_ntp_210k.yaml", "binding_mid_abstract_ntp_210k_runs", None),
+    ("binding_mid_abstract_ntp_270k.yaml", "binding_mid_abstract_ntp_270k_runs", None),
+    ("binding_mid_abstract_scale_330k.yaml", "binding_mid_abstract_scale_330k_runs", None),
+    ("binding_mid_abstract_ntp_330k.yaml", "binding_mid_abstract_ntp_330k_runs", None),
 ])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder, data_draw):
     """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
@@ -552,6 +562,9 @@ def test_the_2400_entity_logit_scale_runs_are_the_concept_runs_with_only_the_sca
     ("binding_mid_abstract_scale_210k.yaml", "binding_mid_abstract_scale_longer.yaml", (150000, 210000), 1),
     ("binding_mid_abstract_scale_270k.yaml", "binding_mid_abstract_scale_210k.yaml", (210000, 270000), 1),
     ("binding_mid_abstract_ntp_210k.yaml", "binding_mid_abstract_ntp_150k.yaml", (150000, 210000), 1),
+    ("binding_mid_abstract_ntp_270k.yaml", "binding_mid_abstract_ntp_210k.yaml", (210000, 270000), 1),
+    ("binding_mid_abstract_ntp_330k.yaml", "binding_mid_abstract_ntp_270k.yaml", (270000, 330000), 1),
+    ("binding_mid_abstract_scale_330k.yaml", "binding_mid_abstract_scale_270k.yaml", (270000, 330000), 1),
 ])
 def test_the_continued_runs_went_on_from_their_shorter_runs(tmp_path, sweep_file, base_file, steps, runs):
     """Each run of ``sweep_file`` is the one run in ``base_file`` that differs from it in ``steps``
@@ -559,7 +572,8 @@ def test_the_continued_runs_went_on_from_their_shorter_runs(tmp_path, sweep_file
     from the shorter committed run: its metrics up to that run's last step are that run's, row for
     row. (The 4,800-entity seed runs 11,000 -> 30,000; the 2,400-entity concept runs 30,000 ->
     60,000, then each -> 90,000; the logits-x27 surface concept run 50,000 -> 90,000; the logits-x27
-    abstract concept run 90,000 -> 150,000 -> 210,000 -> 270,000; abstract ntp 150,000 -> 210,000.)"""
+    abstract concept run 90,000 -> 150,000 -> 210,000 -> 270,000 -> 330,000; abstract ntp 150,000 ->
+    210,000 -> 270,000 -> 330,000.)"""
     import json
 
     from jepa_kit.config import RESUMABLE_FIELDS
@@ -663,6 +677,12 @@ def test_the_2400_entity_surface_concept_tables_to_90000_steps_are_computed_from
     # abstract ntp seed 0 continued from step 150,000 to 210,000, beside the x27 concept run
     (["binding_mid_abstract_ntp_210k_runs", "binding_mid_abstract_scale_210k_runs"],
      [150000, 160000, 170000, 180000, 190000, 200000, 210000], "", ["mid_abstract_ntp_seed0", "mid_abstract_concept_seed0"]),
+    # abstract ntp seed 0 continued from step 210,000 to 270,000, beside the x27 concept run
+    (["binding_mid_abstract_ntp_270k_runs", "binding_mid_abstract_scale_270k_runs"],
+     [210000, 220000, 230000, 240000, 250000, 260000, 270000], "", ["mid_abstract_ntp_seed0", "mid_abstract_concept_seed0"]),
+    # abstract ntp seed 0 and the x27 concept run, both continued from step 270,000 to 330,000
+    (["binding_mid_abstract_ntp_330k_runs", "binding_mid_abstract_scale_330k_runs"],
+     [270000, 280000, 290000, 300000, 310000, 320000, 330000], "", ["mid_abstract_ntp_seed0", "mid_abstract_concept_seed0"]),
     # abstract x27, seed 0 continued from step 150,000 to 210,000
     (["binding_mid_abstract_scale_210k_runs"], [150000, 160000, 170000, 180000, 190000, 200000, 210000],
      "abstract_concept", ["mid_abstract_concept_seed0"]),
@@ -729,9 +749,9 @@ def test_the_logit_scale_figures_draw_every_committed_run():
                     "surface concept, logits x27_seed1": 50000, "surface concept, logits x80_seed0": 30000,
                     "surface concept, logits x10_seed0": 30000, "surface concept, logits x10_seed1": 30000, "surface concept, logits x45_seed0": 30000}
     last = {name: max(r["step"] for r in rows) for name, rows in figures["abstract_scale_curves"]().items()}
-    assert last == {"abstract ntp_seed0": 210000, "abstract ntp_seed1": 90000,
+    assert last == {"abstract ntp_seed0": 330000, "abstract ntp_seed1": 90000,
                     "abstract concept, logits x1_seed0": 90000, "abstract concept, logits x1_seed1": 90000,
-                    "abstract concept, logits x27_seed0": 270000, "abstract concept, logits x27_seed1": 30000}
+                    "abstract concept, logits x27_seed0": 330000, "abstract concept, logits x27_seed1": 30000}
 
 
 @pytest.mark.parametrize("forward", [False, True])
