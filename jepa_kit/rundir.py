@@ -154,7 +154,8 @@ class RunFiles:
 
 # -- loading a run --------------------------------------------------------------------------
 
-def _checkpoint_dir(run_dir: Path, checkpoint) -> Path:
+def checkpoint_dir(run_dir: Path, checkpoint) -> Path:
+    """The checkpoint folder of a run for ``checkpoint`` ("last", "best", a step or a path), checked complete."""
     if isinstance(checkpoint, int):
         d = ckpt.step_dir(run_dir, checkpoint)
     elif checkpoint == "last":
@@ -184,7 +185,7 @@ def load_run(run_dir: str | Path, checkpoint: str | int | Path = "last", device:
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
         raise ckpt.CheckpointError(f"{run_dir}: not a run directory (no config.json)")
-    d = _checkpoint_dir(run_dir, checkpoint)
+    d = checkpoint_dir(run_dir, checkpoint)
     meta = ckpt.read_checkpoint_meta(d)
     run_vocab = Vocab.load(run_dir / "vocab.json")
     if vocab is not None and not vocab.same_as(run_vocab):
