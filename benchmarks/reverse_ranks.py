@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from jepa_kit.checkpoint import read_checkpoint_meta
+from jepa_kit.checkpoint import CheckpointError, read_checkpoint_meta
 from jepa_kit.data import load_dataset
 from jepa_kit.evaluate import evaluate_split
 from jepa_kit.objectives import get_objective
@@ -32,8 +32,9 @@ HEADER = ("| run | checkpoint step | queries | MRR | mean rank | median | rank 1
 
 def ranks(run_dir: str | Path, split: str = "test", checkpoint: str | int = "last") -> tuple[torch.Tensor, int]:
     """The kit rank of the true tail for every query of ``split`` (float [N]) and the checkpoint's step."""
-    model, config = load_run(run_dir, checkpoint)
-    step = int(read_checkpoint_meta(checkpoint_dir(Path(run_dir), checkpoint))["step"])
+    ckpt_dir = checkpoint_dir(Path(run_dir), checkpoint)  # resolved once: "last" cannot move between the reads
+    model, config = load_run(run_dir, ckpt_dir)
+    step = int(read_checkpoint_meta(ckpt_dir)["step"])
     dataset = load_dataset(config.data)
     if split not in dataset.valid:
         raise SystemExit(f"{config.data}: valid.json has no split {split!r} (it has {', '.join(dataset.valid)})")
@@ -66,7 +67,10 @@ def main(argv=None) -> None:
     print(HEADER)
     print("|" + "---|" * (HEADER.count("|") - 1))
     for run in args.runs:
-        r, step = ranks(run, args.split, checkpoint)
+        try:
+            r, step = ranks(run, args.split, checkpoint)
+        except (CheckpointError, ValueError) as e:  # a bad run directory or data: one line, not a traceback
+            raise SystemExit(f"reverse_ranks: {e}") from None
         print(row(Path(run).name, step, r), flush=True)
 
 

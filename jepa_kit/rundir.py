@@ -156,6 +156,8 @@ class RunFiles:
 
 def checkpoint_dir(run_dir: Path, checkpoint) -> Path:
     """The checkpoint folder of a run for ``checkpoint`` ("last", "best", a step or a path), checked complete."""
+    if not (run_dir / "config.json").is_file():
+        raise ckpt.CheckpointError(f"{run_dir}: not a run directory (no config.json)")
     if isinstance(checkpoint, int):
         d = ckpt.step_dir(run_dir, checkpoint)
     elif checkpoint == "last":
@@ -183,9 +185,7 @@ def load_run(run_dir: str | Path, checkpoint: str | int | Path = "last", device:
     Reads only JSON and safetensors (no pickle). With ``vocab``, checks the run was trained on it.
     """
     run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file():
-        raise ckpt.CheckpointError(f"{run_dir}: not a run directory (no config.json)")
-    d = checkpoint_dir(run_dir, checkpoint)
+    d = checkpoint_dir(run_dir, checkpoint)  # checks run_dir is a run directory first
     meta = ckpt.read_checkpoint_meta(d)
     run_vocab = Vocab.load(run_dir / "vocab.json")
     if vocab is not None and not vocab.same_as(run_vocab):

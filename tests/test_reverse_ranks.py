@@ -64,3 +64,8 @@ def test_per_query_ranks_give_the_reported_mrr(runs):
 def test_a_missing_split_is_a_clear_error(runs):
     with pytest.raises(SystemExit, match="no split 'nope'"):
         _script().ranks(runs["ntp"][0], split="nope")
+
+
+def test_a_folder_that_is_not_a_run_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit, match=r"^reverse_ranks: .*not a run directory \(no config.json\)$"):
+        _script().main([str(tmp_path)])
