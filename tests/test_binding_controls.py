@@ -58,6 +58,8 @@ def _script(name: str):
     ("binding_mid_abstract_ntp_270k_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_abstract_scale_330k_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_abstract_ntp_330k_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
+    ("binding_mid_abstract_scale_seed1_150k_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
+    ("binding_mid_abstract_ntp_seed1_150k_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
 ])
 def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, runs, chance):
     _script("binding_controls_table").main(str(ROOT / "papermill_runs" / "results" / folder))
@@ -181,7 +183,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                        "binding_mid_abstract_scale_210k.yaml", "binding_mid_abstract_scale_270k.yaml",
                        "binding_mid_surface_scale_x10_seed1.yaml", "binding_mid_abstract_ntp_150k.yaml",
                        "binding_mid_abstract_ntp_210k.yaml", "binding_mid_abstract_ntp_270k.yaml",
-                       "binding_mid_abstract_scale_330k.yaml", "binding_mid_abstract_ntp_330k.yaml"):
+                       "binding_mid_abstract_scale_330k.yaml", "binding_mid_abstract_ntp_330k.yaml",
+                       "binding_mid_abstract_scale_seed1_150k.yaml", "binding_mid_abstract_ntp_seed1_150k.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -276,7 +279,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_mid_abstract_ntp_210k.yaml", "binding_mid_abstract_ntp_210k_runs", None),
     ("binding_mid_abstract_ntp_270k.yaml", "binding_mid_abstract_ntp_270k_runs", None),
     ("binding_mid_abstract_scale_330k.yaml", "binding_mid_abstract_scale_330k_runs", None),
-    ("binding_mid_abstract_ntp_330k.yaml", "binding_mid_abstract_ntp_330k_runs", None),
+    ("binding_mid_abstract_ntp_330k.yaml", "binding_mid_abstract_ntp_330k_runs", None),    ("binding_mid_abstract_scale_seed1_150k.yaml", "binding_mid_abstract_scale_seed1_150k_runs", None),
+    ("binding_mid_abstract_ntp_seed1_150k.yaml", "binding_mid_abstract_ntp_seed1_150k_runs", None),
 ])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder, data_draw):
     """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
@@ -501,8 +505,9 @@ def test_the_2400_entity_equal_steps_runs_are_the_ntp_and_concept_runs_with_only
     """binding_mid_equal_steps.yaml: binding_mid.yaml's abstract ntp run (seed 0) with only ``steps``
     raised to 90,000 (constant learning rate: the same schedule up to step 30,000), and
     binding_mid_concept_long.yaml's abstract concept run with only the seed changed;
-    binding_mid_ntp_seed1.yaml: that ntp run with only the seed changed; binding_mid_abstract_ntp_150k.yaml:
-    with only ``steps`` raised again, to 150,000 (run from step 0)."""
+    binding_mid_ntp_seed1.yaml: that ntp run with only the seed changed; binding_mid_abstract_ntp_150k.yaml
+    and binding_mid_abstract_ntp_seed1_150k.yaml: seed 0 and seed 1 with only ``steps`` raised again,
+    to 150,000 (each run from step 0)."""
     ntp = [p for p in _planned("binding_mid.yaml", tmp_path / "m")[0] if p["objective"] == "ntp" and p["seed"] == 0]
     concept, _ = _planned("binding_mid_concept_long.yaml", tmp_path / "l")
     runs = {p["objective"]: p for p in _planned("binding_mid_equal_steps.yaml", tmp_path / "e")[0]}
@@ -513,6 +518,8 @@ def test_the_2400_entity_equal_steps_runs_are_the_ntp_and_concept_runs_with_only
     assert _changed(seed1, runs["ntp"]) == {"seed": 1}
     [ntp_150k], _ = _planned("binding_mid_abstract_ntp_150k.yaml", tmp_path / "n")
     assert _changed(ntp_150k, runs["ntp"]) == {"steps": 150000}
+    [ntp_seed1_150k], _ = _planned("binding_mid_abstract_ntp_seed1_150k.yaml", tmp_path / "n1")
+    assert _changed(ntp_seed1_150k, seed1) == {"steps": 150000}
 
 
 def test_the_2400_entity_logit_scale_runs_are_the_concept_runs_with_only_the_scale_steps_or_seed_changed(
@@ -565,6 +572,7 @@ def test_the_2400_entity_logit_scale_runs_are_the_concept_runs_with_only_the_sca
     ("binding_mid_abstract_ntp_270k.yaml", "binding_mid_abstract_ntp_210k.yaml", (210000, 270000), 1),
     ("binding_mid_abstract_ntp_330k.yaml", "binding_mid_abstract_ntp_270k.yaml", (270000, 330000), 1),
     ("binding_mid_abstract_scale_330k.yaml", "binding_mid_abstract_scale_270k.yaml", (270000, 330000), 1),
+    ("binding_mid_abstract_scale_seed1_150k.yaml", "binding_mid_abstract_scale_seed1.yaml", (30000, 150000), 1),
 ])
 def test_the_continued_runs_went_on_from_their_shorter_runs(tmp_path, sweep_file, base_file, steps, runs):
     """Each run of ``sweep_file`` is the one run in ``base_file`` that differs from it in ``steps``
@@ -572,8 +580,8 @@ def test_the_continued_runs_went_on_from_their_shorter_runs(tmp_path, sweep_file
     from the shorter committed run: its metrics up to that run's last step are that run's, row for
     row. (The 4,800-entity seed runs 11,000 -> 30,000; the 2,400-entity concept runs 30,000 ->
     60,000, then each -> 90,000; the logits-x27 surface concept run 50,000 -> 90,000; the logits-x27
-    abstract concept run 90,000 -> 150,000 -> 210,000 -> 270,000 -> 330,000; abstract ntp 150,000 ->
-    210,000 -> 270,000 -> 330,000.)"""
+    abstract concept run 90,000 -> 150,000 -> 210,000 -> 270,000 -> 330,000, its seed 1 30,000 ->
+    150,000; abstract ntp 150,000 -> 210,000 -> 270,000 -> 330,000.)"""
     import json
 
     from jepa_kit.config import RESUMABLE_FIELDS
@@ -635,6 +643,21 @@ def test_the_2400_entity_concept_against_ntp_verdict_at_90000_steps_is_the_readm
     assert verdicts[0] in (ROOT / "README.md").read_text()
 
 
+def test_the_2400_entity_x27_concept_against_ntp_verdict_at_150000_steps_is_the_readmes(capsys):
+    """Two seeds each of abstract ntp and the x27 concept objective at step 150,000 (the step
+    binding_mid_abstract_scale_seed1_150k.yaml's prediction O5 named before its runs): the kit's
+    rule, as in the README."""
+    results = ROOT / "papermill_runs" / "results"
+    folders = ["binding_mid_abstract_scale_longer_runs", "binding_mid_abstract_scale_seed1_150k_runs",
+               "binding_mid_abstract_ntp_150k_runs", "binding_mid_abstract_ntp_seed1_150k_runs"]
+    _script("binding_controls_table").at_steps([str(results / f) for f in folders], [150000], "", "mid_abstract_ntp")
+    verdicts = [line for line in capsys.readouterr().out.splitlines() if line.startswith("- ")]
+    assert len(verdicts) == 1 and verdicts[0].startswith(
+        "- mid_abstract_concept vs mid_abstract_ntp, reverse MRR at step 150,000: ")
+    assert "(2 seeds) vs" in verdicts[0] and verdicts[0].endswith("(2 seeds): not better (p = 0.581)")
+    assert verdicts[0] in (ROOT / "README.md").read_text()
+
+
 @pytest.mark.parametrize("forward", [False, True])
 def test_the_2400_entity_surface_concept_tables_to_90000_steps_are_computed_from_the_committed_run(capsys, forward):
     """The surface concept run continued from step 60,000 to 90,000, reverse (and, with --forward,
@@ -674,6 +697,9 @@ def test_the_2400_entity_surface_concept_tables_to_90000_steps_are_computed_from
     # abstract ntp seed 0 run again to 150,000, beside the x27 concept run
     (["binding_mid_abstract_ntp_150k_runs", "binding_mid_abstract_scale_longer_runs"],
      [30000, 60000, 90000, 120000, 150000], "", ["mid_abstract_ntp_seed0", "mid_abstract_concept_seed0"]),
+    # abstract ntp seed 1 run again to 150,000, beside the x27 concept run's seed 1 continued to 150,000
+    (["binding_mid_abstract_ntp_seed1_150k_runs", "binding_mid_abstract_scale_seed1_150k_runs"],
+     [30000, 60000, 90000, 120000, 150000], "", ["mid_abstract_ntp_seed1", "mid_abstract_concept_seed1"]),
     # abstract ntp seed 0 continued from step 150,000 to 210,000, beside the x27 concept run
     (["binding_mid_abstract_ntp_210k_runs", "binding_mid_abstract_scale_210k_runs"],
      [150000, 160000, 170000, 180000, 190000, 200000, 210000], "", ["mid_abstract_ntp_seed0", "mid_abstract_concept_seed0"]),
@@ -749,9 +775,9 @@ def test_the_logit_scale_figures_draw_every_committed_run():
                     "surface concept, logits x27_seed1": 50000, "surface concept, logits x80_seed0": 30000,
                     "surface concept, logits x10_seed0": 30000, "surface concept, logits x10_seed1": 30000, "surface concept, logits x45_seed0": 30000}
     last = {name: max(r["step"] for r in rows) for name, rows in figures["abstract_scale_curves"]().items()}
-    assert last == {"abstract ntp_seed0": 330000, "abstract ntp_seed1": 90000,
+    assert last == {"abstract ntp_seed0": 330000, "abstract ntp_seed1": 150000,
                     "abstract concept, logits x1_seed0": 90000, "abstract concept, logits x1_seed1": 90000,
-                    "abstract concept, logits x27_seed0": 330000, "abstract concept, logits x27_seed1": 30000}
+                    "abstract concept, logits x27_seed0": 330000, "abstract concept, logits x27_seed1": 150000}
 
 
 @pytest.mark.parametrize("forward", [False, True])
