@@ -279,7 +279,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_mid_abstract_ntp_210k.yaml", "binding_mid_abstract_ntp_210k_runs", None),
     ("binding_mid_abstract_ntp_270k.yaml", "binding_mid_abstract_ntp_270k_runs", None),
     ("binding_mid_abstract_scale_330k.yaml", "binding_mid_abstract_scale_330k_runs", None),
-    ("binding_mid_abstract_ntp_330k.yaml", "binding_mid_abstract_ntp_330k_runs", None),    ("binding_mid_abstract_scale_seed1_150k.yaml", "binding_mid_abstract_scale_seed1_150k_runs", None),
+    ("binding_mid_abstract_ntp_330k.yaml", "binding_mid_abstract_ntp_330k_runs", None),
+    ("binding_mid_abstract_scale_seed1_150k.yaml", "binding_mid_abstract_scale_seed1_150k_runs", None),
     ("binding_mid_abstract_ntp_seed1_150k.yaml", "binding_mid_abstract_ntp_seed1_150k_runs", None),
 ])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder, data_draw):
@@ -631,30 +632,24 @@ def test_the_2400_entity_equal_steps_tables_are_computed_from_the_committed_runs
         "mid_abstract_ntp_seed1"]
 
 
-def test_the_2400_entity_concept_against_ntp_verdict_at_90000_steps_is_the_readmes(capsys):
-    """Two seeds each of abstract ntp and the concept objective at step 90,000 (the step
-    binding_mid_ntp_seed1.yaml's predictions named before its run): the kit's rule, as in the README."""
+@pytest.mark.parametrize("folders, step, verdict", [
+    # the concept objective (logits x1), at the step binding_mid_ntp_seed1.yaml's predictions named
+    (["binding_mid_concept_long_runs", "binding_mid_equal_steps_runs", "binding_mid_ntp_seed1_runs"], 90000,
+     "not better (p = 0.839)"),
+    # the x27 concept objective, at the step binding_mid_abstract_scale_seed1_150k.yaml's prediction O5 named
+    (["binding_mid_abstract_scale_longer_runs", "binding_mid_abstract_scale_seed1_150k_runs",
+      "binding_mid_abstract_ntp_150k_runs", "binding_mid_abstract_ntp_seed1_150k_runs"], 150000,
+     "not better (p = 0.581)"),
+])
+def test_the_2400_entity_concept_against_ntp_verdicts_are_the_readmes(capsys, folders, step, verdict):
+    """Two seeds each of abstract ntp and a concept objective at a step named before the runs: the
+    kit's rule, as in the README."""
     results = ROOT / "papermill_runs" / "results"
-    folders = ["binding_mid_concept_long_runs", "binding_mid_equal_steps_runs", "binding_mid_ntp_seed1_runs"]
-    _script("binding_controls_table").at_steps([str(results / f) for f in folders], [90000], "", "mid_abstract_ntp")
-    verdicts = [line for line in capsys.readouterr().out.splitlines() if line.startswith("- ")]
-    assert len(verdicts) == 1 and verdicts[0].startswith("- mid_abstract_concept vs mid_abstract_ntp")
-    assert "(2 seeds) vs" in verdicts[0] and verdicts[0].endswith("(2 seeds): not better (p = 0.839)")
-    assert verdicts[0] in (ROOT / "README.md").read_text()
-
-
-def test_the_2400_entity_x27_concept_against_ntp_verdict_at_150000_steps_is_the_readmes(capsys):
-    """Two seeds each of abstract ntp and the x27 concept objective at step 150,000 (the step
-    binding_mid_abstract_scale_seed1_150k.yaml's prediction O5 named before its runs): the kit's
-    rule, as in the README."""
-    results = ROOT / "papermill_runs" / "results"
-    folders = ["binding_mid_abstract_scale_longer_runs", "binding_mid_abstract_scale_seed1_150k_runs",
-               "binding_mid_abstract_ntp_150k_runs", "binding_mid_abstract_ntp_seed1_150k_runs"]
-    _script("binding_controls_table").at_steps([str(results / f) for f in folders], [150000], "", "mid_abstract_ntp")
+    _script("binding_controls_table").at_steps([str(results / f) for f in folders], [step], "", "mid_abstract_ntp")
     verdicts = [line for line in capsys.readouterr().out.splitlines() if line.startswith("- ")]
     assert len(verdicts) == 1 and verdicts[0].startswith(
-        "- mid_abstract_concept vs mid_abstract_ntp, reverse MRR at step 150,000: ")
-    assert "(2 seeds) vs" in verdicts[0] and verdicts[0].endswith("(2 seeds): not better (p = 0.581)")
+        f"- mid_abstract_concept vs mid_abstract_ntp, reverse MRR at step {step:,}: ")
+    assert "(2 seeds) vs" in verdicts[0] and verdicts[0].endswith(f"(2 seeds): {verdict}")
     assert verdicts[0] in (ROOT / "README.md").read_text()
 
 
