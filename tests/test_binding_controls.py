@@ -60,6 +60,8 @@ def _script(name: str):
     ("binding_mid_abstract_ntp_330k_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_abstract_scale_seed1_150k_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_abstract_ntp_seed1_150k_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
+    ("binding_mid_abstract_scale_seed1_210k_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
+    ("binding_mid_abstract_ntp_seed1_210k_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
 ])
 def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, runs, chance):
     _script("binding_controls_table").main(str(ROOT / "papermill_runs" / "results" / folder))
@@ -184,7 +186,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                        "binding_mid_surface_scale_x10_seed1.yaml", "binding_mid_abstract_ntp_150k.yaml",
                        "binding_mid_abstract_ntp_210k.yaml", "binding_mid_abstract_ntp_270k.yaml",
                        "binding_mid_abstract_scale_330k.yaml", "binding_mid_abstract_ntp_330k.yaml",
-                       "binding_mid_abstract_scale_seed1_150k.yaml", "binding_mid_abstract_ntp_seed1_150k.yaml"):
+                       "binding_mid_abstract_scale_seed1_150k.yaml", "binding_mid_abstract_ntp_seed1_150k.yaml",
+                       "binding_mid_abstract_scale_seed1_210k.yaml", "binding_mid_abstract_ntp_seed1_210k.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -282,6 +285,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_mid_abstract_ntp_330k.yaml", "binding_mid_abstract_ntp_330k_runs", None),
     ("binding_mid_abstract_scale_seed1_150k.yaml", "binding_mid_abstract_scale_seed1_150k_runs", None),
     ("binding_mid_abstract_ntp_seed1_150k.yaml", "binding_mid_abstract_ntp_seed1_150k_runs", None),
+    ("binding_mid_abstract_scale_seed1_210k.yaml", "binding_mid_abstract_scale_seed1_210k_runs", None),
+    ("binding_mid_abstract_ntp_seed1_210k.yaml", "binding_mid_abstract_ntp_seed1_210k_runs", None),
 ])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder, data_draw):
     """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
@@ -560,6 +565,11 @@ def test_the_2400_entity_logit_scale_runs_are_the_concept_runs_with_only_the_sca
     assert _changed(longer, scaled) == {"steps": 90000} and _changed(abstract_seed1, scaled) == {"seed": 1}
 
 
+# Continued runs stopped on the way and resumed once more, from the checkpoint at this step (the
+# sweep files' outcomes say so): the session that started them ended first.
+INTERRUPTED_AT = {"binding_mid_abstract_scale_seed1_210k.yaml": 170000, "binding_mid_abstract_ntp_seed1_210k.yaml": 180000}
+
+
 @pytest.mark.parametrize("sweep_file, base_file, steps, runs", [
     ("binding_midlarge_seeds_end.yaml", "binding_midlarge_seeds.yaml", (11000, 30000), 4),
     ("binding_mid_concept_steps.yaml", "binding_mid_concept.yaml", (30000, 60000), 2),
@@ -574,6 +584,8 @@ def test_the_2400_entity_logit_scale_runs_are_the_concept_runs_with_only_the_sca
     ("binding_mid_abstract_ntp_330k.yaml", "binding_mid_abstract_ntp_270k.yaml", (270000, 330000), 1),
     ("binding_mid_abstract_scale_330k.yaml", "binding_mid_abstract_scale_270k.yaml", (270000, 330000), 1),
     ("binding_mid_abstract_scale_seed1_150k.yaml", "binding_mid_abstract_scale_seed1.yaml", (30000, 150000), 1),
+    ("binding_mid_abstract_scale_seed1_210k.yaml", "binding_mid_abstract_scale_seed1_150k.yaml", (150000, 210000), 1),
+    ("binding_mid_abstract_ntp_seed1_210k.yaml", "binding_mid_abstract_ntp_seed1_150k.yaml", (150000, 210000), 1),
 ])
 def test_the_continued_runs_went_on_from_their_shorter_runs(tmp_path, sweep_file, base_file, steps, runs):
     """Each run of ``sweep_file`` is the one run in ``base_file`` that differs from it in ``steps``
@@ -582,7 +594,9 @@ def test_the_continued_runs_went_on_from_their_shorter_runs(tmp_path, sweep_file
     row. (The 4,800-entity seed runs 11,000 -> 30,000; the 2,400-entity concept runs 30,000 ->
     60,000, then each -> 90,000; the logits-x27 surface concept run 50,000 -> 90,000; the logits-x27
     abstract concept run 90,000 -> 150,000 -> 210,000 -> 270,000 -> 330,000, its seed 1 30,000 ->
-    150,000; abstract ntp 150,000 -> 210,000 -> 270,000 -> 330,000.)"""
+    150,000 -> 210,000; abstract ntp seed 0 150,000 -> 210,000 -> 270,000 -> 330,000, seed 1 150,000 ->
+    210,000.) A run stopped on the way (its session ended) and resumed from a later checkpoint
+    records that step as ``resumed_at_step``: INTERRUPTED_AT names those runs and steps."""
     import json
 
     from jepa_kit.config import RESUMABLE_FIELDS
@@ -601,7 +615,7 @@ def test_the_continued_runs_went_on_from_their_shorter_runs(tmp_path, sweep_file
         assert after[:len(before)] == before and max(r["step"] for r in after) == steps[1]
         assert max(r["step"] for r in before) == steps[0]
         assert json.loads((results / sweep_file.replace(".yaml", "_runs") / name / "config.json").read_text())[
-            "resumed_at_step"] == steps[0]
+            "resumed_at_step"] == INTERRUPTED_AT.get(sweep_file, steps[0])
 
 
 def _readme_rows_at_steps(capsys, folders, steps, match="", forward=False, since_forward=False) -> list[str]:
@@ -640,6 +654,10 @@ def test_the_2400_entity_equal_steps_tables_are_computed_from_the_committed_runs
     (["binding_mid_abstract_scale_longer_runs", "binding_mid_abstract_scale_seed1_150k_runs",
       "binding_mid_abstract_ntp_150k_runs", "binding_mid_abstract_ntp_seed1_150k_runs"], 150000,
      "not better (p = 0.581)"),
+    # the same, at the step binding_mid_abstract_scale_seed1_210k.yaml's prediction O6 named
+    (["binding_mid_abstract_scale_210k_runs", "binding_mid_abstract_scale_seed1_210k_runs",
+      "binding_mid_abstract_ntp_210k_runs", "binding_mid_abstract_ntp_seed1_210k_runs"], 210000,
+     "not better (p = 0.354)"),
 ])
 def test_the_2400_entity_concept_against_ntp_verdicts_are_the_readmes(capsys, folders, step, verdict):
     """Two seeds each of abstract ntp and a concept objective at a step named before the runs: the
@@ -695,6 +713,9 @@ def test_the_2400_entity_surface_concept_tables_to_90000_steps_are_computed_from
     # abstract ntp seed 1 run again to 150,000, beside the x27 concept run's seed 1 continued to 150,000
     (["binding_mid_abstract_ntp_seed1_150k_runs", "binding_mid_abstract_scale_seed1_150k_runs"],
      [30000, 60000, 90000, 120000, 150000], "", ["mid_abstract_ntp_seed1", "mid_abstract_concept_seed1"]),
+    # the two seed-1 runs continued from step 150,000 to 210,000
+    (["binding_mid_abstract_ntp_seed1_210k_runs", "binding_mid_abstract_scale_seed1_210k_runs"],
+     [150000, 160000, 170000, 180000, 190000, 200000, 210000], "", ["mid_abstract_ntp_seed1", "mid_abstract_concept_seed1"]),
     # abstract ntp seed 0 continued from step 150,000 to 210,000, beside the x27 concept run
     (["binding_mid_abstract_ntp_210k_runs", "binding_mid_abstract_scale_210k_runs"],
      [150000, 160000, 170000, 180000, 190000, 200000, 210000], "", ["mid_abstract_ntp_seed0", "mid_abstract_concept_seed0"]),
@@ -770,9 +791,9 @@ def test_the_logit_scale_figures_draw_every_committed_run():
                     "surface concept, logits x27_seed1": 50000, "surface concept, logits x80_seed0": 30000,
                     "surface concept, logits x10_seed0": 30000, "surface concept, logits x10_seed1": 30000, "surface concept, logits x45_seed0": 30000}
     last = {name: max(r["step"] for r in rows) for name, rows in figures["abstract_scale_curves"]().items()}
-    assert last == {"abstract ntp_seed0": 330000, "abstract ntp_seed1": 150000,
+    assert last == {"abstract ntp_seed0": 330000, "abstract ntp_seed1": 210000,
                     "abstract concept, logits x1_seed0": 90000, "abstract concept, logits x1_seed1": 90000,
-                    "abstract concept, logits x27_seed0": 330000, "abstract concept, logits x27_seed1": 150000}
+                    "abstract concept, logits x27_seed0": 330000, "abstract concept, logits x27_seed1": 210000}
 
 
 @pytest.mark.parametrize("forward", [False, True])
