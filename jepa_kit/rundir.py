@@ -83,6 +83,17 @@ def check_resume(run_dir: Path, cfg: TrainConfig, dataset: Dataset) -> dict | No
     return stored
 
 
+def resume_history(stored: dict | None, step: int) -> list[int]:
+    """Every step the run has been resumed at, oldest first, ending with ``step`` (this resume):
+    config.json's ``resumed_at_step`` names only the last. A config.json from before the kit kept
+    the list gives its ``resumed_at_step`` as the one earlier resume it knows of."""
+    stored = stored or {}
+    earlier = stored.get("resumes")
+    if earlier is None:
+        earlier = [] if stored.get("resumed_at_step") is None else [stored["resumed_at_step"]]
+    return [*earlier, step]
+
+
 def truncate_metrics(path: Path, last_step: int) -> None:
     """Drop metrics rows written after the checkpoint we resume from (they will be redone)."""
     if not path.is_file():

@@ -47,7 +47,7 @@ from jepa_kit import checkpoint as ckpt
 from jepa_kit.config import ConfigError, TrainConfig, as_config, eval_precision, lower_is_better
 from jepa_kit.data import SPLITS, DataError, Dataset, leakage_problems, load_dataset
 from jepa_kit.objectives import get_objective
-from jepa_kit.rundir import RunFiles, check_resume, clean, now
+from jepa_kit.rundir import RunFiles, check_resume, clean, now, resume_history
 from jepa_kit.runlock import RunLocked, run_lock  # RunLocked: re-exported for the CLI
 from jepa_kit.runtime import (PREEMPTED_EXIT_CODE, Dist, EvalClock, Preempted, Progress,
                               TrainingDiverged, compile_step, global_loss, init_distributed, numerics,
@@ -267,6 +267,7 @@ class Trainer:
             "world_size": dist.world,
             "created": (self.stored or {}).get("created", started),
             "resumed_at_step": self.step if resumed else None,
+            "resumes": resume_history(self.stored, self.step) if resumed else [],
         }, ds.vocab)
         dist.barrier()
         self.files.status = {

@@ -214,16 +214,20 @@ def test_resume_after_sigterm_equals_uninterrupted_run(data, tmp_path):
 
 def test_a_finished_concept_run_continued_to_more_steps_equals_the_longer_run(data, tmp_path):
     """How binding_mid_concept_steps.yaml went on from step 30,000: a finished run of the concept
-    objective (dropout on, constant learning rate) resumed with only ``steps`` raised gives the
-    losses and weights of the run that asked for the longer count from the start."""
+    objective (dropout on, constant learning rate) resumed with only ``steps`` raised, here twice
+    (4 -> 6 -> 8), gives the losses and weights of the run that asked for the longer count from the
+    start."""
     kw = dict(objective="concept", n_layer=2, n_recognition=1, best_metric="concept_mrr", dropout=0.1,
               schedule="constant", warmup_steps=2, eval_every=3)
     straight = train(config(data, tmp_path / "straight", steps=8, **kw))
     short = config(data, tmp_path / "continued", steps=4, **kw)
     train(short)
     assert json.loads((tmp_path / "continued" / "results.json").read_text())["run"]["steps"] == 4
-    run = train(short.replace(steps=8))
-    assert json.loads((run / "config.json").read_text())["resumed_at_step"] == 4
+    assert json.loads((tmp_path / "continued" / "config.json").read_text())["resumes"] == []
+    train(short.replace(steps=6))
+    run = train(short.replace(steps=8))  # continued twice: every resume is on record, oldest first
+    stored = json.loads((run / "config.json").read_text())
+    assert stored["resumed_at_step"] == 6 and stored["resumes"] == [4, 6]
     a, b = rows(straight), rows(run)
     assert [r["step"] for r in a] == [r["step"] for r in b] == [2, 4, 6, 8]
     for ra, rb in zip(a, b):
@@ -653,3 +657,13 @@ def test_the_kits_exceptions_survive_pickling_so_a_worker_pool_reports_them():
         with pytest.raises(Preempted, match="SIGTERM received: checkpoint written at step 7") as got:
             pool.apply_async(_raise_preempted, (Path("runs/x"),)).get(timeout=60)
     assert got.value.step == 7 and got.value.exit_code == runtime.PREEMPTED_EXIT_CODE
+
+
+def test_the_resume_history_reads_config_files_from_before_it_was_kept():
+    """A run first resumed by an older kit has only ``resumed_at_step`` on record: that step is the
+    history's first entry, and a fresh run's (None) gives none."""
+    from jepa_kit.rundir import resume_history
+    assert resume_history(None, 5) == [5]
+    assert resume_history({"resumed_at_step": None}, 5) == [5]
+    assert resume_history({"resumed_at_step": 150000}, 170000) == [150000, 170000]
+    assert resume_history({"resumed_at_step": 6, "resumes": [4, 6]}, 8) == [4, 6, 8]
