@@ -29,6 +29,7 @@ from pathlib import Path
 from jepa_kit.analysis import (BASELINE, REVERSE_AUG_LABEL, TRAINS_ON_TEST_FACTS, compare, finite, mean_std,
                                objective_label, run_label)
 from jepa_kit.files import read_json
+from jepa_kit.runlock import process_gone
 
 
 def find_runs(folder: str | Path) -> list[Path]:
@@ -159,6 +160,8 @@ def run_status(run_dir: str | Path, folder: str | Path | None = None) -> dict:
     train_rows, eval_rows = of_kind(rows, "train"), of_kind(rows, "eval")
     config = run_config(run_dir)
     state = status.get("state") or ("finished" if (run_dir / "results.json").exists() else "unknown")
+    if state == "running" and process_gone(status):  # killed, out of memory, the machine restarted
+        state = "stopped"
     try:
         updated = max(p.stat().st_mtime for p in run_dir.iterdir())
     except ValueError:
@@ -170,7 +173,7 @@ def run_status(run_dir: str | Path, folder: str | Path | None = None) -> dict:
         "total_steps": status.get("total_steps"),
         "items_per_s": status.get("items_per_s", train_rows[-1].get("items_per_s") if train_rows else None),
         "error": status.get("error"),
-        "resumable": state in ("preempted", "failed", "running") and _has_checkpoint(run_dir),
+        "resumable": state in ("preempted", "stopped", "failed", "running") and _has_checkpoint(run_dir),
         "objective": config.get("objective", status.get("objective")),
         "trains_on_test_facts": trains_on_test_facts(config, status),
         "updated": updated,
@@ -199,13 +202,14 @@ def _mrr_cell(metrics: dict | None) -> str:
 
 def format_status(rows: list[dict]) -> str:
     """A table for a terminal: one line per run, then the errors of failed runs. ``test MRR`` is the
-    latest evaluation's entity MRR, or concept MRR marked ``c`` for concept runs."""
+    latest evaluation's entity MRR, or concept MRR marked ``c`` for concept runs. ``stopped``: the
+    run says running, but its process on this host is gone; train it again to resume."""
     if not rows:
         return "no runs found"
     header = ["run", "state", "step", "items/s", "loss", "ntp", "jepa", "atomic EM", "test EM", "test MRR", "updated"]
     table = []
     for r in rows:
-        state = r["state"] + (" (resumable)" if r["state"] == "preempted" and r["resumable"] else "")
+        state = r["state"] + (" (resumable)" if r["state"] in ("preempted", "stopped") and r["resumable"] else "")
         if r["trains_on_test_facts"]:
             state += f" [{REVERSE_AUG_LABEL}]"
         step = "-" if r["step"] is None else f"{r['step']}" + (f"/{r['total_steps']}" if r["total_steps"] else "")

@@ -36,6 +36,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def process_gone(record: dict) -> bool:
+    """Whether the process a status.json (or a lock) names is known to be dead: it ran on this host
+    and its PID no longer runs. From another host nothing is known: False."""
+    pid = record.get("pid")
+    return record.get("host") == socket.gethostname() and isinstance(pid, int) and not _alive(pid)
+
+
 def _holder() -> dict:
     return {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
             "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

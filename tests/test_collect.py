@@ -1,5 +1,6 @@
 """Reading run directories: `jepa-kit runs`, the collected table, and the ablation table with its verdicts."""
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -61,6 +62,29 @@ def test_status_of_one_run_comes_from_its_files(tmp_path):
     (d / "results.json").write_text('{"test": {"exact')  # being written
     assert collect.read_results(d) == {}
     assert collect.read_metrics(tmp_path / "absent") == []
+
+
+def test_a_running_run_whose_process_is_gone_shows_as_stopped(tmp_path, capsys):
+    """A run killed without a word (SIGKILL, out of memory, the machine's session ended) leaves
+    status.json at "running". On the host it ran on, a PID that no longer runs shows it as stopped
+    and resumable; a live PID, or another host (nothing can be known there), stays running."""
+    import socket
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(done.stdout)
+    host = socket.gethostname()
+    _fake_run(tmp_path, "killed", {"state": "running", "step": 20, "total_steps": 100, "host": host, "pid": dead},
+              checkpoint=True)
+    _fake_run(tmp_path, "live", {"state": "running", "step": 20, "total_steps": 100, "host": host,
+                                 "pid": os.getpid()}, checkpoint=True)
+    _fake_run(tmp_path, "elsewhere", {"state": "running", "step": 20, "total_steps": 100, "host": host + "-other",
+                                      "pid": dead}, checkpoint=True)
+    states = {r["run"]: (r["state"], r["resumable"]) for r in collect.status_table(tmp_path)}
+    assert states == {"killed": ("stopped", True), "live": ("running", True), "elsewhere": ("running", True)}
+    assert cli.main(["runs", str(tmp_path)]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert "stopped (resumable)" in lines["killed"] and "stopped" not in lines["live"] + lines["elsewhere"]
 
 
 def test_split_results_accepts_both_layouts():
