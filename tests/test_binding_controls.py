@@ -62,6 +62,7 @@ def _script(name: str):
     ("binding_mid_abstract_ntp_seed1_150k_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_abstract_scale_seed1_210k_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_abstract_ntp_seed1_210k_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
+    ("binding_mid_abstract_ntp_seed2_150k_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
 ])
 def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, runs, chance):
     _script("binding_controls_table").main(str(ROOT / "papermill_runs" / "results" / folder))
@@ -187,7 +188,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                        "binding_mid_abstract_ntp_210k.yaml", "binding_mid_abstract_ntp_270k.yaml",
                        "binding_mid_abstract_scale_330k.yaml", "binding_mid_abstract_ntp_330k.yaml",
                        "binding_mid_abstract_scale_seed1_150k.yaml", "binding_mid_abstract_ntp_seed1_150k.yaml",
-                       "binding_mid_abstract_scale_seed1_210k.yaml", "binding_mid_abstract_ntp_seed1_210k.yaml"):
+                       "binding_mid_abstract_scale_seed1_210k.yaml", "binding_mid_abstract_ntp_seed1_210k.yaml",
+                       "binding_mid_abstract_ntp_seed2_150k.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -287,6 +289,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_mid_abstract_ntp_seed1_150k.yaml", "binding_mid_abstract_ntp_seed1_150k_runs", None),
     ("binding_mid_abstract_scale_seed1_210k.yaml", "binding_mid_abstract_scale_seed1_210k_runs", None),
     ("binding_mid_abstract_ntp_seed1_210k.yaml", "binding_mid_abstract_ntp_seed1_210k_runs", None),
+    ("binding_mid_abstract_ntp_seed2_150k.yaml", "binding_mid_abstract_ntp_seed2_150k_runs", None),
 ])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder, data_draw):
     """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
@@ -513,7 +516,8 @@ def test_the_2400_entity_equal_steps_runs_are_the_ntp_and_concept_runs_with_only
     binding_mid_concept_long.yaml's abstract concept run with only the seed changed;
     binding_mid_ntp_seed1.yaml: that ntp run with only the seed changed; binding_mid_abstract_ntp_150k.yaml
     and binding_mid_abstract_ntp_seed1_150k.yaml: seed 0 and seed 1 with only ``steps`` raised again,
-    to 150,000 (each run from step 0)."""
+    to 150,000 (each run from step 0); binding_mid_abstract_ntp_seed2_150k.yaml: the seed-1 run with
+    only the seed changed."""
     ntp = [p for p in _planned("binding_mid.yaml", tmp_path / "m")[0] if p["objective"] == "ntp" and p["seed"] == 0]
     concept, _ = _planned("binding_mid_concept_long.yaml", tmp_path / "l")
     runs = {p["objective"]: p for p in _planned("binding_mid_equal_steps.yaml", tmp_path / "e")[0]}
@@ -526,6 +530,8 @@ def test_the_2400_entity_equal_steps_runs_are_the_ntp_and_concept_runs_with_only
     assert _changed(ntp_150k, runs["ntp"]) == {"steps": 150000}
     [ntp_seed1_150k], _ = _planned("binding_mid_abstract_ntp_seed1_150k.yaml", tmp_path / "n1")
     assert _changed(ntp_seed1_150k, seed1) == {"steps": 150000}
+    [ntp_seed2_150k], _ = _planned("binding_mid_abstract_ntp_seed2_150k.yaml", tmp_path / "n2")
+    assert _changed(ntp_seed2_150k, ntp_seed1_150k) == {"seed": 2}
 
 
 def test_the_2400_entity_logit_scale_runs_are_the_concept_runs_with_only_the_scale_steps_or_seed_changed(
@@ -713,6 +719,10 @@ def test_the_2400_entity_surface_concept_tables_to_90000_steps_are_computed_from
     # abstract ntp seed 1 run again to 150,000, beside the x27 concept run's seed 1 continued to 150,000
     (["binding_mid_abstract_ntp_seed1_150k_runs", "binding_mid_abstract_scale_seed1_150k_runs"],
      [30000, 60000, 90000, 120000, 150000], "", ["mid_abstract_ntp_seed1", "mid_abstract_concept_seed1"]),
+    # abstract ntp's three seeds to 150,000
+    (["binding_mid_abstract_ntp_150k_runs", "binding_mid_abstract_ntp_seed1_150k_runs",
+      "binding_mid_abstract_ntp_seed2_150k_runs"], [30000, 60000, 90000, 120000, 150000], "",
+     ["mid_abstract_ntp_seed0", "mid_abstract_ntp_seed1", "mid_abstract_ntp_seed2"]),
     # the two seed-1 runs continued from step 150,000 to 210,000
     (["binding_mid_abstract_ntp_seed1_210k_runs", "binding_mid_abstract_scale_seed1_210k_runs"],
      [150000, 160000, 170000, 180000, 190000, 200000, 210000], "", ["mid_abstract_ntp_seed1", "mid_abstract_concept_seed1"]),
