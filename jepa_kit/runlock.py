@@ -39,8 +39,11 @@ def _alive(pid: int) -> bool:
 def process_gone(record: dict) -> bool:
     """Whether the process a status.json (or a lock) names is known to be dead: it ran on this host
     and its PID no longer runs. From another host nothing is known: False."""
-    pid = record.get("pid")
-    return record.get("host") == socket.gethostname() and isinstance(pid, int) and not _alive(pid)
+    try:
+        pid = int(record["pid"])
+    except (KeyError, TypeError, ValueError):
+        return False  # no PID on record: nothing is known
+    return record.get("host") == socket.gethostname() and not _alive(pid)
 
 
 def _holder() -> dict:
@@ -51,7 +54,7 @@ def _holder() -> dict:
 def _stale(held: dict, me: dict) -> bool:
     if held.get("slurm_job_id") and held.get("slurm_job_id") == me["slurm_job_id"]:
         return True  # the same SLURM job, requeued: its earlier incarnation is gone
-    return held.get("host") == me["host"] and not _alive(int(held.get("pid", -1)))
+    return process_gone(held)  # on this host, and its PID no longer runs
 
 
 @contextmanager
