@@ -50,6 +50,9 @@ MID_ABSTRACT_NTP_LONG = ROOT / "papermill_runs" / "results" / "binding_mid_abstr
 MID_ABSTRACT_NTP_SEED1_LONG = ROOT / "papermill_runs" / "results" / "binding_mid_abstract_ntp_seed1_210k_runs"
 # x27 seed 1: 30,000 (binding_mid_abstract_scale_seed1_runs), continued to 150,000, to 210,000
 MID_ABSTRACT_SCALE_SEED1 = ROOT / "papermill_runs" / "results" / "binding_mid_abstract_scale_seed1_210k_runs"
+# seed 2 of each, from step 0 to 150,000
+MID_ABSTRACT_NTP_SEED2 = ROOT / "papermill_runs" / "results" / "binding_mid_abstract_ntp_seed2_150k_runs"
+MID_ABSTRACT_SCALE_SEED2 = ROOT / "papermill_runs" / "results" / "binding_mid_abstract_scale_seed2_150k_runs"
 CONCEPT_WIDTH = ROOT / "papermill_runs" / "results" / "binding_concept_width_runs"
 CONCEPT_DEPTH = ROOT / "papermill_runs" / "results" / "binding_concept_depth_runs"
 CONCEPT_STEPS = ROOT / "papermill_runs" / "results" / "binding_concept_steps_runs"
@@ -172,14 +175,17 @@ def scale_png(out: Path) -> Path:
 def abstract_scale_curves() -> dict:
     """The concept objective on one token per entity at 2,400 entities (1+1, width 128) with the
     loss's logits multiplied by 1 (seeds 0 and 1, to 90,000 steps) and 27 (seed 0 to 330,000, seed 1
-    to 210,000), and abstract ntp at width 128 (seed 0 to 330,000, seed 1 to 210,000) for reference:
+    to 210,000, seed 2 to 150,000), and abstract ntp at width 128 (seed 0 to 330,000, seed 1 to
+    210,000, seed 2 to 150,000) for reference:
     run name "<objective>[, logits x<s>]_seed<n>" -> metrics rows."""
     long = _abstract_90000()
     # each seed's longer run replaces its first
-    ntp = {**long["ntp"], **_curves(MID_ABSTRACT_NTP_LONG), **_curves(MID_ABSTRACT_NTP_SEED1_LONG)}
+    ntp = {**long["ntp"], **_curves(MID_ABSTRACT_NTP_LONG), **_curves(MID_ABSTRACT_NTP_SEED1_LONG),
+           **_curves(MID_ABSTRACT_NTP_SEED2)}
     runs = {"abstract ntp": ntp, "abstract concept, logits x1": long["concept"],
             "abstract concept, logits x27": {**_curves(MID_ABSTRACT_SCALE_330K),
-                                             **_curves(MID_ABSTRACT_SCALE_SEED1)}}
+                                             **_curves(MID_ABSTRACT_SCALE_SEED1),
+                                             **_curves(MID_ABSTRACT_SCALE_SEED2)}}
     return _labelled(runs)
 
 

@@ -63,6 +63,7 @@ def _script(name: str):
     ("binding_mid_abstract_scale_seed1_210k_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_abstract_ntp_seed1_210k_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_abstract_ntp_seed2_150k_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
+    ("binding_mid_abstract_scale_seed2_150k_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
 ])
 def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, runs, chance):
     _script("binding_controls_table").main(str(ROOT / "papermill_runs" / "results" / folder))
@@ -189,7 +190,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                        "binding_mid_abstract_scale_330k.yaml", "binding_mid_abstract_ntp_330k.yaml",
                        "binding_mid_abstract_scale_seed1_150k.yaml", "binding_mid_abstract_ntp_seed1_150k.yaml",
                        "binding_mid_abstract_scale_seed1_210k.yaml", "binding_mid_abstract_ntp_seed1_210k.yaml",
-                       "binding_mid_abstract_ntp_seed2_150k.yaml"):
+                       "binding_mid_abstract_ntp_seed2_150k.yaml", "binding_mid_abstract_scale_seed2_150k.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -290,6 +291,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_mid_abstract_scale_seed1_210k.yaml", "binding_mid_abstract_scale_seed1_210k_runs", None),
     ("binding_mid_abstract_ntp_seed1_210k.yaml", "binding_mid_abstract_ntp_seed1_210k_runs", None),
     ("binding_mid_abstract_ntp_seed2_150k.yaml", "binding_mid_abstract_ntp_seed2_150k_runs", None),
+    ("binding_mid_abstract_scale_seed2_150k.yaml", "binding_mid_abstract_scale_seed2_150k_runs", None),
 ])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder, data_draw):
     """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
@@ -545,7 +547,9 @@ def test_the_2400_entity_logit_scale_runs_are_the_concept_runs_with_only_the_sca
     binding_mid_abstract_scale.yaml: binding_mid_concept.yaml's abstract run with the logits x27;
     binding_mid_abstract_scale_long.yaml and _seed1.yaml: that run with only steps (90,000) or the
     seed changed (binding_mid_abstract_scale_longer.yaml, _210k.yaml and _270k.yaml, the long run
-    continued, are tested with the continued runs)."""
+    continued, are tested with the continued runs); binding_mid_abstract_scale_seed2_150k.yaml: the
+    seed-1 run continued to 150,000 (binding_mid_abstract_scale_seed1_150k.yaml) with only the seed
+    changed, trained from step 0."""
     base = [p for p in _planned("binding_mid_concept.yaml", tmp_path / "c")[0] if Path(p["data"]).name == "mid"]
     runs, _ = _planned("binding_mid_surface_scale.yaml", tmp_path / "s")
     assert len(base) == 1 and base[0]["concept_logit_scale"] == 1.0 and base[0]["schedule"] == "constant"
@@ -569,6 +573,9 @@ def test_the_2400_entity_logit_scale_runs_are_the_concept_runs_with_only_the_sca
     [longer], _ = _planned("binding_mid_abstract_scale_long.yaml", tmp_path / "al")
     [abstract_seed1], _ = _planned("binding_mid_abstract_scale_seed1.yaml", tmp_path / "a1")
     assert _changed(longer, scaled) == {"steps": 90000} and _changed(abstract_seed1, scaled) == {"seed": 1}
+    [seed1_150k], _ = _planned("binding_mid_abstract_scale_seed1_150k.yaml", tmp_path / "a1l")
+    [seed2_150k], _ = _planned("binding_mid_abstract_scale_seed2_150k.yaml", tmp_path / "a2l")
+    assert _changed(seed2_150k, seed1_150k) == {"seed": 2}
 
 
 # Continued runs stopped on the way and resumed once more, from the checkpoint at this step (the
@@ -652,28 +659,33 @@ def test_the_2400_entity_equal_steps_tables_are_computed_from_the_committed_runs
         "mid_abstract_ntp_seed1"]
 
 
-@pytest.mark.parametrize("folders, step, verdict", [
+@pytest.mark.parametrize("folders, step, seeds, verdict", [
     # the concept objective (logits x1), at the step binding_mid_ntp_seed1.yaml's predictions named
-    (["binding_mid_concept_long_runs", "binding_mid_equal_steps_runs", "binding_mid_ntp_seed1_runs"], 90000,
+    (["binding_mid_concept_long_runs", "binding_mid_equal_steps_runs", "binding_mid_ntp_seed1_runs"], 90000, 2,
      "not better (p = 0.839)"),
     # the x27 concept objective, at the step binding_mid_abstract_scale_seed1_150k.yaml's prediction O5 named
     (["binding_mid_abstract_scale_longer_runs", "binding_mid_abstract_scale_seed1_150k_runs",
-      "binding_mid_abstract_ntp_150k_runs", "binding_mid_abstract_ntp_seed1_150k_runs"], 150000,
+      "binding_mid_abstract_ntp_150k_runs", "binding_mid_abstract_ntp_seed1_150k_runs"], 150000, 2,
      "not better (p = 0.581)"),
     # the same, at the step binding_mid_abstract_scale_seed1_210k.yaml's prediction O6 named
     (["binding_mid_abstract_scale_210k_runs", "binding_mid_abstract_scale_seed1_210k_runs",
-      "binding_mid_abstract_ntp_210k_runs", "binding_mid_abstract_ntp_seed1_210k_runs"], 210000,
+      "binding_mid_abstract_ntp_210k_runs", "binding_mid_abstract_ntp_seed1_210k_runs"], 210000, 2,
      "not better (p = 0.354)"),
+    # three seeds each at step 150,000, binding_mid_abstract_scale_seed2_150k.yaml's prediction O7
+    (["binding_mid_abstract_scale_longer_runs", "binding_mid_abstract_scale_seed1_150k_runs",
+      "binding_mid_abstract_scale_seed2_150k_runs", "binding_mid_abstract_ntp_150k_runs",
+      "binding_mid_abstract_ntp_seed1_150k_runs", "binding_mid_abstract_ntp_seed2_150k_runs"], 150000, 3,
+     "not better (p = 0.771)"),
 ])
-def test_the_2400_entity_concept_against_ntp_verdicts_are_the_readmes(capsys, folders, step, verdict):
-    """Two seeds each of abstract ntp and a concept objective at a step named before the runs: the
-    kit's rule, as in the README."""
+def test_the_2400_entity_concept_against_ntp_verdicts_are_the_readmes(capsys, folders, step, seeds, verdict):
+    """Two or three seeds each of abstract ntp and a concept objective at a step named before the
+    runs: the kit's rule, as in the README."""
     results = ROOT / "papermill_runs" / "results"
     _script("binding_controls_table").at_steps([str(results / f) for f in folders], [step], "", "mid_abstract_ntp")
     verdicts = [line for line in capsys.readouterr().out.splitlines() if line.startswith("- ")]
     assert len(verdicts) == 1 and verdicts[0].startswith(
         f"- mid_abstract_concept vs mid_abstract_ntp, reverse MRR at step {step:,}: ")
-    assert "(2 seeds) vs" in verdicts[0] and verdicts[0].endswith(f"(2 seeds): {verdict}")
+    assert f"({seeds} seeds) vs" in verdicts[0] and verdicts[0].endswith(f"({seeds} seeds): {verdict}")
     assert verdicts[0] in (ROOT / "README.md").read_text()
 
 
@@ -723,6 +735,10 @@ def test_the_2400_entity_surface_concept_tables_to_90000_steps_are_computed_from
     (["binding_mid_abstract_ntp_150k_runs", "binding_mid_abstract_ntp_seed1_150k_runs",
       "binding_mid_abstract_ntp_seed2_150k_runs"], [30000, 60000, 90000, 120000, 150000], "",
      ["mid_abstract_ntp_seed0", "mid_abstract_ntp_seed1", "mid_abstract_ntp_seed2"]),
+    # the x27 concept run's three seeds to 150,000
+    (["binding_mid_abstract_scale_longer_runs", "binding_mid_abstract_scale_seed1_150k_runs",
+      "binding_mid_abstract_scale_seed2_150k_runs"], [30000, 60000, 90000, 120000, 150000], "",
+     ["mid_abstract_concept_seed0", "mid_abstract_concept_seed1", "mid_abstract_concept_seed2"]),
     # the two seed-1 runs continued from step 150,000 to 210,000
     (["binding_mid_abstract_ntp_seed1_210k_runs", "binding_mid_abstract_scale_seed1_210k_runs"],
      [150000, 160000, 170000, 180000, 190000, 200000, 210000], "", ["mid_abstract_ntp_seed1", "mid_abstract_concept_seed1"]),
@@ -801,9 +817,10 @@ def test_the_logit_scale_figures_draw_every_committed_run():
                     "surface concept, logits x27_seed1": 50000, "surface concept, logits x80_seed0": 30000,
                     "surface concept, logits x10_seed0": 30000, "surface concept, logits x10_seed1": 30000, "surface concept, logits x45_seed0": 30000}
     last = {name: max(r["step"] for r in rows) for name, rows in figures["abstract_scale_curves"]().items()}
-    assert last == {"abstract ntp_seed0": 330000, "abstract ntp_seed1": 210000,
+    assert last == {"abstract ntp_seed0": 330000, "abstract ntp_seed1": 210000, "abstract ntp_seed2": 150000,
                     "abstract concept, logits x1_seed0": 90000, "abstract concept, logits x1_seed1": 90000,
-                    "abstract concept, logits x27_seed0": 330000, "abstract concept, logits x27_seed1": 210000}
+                    "abstract concept, logits x27_seed0": 330000, "abstract concept, logits x27_seed1": 210000,
+                    "abstract concept, logits x27_seed2": 150000}
 
 
 @pytest.mark.parametrize("forward", [False, True])
