@@ -29,6 +29,7 @@ def _script(name: str):
     ("binding_scale_surface_runs", 2, "chance MRR (8,000 entities, ties count half): 0.0012"),
     ("binding_scale_surface_width_runs", 1, "chance MRR (8,000 entities, ties count half): 0.0012"),
     ("binding_mid_surface_runs", 2, "chance MRR (2,400 entities, ties count half): 0.0035"),
+    ("binding_mid_surface_jepa_runs", 2, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_width_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_concept_width_runs", 4, "chance MRR (600 entities, ties count half): 0.0116"),
     ("binding_concept_steps_runs", 2, "chance MRR (600 entities, ties count half): 0.0116"),
@@ -174,7 +175,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                        "binding_scale_jepa.yaml", "binding_mid.yaml", "binding_scale_data1.yaml",
                        "binding_midlarge.yaml", "binding_midlarge_seeds.yaml", "binding_midlarge_seeds_end.yaml",
                        "binding_scale_surface.yaml", "binding_scale_surface_width.yaml",
-                       "binding_mid_surface.yaml", "binding_mid_width.yaml", "binding_concept_width.yaml",
+                       "binding_mid_surface.yaml", "binding_mid_surface_jepa.yaml", "binding_mid_width.yaml", "binding_concept_width.yaml",
                        "binding_concept_steps.yaml", "binding_concept_depth.yaml", "binding_mid_concept.yaml",
                        "binding_mid_concept_steps.yaml", "binding_controls_paired.yaml",
                        "binding_mid_concept_long.yaml", "binding_controls_paired_embd0.yaml",
@@ -210,6 +211,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                                          "mid_abstract_jepa_jepa_metric=infonce_seed1",
                                          "mid_abstract_ntp_seed0", "mid_abstract_ntp_seed1"]
     assert names["binding_mid_surface.yaml"] == ["mid_ntp_n_embd=128_seed0", "mid_ntp_n_embd=256_seed0"]
+    assert names["binding_mid_surface_jepa.yaml"] == ["mid_jepa_seed0", "mid_jepa_seed1"]
     assert names["binding_concept_width.yaml"] == ["abstract_concept_n_layer=2_n_embd=256_seed0",
                                                    "surface_concept_n_layer=2_n_embd=256_seed0",
                                                    "surface_concept_n_layer=2_n_embd=512_seed0",
@@ -257,6 +259,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_scale_surface.yaml", "binding_scale_surface_runs", None),
     ("binding_scale_surface_width.yaml", "binding_scale_surface_width_runs", None),
     ("binding_mid_surface.yaml", "binding_mid_surface_runs", None),
+    ("binding_mid_surface_jepa.yaml", "binding_mid_surface_jepa_runs", None),
     ("binding_mid_width.yaml", "binding_mid_width_runs", None),
     ("binding_concept_width.yaml", "binding_concept_width_runs", None),
     ("binding_concept_steps.yaml", "binding_concept_steps_runs", None),
@@ -439,6 +442,30 @@ def test_the_2400_entity_surface_and_width_runs_are_binding_mids_ntp_run_with_on
     assert set(_changed(wide, base[0])) == {"n_embd", "max_train_seconds"} and wide["n_embd"] == 256
     assert set(_changed(wide, [p for p in surface if p["n_embd"] == 256][0])) == {"data", "max_train_seconds"}
     assert PRESETS["mid"] == replace(PRESETS["mid_abstract"], entity_tokens=2, multiplicity=10)
+
+
+def test_the_2400_entity_surface_jepa_runs_are_the_surface_ntp_run_with_the_infonce_term(tmp_path):
+    """binding_mid_surface_jepa.yaml: binding_mid_surface.yaml's width-128 ntp run with the infonce
+    JEPA term added (objective and metric changed, and the seed for seed 1), which is binding_mid.yaml's
+    infonce run of the same seed on the surface data: the two JEPA runs differ in the data only."""
+    [surface_ntp] = [p for p in _planned("binding_mid_surface.yaml", tmp_path / "s")[0] if p["n_embd"] == 128]
+    abstract = {p["seed"]: p for p in _planned("binding_mid.yaml", tmp_path / "m")[0] if p["objective"] == "jepa"}
+    runs, _ = _planned("binding_mid_surface_jepa.yaml", tmp_path / "j")
+    assert sorted(p["seed"] for p in runs) == sorted(abstract) == [0, 1]
+    for p in runs:
+        assert _changed(p, surface_ntp) == {"objective": "jepa", "jepa_metric": "infonce",
+                                            **({"seed": 1} if p["seed"] else {})}
+        assert set(_changed(p, abstract[p["seed"]])) == {"data"} and Path(p["data"]).name == "mid"
+
+
+@pytest.mark.parametrize("forward", [False, True])
+def test_the_2400_entity_surface_jepa_tables_are_computed_from_the_committed_runs(capsys, forward):
+    """Reverse MRR (and, with --forward, atomic exact match) of the surface ntp runs and the surface
+    infonce runs at equal steps to 30,000, as in the README."""
+    rows = _readme_rows_at_steps(capsys, ["binding_mid_surface_runs", "binding_mid_surface_jepa_runs"],
+                                 [2000, 5000, 10000, 20000, 30000], forward=forward)
+    assert [row.split("|")[1].strip() for row in rows[1:]] == [
+        "mid_ntp_n_embd=128_seed0", "mid_ntp_n_embd=256_seed0", "mid_jepa_seed0", "mid_jepa_seed1"]
 
 
 @pytest.mark.parametrize("forward", [False, True])

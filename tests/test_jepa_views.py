@@ -100,3 +100,11 @@ def test_the_control_rows_keep_heads_and_relations_and_take_another_rows_tail(ti
     assert torch.equal(rotated[:, :-p], ids[:, :-p])
     assert torch.equal(rotated[:, -p:], ids[[(i + n // 2) % n for i in range(n)], -p:])
     assert (rotated != ids).any(1).float().mean() > 0.9  # almost every row is a pair the data does not hold
+
+
+def test_a_missing_split_and_a_folder_that_is_not_a_run_are_one_line(runs, tmp_path):
+    script = _script()
+    with pytest.raises(SystemExit, match="no split 'nope'"):
+        script.rows(runs["jepa"], splits=("nope",))
+    with pytest.raises(SystemExit, match=r"^jepa_views: .*not a run directory \(no config.json\)$"):
+        script.main([str(tmp_path)])
