@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from jepa_kit.checkpoint import CheckpointError, read_checkpoint_meta
 from jepa_kit.data import load_dataset
 from jepa_kit.losses import reverse_partners
-from jepa_kit.reversal import reverse_view
+from jepa_kit.reversal import patch_len_of, reverse_view
 from jepa_kit.rundir import checkpoint_dir, load_run
 
 ROTATED = "atomic, tails rotated"
@@ -87,14 +87,14 @@ def split_row(model, ids: torch.Tensor, split: str) -> dict:
     pred, target = views(model, ids)
     exclude = reverse_partners(ids, reverse_view(ids, model.inverse, check=False)) if split == "train" else None
     r = retrieval_ranks(pred, target, exclude)
-    n_candidates = len(ids) - (exclude.sum(1) if exclude is not None else torch.zeros(len(ids), dtype=torch.long))
+    n_candidates = len(ids) - exclude.sum(1) if exclude is not None else torch.full((len(ids),), len(ids))
     return {"items": len(ids), "cosine": float(F.cosine_similarity(pred, target, dim=-1).mean()),
             "mrr": float((1 / r).mean()), "rank1": float((r == 1).double().mean()), "chance": chance_mrr(n_candidates)}
 
 
 def rotate_tails(ids: torch.Tensor) -> torch.Tensor:
     """Fact rows ``[h_1..h_p, r, <mask>, t_1..t_p]`` with row i's tail replaced by row (i + N // 2)'s."""
-    p = (ids.shape[1] - 2) // 2
+    p = patch_len_of(ids.shape[1])
     out = ids.clone()
     out[:, -p:] = ids.roll(-(len(ids) // 2), dims=0)[:, -p:]
     return out

@@ -18,6 +18,16 @@ FIXTURES = Path(os.environ.get("JEPA_KIT_FIXTURES", ROOT.parent / "shared" / "fi
 OSU_EXCERPT = FIXTURES / "osu_reversal_comb10_excerpt"
 
 
+def load_benchmark(name: str):
+    """benchmarks/<name>.py as a module (the scripts are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="session")
 def osu_dir() -> Path:
     if not OSU_EXCERPT.is_dir():

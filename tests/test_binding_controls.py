@@ -1,19 +1,14 @@
 """The README's positive-control tables are what the committed runs say; the runner names runs apart."""
-import importlib.util
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from conftest import load_benchmark
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+_script = load_benchmark
 
 
 @pytest.mark.parametrize("folder, runs, chance", [

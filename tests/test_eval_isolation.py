@@ -198,13 +198,9 @@ def test_gpu_probe_eval_nan_check_runs_cpu_sized(tiny_data, tmp_path):
     """benchmarks/gpu_probe.py's check for the next GPU session, in its CPU-sized form: it must run,
     and on a CPU find what the tests above prove (no NaN, the runs with and without the evaluation
     and the resumed one agree row by row)."""
-    import importlib.util
+    from conftest import load_benchmark
 
-    from conftest import ROOT
-
-    spec = importlib.util.spec_from_file_location("gpu_probe", ROOT / "benchmarks" / "gpu_probe.py")
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
+    probe = load_benchmark("gpu_probe")
     res = probe.eval_nan_check(str(tiny_data), tmp_path, cuda=False)
     runs = ("A_eval", "B_no_eval", "A2_eval_then_old_bf16_attention", "R_resume_no_eval")
     assert all(res[r]["nan_at_step"] is None for r in runs), {r: res[r]["nan_at_step"] for r in runs}

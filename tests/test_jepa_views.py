@@ -1,21 +1,15 @@
 """benchmarks/jepa_views.py: the JEPA predictor against the reverse views of a split, ranked as the kit ranks."""
-import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
 
 from jepa_kit.config import TrainConfig
 from jepa_kit.train import train
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import load_benchmark
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("jepa_views", ROOT / "benchmarks" / "jepa_views.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("jepa_views")
 
 
 @pytest.fixture(scope="module")

@@ -1,20 +1,16 @@
 """benchmarks/lr_scaling.py, the measurement behind ``config.scaled_lr`` and the ``gpu_large`` preset:
 its plan, its reading of a run's evaluations, and one short run end to end."""
-import importlib.util
 import json
 import subprocess
 import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, load_benchmark
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("lr_scaling", ROOT / "benchmarks" / "lr_scaling.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("lr_scaling")
 
 
 def test_plan_scales_the_lr_by_each_rule():

@@ -1,21 +1,15 @@
 """Issue 14's paper-scale sweep: the five runs, one budget, no selection on test; and its table."""
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
 from jepa_kit import sweeps
+from conftest import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = ROOT / "papermill_runs" / "paper_scale.yaml"
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+load = load_benchmark
 
 
 def planned(preset: str, tmp_path):

@@ -1,21 +1,15 @@
 """benchmarks/reverse_ranks.py: the per-query rank distribution agrees with the run's own final metrics."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from jepa_kit.config import TrainConfig
 from jepa_kit.train import train
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import load_benchmark
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("reverse_ranks", ROOT / "benchmarks" / "reverse_ranks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("reverse_ranks")
 
 
 @pytest.fixture(scope="module")
