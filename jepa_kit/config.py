@@ -82,6 +82,9 @@ class TrainConfig:
     infonce_temperature: float = _f(_OBJ.infonce_temperature, "temperature of the infonce distance")
     loss_dropout: float = _f(_OBJ.loss_dropout, "fraction of JEPA items whose JEPA term is skipped")
     stop_grad: bool = _f(_OBJ.stop_grad, "detach the target (reverse view) side")
+    jepa_read: str = _f(_OBJ.jepa_read, "where the JEPA term reads pred and target: last (the last tokens of F and "
+                                        "R) | mask (the <mask> of each: the two queries, neither holding the "
+                                        "other's answer; needs k_pred 0)")
     n_recognition: int = _f(_OBJ.n_recognition, "concept objective: recognition blocks run on each entity/relation "
                                                 "patch alone (W); the other n_layer - W blocks run over the concepts")
     concept_norm: str = _f(_OBJ.concept_norm, "concept objective: norm of the prediction: rms (the paper's: no mean, "

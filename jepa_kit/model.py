@@ -8,6 +8,8 @@ tokens, L = 2 * patch_len + 2):
 
 pred   = last-layer hidden state at the last token of F (the last <PRED>, or t's last token when k = 0)
 target = last-layer hidden state at the last token of R
+         (``jepa_read mask``, k = 0: both at <mask> instead, the two queries [h, r, <mask>] and
+         [t, inv(r), <mask>], neither of which holds the other's answer)
 loss   = γ·NTP + λ·d(pred, target)             d from jepa_kit.losses
 
 "Last-layer hidden state" means the output of the final layer norm ``ln_f`` (what the LM
@@ -23,7 +25,7 @@ The modes compute the same losses and gradients (tests/test_model.py and tests/t
   blocks; every row has the JEPA row's width, so one attention call serves the batch.
   NTP logits are computed only at the positions whose next token is labelled, and the
   last block computes queries, MLP and ``ln_f`` only at positions whose outputs are
-  read (NTP positions, last <PRED>, last of R). The block loop is written here but runs
+  read (NTP positions, pred, target). The block loop is written here but runs
   the Hugging Face modules and weights; the tests compare it with plain HF passes.
 * ``static`` (the default on CUDA): the same single pass with shapes that never change, so
   a training step needs no host synchronisation and compiles once (``torch.compile``, CUDA
@@ -79,6 +81,7 @@ def embd_pdrop(arch: dict) -> float:
 
 
 MODES = ("auto", "packed", "static", "two_pass")
+JEPA_READS = ("last", "mask")
 MAX_K_PRED = 4
 CONCEPT_NORMS = ("rms", "layernorm")
 CONCEPT_NEGATIVES = ("all", "distinct")
@@ -97,6 +100,7 @@ class ObjectiveConfig:
     infonce_temperature: float = 0.1
     loss_dropout: float = 0.0  # fraction of JEPA items skipped per batch (per item; see losses.loss_dropout_keep)
     stop_grad: bool = False  # detach the target (R) side
+    jepa_read: str = "last"  # where pred and target are read: last (F's and R's last tokens) | mask (both <mask>s; k_pred 0)
     mode: str = "auto"  # "auto" (static on CUDA, else packed) | "packed" | "static" (fixed shapes) | "two_pass" (seed structure)
     # the concept objective (jepa_kit.concept): recognition blocks W, prediction norm, in-batch negatives
     n_recognition: int = 1
@@ -113,6 +117,9 @@ class ObjectiveConfig:
         check(0 <= self.k_pred <= MAX_K_PRED, f"k_pred must be in 0..{MAX_K_PRED}", self.k_pred)
         check(self.jepa_metric in METRICS, f"jepa_metric must be one of {', '.join(METRICS)}", self.jepa_metric)
         check(self.mode in MODES, f"mode must be one of {', '.join(MODES)}", self.mode)
+        check(self.jepa_read in JEPA_READS, f"jepa_read must be one of {', '.join(JEPA_READS)}", self.jepa_read)
+        check(self.jepa_read == "last" or self.k_pred == 0, "jepa_read mask reads F at <mask>, before any <PRED>: "
+              "it needs k_pred 0", self.k_pred)
         check(0.0 <= self.loss_dropout < 1.0, "loss_dropout must be in [0, 1)", self.loss_dropout)
         check(self.lambda_jepa >= 0, "lambda_jepa must be >= 0", self.lambda_jepa)
         check(self.gamma_ntp >= 0, "gamma_ntp must be >= 0", self.gamma_ntp)
@@ -286,6 +293,11 @@ class GPT2WithJEPA(nn.Module):
             result["pred"], result["target"] = pred, target
         return result
 
+    def _jepa_positions(self, L: int, k: int, p: int) -> tuple[int, int]:
+        """Where pred and target are read in a row ``[F | R]``: the last tokens of F and R, or (``jepa_read
+        mask``) the <mask> of each, F's at p + 1 and R's at L + k + p + 1."""
+        return (p + 1, L + k + p + 1) if self.objective.jepa_read == "mask" else (L + k - 1, 2 * L + k - 1)
+
     def _jepa_rows(self, ids_j: torch.Tensor, k: int) -> torch.Tensor:
         """[n, L] train rows -> [n, (L + k) + L] rows ``[F | R]``."""
         check = not ids_j.is_cuda  # on GPU a bad relation id fails in the embedding lookup instead
@@ -310,7 +322,7 @@ class GPT2WithJEPA(nn.Module):
         blocks, reads, n_ntp, counts, rows = [], [], [], [], []
         if n_j:
             blocks.append((L + k, L))
-            reads.append(ntp + (L + k - 1, 2 * L + k - 1))  # NTP, last of F, last of R
+            reads.append(ntp + self._jepa_positions(L, k, p))  # NTP, pred, target
             n_ntp.append(p)
             counts.append(n_j)
             rows.append(self._jepa_rows(ids[jepa_idx], k))
@@ -366,7 +378,7 @@ class GPT2WithJEPA(nn.Module):
             rev = torch.where(is_jepa[:, None], rev, torch.full_like(rev, pad))
             tokens = torch.cat([ids, ids.new_full((B, k), self.pred_id), rev], dim=1)  # [B, 2L + k]
             blocks = (L + k, L)
-            reads = tuple(range(p + 1, 2 * p + 1)) + (L + k - 1, 2 * L + k - 1)  # NTP, last of F, last of R
+            reads = tuple(range(p + 1, 2 * p + 1)) + self._jepa_positions(L, k, p)  # NTP, pred, target
             out.update(valid=is_jepa, n_jepa=is_jepa.sum())
             if obj.jepa_metric == "infonce":
                 out["exclude"] = reverse_partners(ids, rev)  # [B, B]
@@ -403,7 +415,7 @@ class GPT2WithJEPA(nn.Module):
                 input_ids=rows, attention_mask=mask[None, None].expand(n, 1, Lr, Lr),
                 position_ids=pos.expand(n, Lr), use_cache=False,
             ).last_hidden_state
-            pred, target = h[:, L + k - 1], h[:, -1]
+            pred, target = (h[:, i] for i in self._jepa_positions(L, k, p))
             n_tokens += rows.numel()
         return {"ntp_loss": ntp, "pred": pred, "target": target, "n_tokens": n_tokens, "n_logit_positions": B * L}
 

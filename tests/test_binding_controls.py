@@ -453,6 +453,16 @@ def test_the_2400_entity_surface_jepa_runs_are_the_surface_ntp_run_with_the_info
         assert set(_changed(p, abstract[p["seed"]])) == {"data"} and Path(p["data"]).name == "mid"
 
 
+def test_the_2400_entity_query_jepa_runs_are_the_surface_jepa_runs_read_at_mask(tmp_path):
+    """binding_mid_surface_jepa_mask.yaml: binding_mid_surface_jepa.yaml's runs, seed for seed, with
+    the JEPA term read at the two <mask>s (jepa_read mask, hence k_pred 0) and nothing else changed."""
+    last = {p["seed"]: p for p in _planned("binding_mid_surface_jepa.yaml", tmp_path / "l")[0]}
+    runs, _ = _planned("binding_mid_surface_jepa_mask.yaml", tmp_path / "m")
+    assert sorted(p["seed"] for p in runs) == sorted(last) == [0, 1]
+    for p in runs:
+        assert _changed(p, last[p["seed"]]) == {"jepa_read": "mask", "k_pred": 0}
+
+
 @pytest.mark.parametrize("forward", [False, True])
 def test_the_2400_entity_surface_jepa_tables_are_computed_from_the_committed_runs(capsys, forward):
     """Reverse MRR (and, with --forward, atomic exact match) of the surface ntp runs and the surface
