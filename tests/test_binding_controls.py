@@ -463,6 +463,19 @@ def test_the_2400_entity_query_jepa_runs_are_the_surface_jepa_runs_read_at_mask(
         assert _changed(p, last[p["seed"]]) == {"jepa_read": "mask", "k_pred": 0}
 
 
+def test_the_2400_entity_abstract_query_jepa_runs_are_the_abstract_infonce_runs_read_at_mask(tmp_path):
+    """binding_mid_abstract_jepa_mask.yaml: binding_mid.yaml's infonce runs, seed for seed, read at the
+    two <mask>s (jepa_read mask, hence k_pred 0), nothing else changed; and the surface ones in the
+    data only."""
+    last = {p["seed"]: p for p in _planned("binding_mid.yaml", tmp_path / "l")[0] if p["objective"] == "jepa"}
+    surface = {p["seed"]: p for p in _planned("binding_mid_surface_jepa_mask.yaml", tmp_path / "s")[0]}
+    runs, _ = _planned("binding_mid_abstract_jepa_mask.yaml", tmp_path / "m")
+    assert sorted(p["seed"] for p in runs) == sorted(last) == [0, 1]
+    for p in runs:
+        assert _changed(p, last[p["seed"]]) == {"jepa_read": "mask", "k_pred": 0}
+        assert set(_changed(p, surface[p["seed"]])) == {"data"}
+
+
 @pytest.mark.parametrize("forward", [False, True])
 def test_the_2400_entity_surface_jepa_tables_are_computed_from_the_committed_runs(capsys, forward):
     """Reverse MRR (and, with --forward, atomic exact match) of the surface ntp runs and the surface
