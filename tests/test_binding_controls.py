@@ -26,6 +26,7 @@ _script = load_benchmark
     ("binding_mid_surface_runs", 2, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_surface_jepa_runs", 2, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_surface_jepa_mask_runs", 2, "chance MRR (2,400 entities, ties count half): 0.0035"),
+    ("binding_mid_abstract_jepa_mask_runs", 2, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_width_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_concept_width_runs", 4, "chance MRR (600 entities, ties count half): 0.0116"),
     ("binding_concept_steps_runs", 2, "chance MRR (600 entities, ties count half): 0.0116"),
@@ -82,6 +83,9 @@ def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, ru
      6 + 4),
     # step 10,000: the mark binding_mid.yaml chose for its predictions M2 and M3 before its runs started
     (("binding_mid_runs",), [5000, 10000, 20000, 30000], "", "mid_abstract_ntp", 4),
+    # binding_mid_abstract_jepa_mask.yaml's prediction J11: the rule at step 30,000 against binding_mid.yaml's ntp
+    (("binding_mid_runs", "binding_mid_abstract_jepa_mask_runs"), [5000, 10000, 20000, 30000], "", "mid_abstract_ntp",
+     6),
     # binding_scale_data1.yaml's prediction D1 names these steps
     (("binding_scale_data1_runs",), [10000, 20000, 30000], "", "small_abstract_data1_ntp", 2),
     # step 10,000: the mark of binding_midlarge.yaml's predictions L2 and L3, chosen before its runs started
@@ -188,7 +192,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                        "binding_mid_abstract_scale_seed1_150k.yaml", "binding_mid_abstract_ntp_seed1_150k.yaml",
                        "binding_mid_abstract_scale_seed1_210k.yaml", "binding_mid_abstract_ntp_seed1_210k.yaml",
                        "binding_mid_abstract_ntp_seed2_150k.yaml", "binding_mid_abstract_scale_seed2_150k.yaml",
-                       "binding_mid_surface_jepa_mask.yaml"):
+                       "binding_mid_surface_jepa_mask.yaml", "binding_mid_abstract_jepa_mask.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -210,6 +214,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     assert names["binding_mid_surface.yaml"] == ["mid_ntp_n_embd=128_seed0", "mid_ntp_n_embd=256_seed0"]
     assert names["binding_mid_surface_jepa.yaml"] == ["mid_jepa_seed0", "mid_jepa_seed1"]
     assert names["binding_mid_surface_jepa_mask.yaml"] == names["binding_mid_surface_jepa.yaml"]
+    assert names["binding_mid_abstract_jepa_mask.yaml"] == ["mid_abstract_jepa_seed0", "mid_abstract_jepa_seed1"]
     assert names["binding_concept_width.yaml"] == ["abstract_concept_n_layer=2_n_embd=256_seed0",
                                                    "surface_concept_n_layer=2_n_embd=256_seed0",
                                                    "surface_concept_n_layer=2_n_embd=512_seed0",
@@ -259,6 +264,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_mid_surface.yaml", "binding_mid_surface_runs", None),
     ("binding_mid_surface_jepa.yaml", "binding_mid_surface_jepa_runs", None),
     ("binding_mid_surface_jepa_mask.yaml", "binding_mid_surface_jepa_mask_runs", None),
+    ("binding_mid_abstract_jepa_mask.yaml", "binding_mid_abstract_jepa_mask_runs", None),
     ("binding_mid_width.yaml", "binding_mid_width_runs", None),
     ("binding_concept_width.yaml", "binding_concept_width_runs", None),
     ("binding_concept_steps.yaml", "binding_concept_steps_runs", None),
