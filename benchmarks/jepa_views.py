@@ -24,8 +24,8 @@ view" a fact no split has. If the predictor reaches those reverse views as well 
 its mapping reads the tokens in front of it (the reverse view is the forward view's tokens in
 another order: t, inv(r), h; the target is read at h's last token) rather than recalling the fact.
 A run with ``jepa_read mask`` reads both at <mask>, as its training did: pred from ``[h, r, <mask>]``,
-target from ``[t, inv(r), <mask>]``. There the rotated rows change the target only, and a predictor
-that recalls the forward tail finds the real atomic targets but not the rotated ones.
+target from ``[t, inv(r), <mask>]``. There the rotated rows change the target only: a predictor
+that recalled the forward tail would find the real atomic targets and not the rotated ones.
 
 It loads the run's checkpoint (safetensors and JSON only) and its data (the ``data`` folder in the
 run's config, relative to the working directory) on the CPU, in fp32. Nothing is written.

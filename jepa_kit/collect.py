@@ -305,6 +305,7 @@ def _entity_tokens_of(splits: dict) -> int | None:
 
 
 ABLATION_FACTORS = ("k_pred", "jepa_metric", "lambda_jepa", "loss_dropout")
+GROUP_FACTORS = ABLATION_FACTORS + ("jepa_read", "stop_grad")  # also set runs apart (the study varies none)
 # What a run is trained on and with, besides its objective: runs that differ here are not seeds of
 # one group and not compared with each other's baseline (the binding controls: 1- and 2-token
 # data, with and without position embeddings).
@@ -342,7 +343,7 @@ ABLATION_METRICS = ("atomic.exact_match", "test.exact_match", "atomic.entity_mrr
                     "atomic.concept_mrr", "test.concept_mrr")
 
 
-def ablation_summary(table, metrics=ABLATION_METRICS, factors=ABLATION_FACTORS, compare_on: str = "test.exact_match"):
+def ablation_summary(table, metrics=ABLATION_METRICS, factors=GROUP_FACTORS, compare_on: str = "test.exact_match"):
     """mean ± std over seeds, grouped by setting, objective and ablation factor, and each group against the baseline.
 
     Each run is placed by the factors on which it differs from TrainConfig's defaults: one ->

@@ -130,6 +130,21 @@ def test_ablation_summary_says_which_groups_beat_the_baseline():
     assert "test.exact_match vs ntp" not in no_base
 
 
+def test_ablation_summary_keeps_runs_read_elsewhere_apart():
+    """Two JEPA runs alike in the study's factors but read at the <mask>s (or with the target detached)
+    are not seeds of one group; a run saved before those fields (NaN in the table) reads as the default."""
+    base = {"objective": "jepa", "k_pred": 0, "jepa_metric": "infonce", "lambda_jepa": 1.0, "loss_dropout": 0.0}
+    table = pd.DataFrame([{**base, "run": "last", "seed": 0, "test.exact_match": 0.1, "jepa_read": float("nan")},
+                          {**base, "run": "last1", "seed": 1, "test.exact_match": 0.2, "jepa_read": "last"},
+                          {**base, "run": "mask", "seed": 0, "test.exact_match": 0.0, "jepa_read": "mask"},
+                          {**base, "run": "sg", "seed": 0, "test.exact_match": 0.3, "jepa_read": "last",
+                           "stop_grad": True}])
+    out = collect.ablation_summary(table, metrics=("test.exact_match",))
+    groups = dict(zip(out["value"], out["n"]))
+    assert groups == {"k_pred=0, jepa_metric=infonce": 2, "k_pred=0, jepa_metric=infonce, jepa_read=mask": 1,
+                      "k_pred=0, jepa_metric=infonce, stop_grad=True": 1}, groups
+
+
 def test_learning_curves_and_per_layer_are_keyed_by_run(tmp_path):
     _fake_run(tmp_path / "s", "a", {"state": "finished"})
     curves = collect.learning_curves(tmp_path)
