@@ -28,6 +28,20 @@ def load_benchmark(name: str):
     return module
 
 
+def train_tiny_abstract_runs(tmp: Path, extras: dict[str, dict]) -> dict[str, Path]:
+    """A few-step run per objective (``extras``: objective -> its extra TrainConfig fields) on one
+    small tiny_abstract draw under ``tmp``, 2 blocks of width 32: the run folders, by objective."""
+    from jepa_kit.config import TrainConfig
+    from jepa_kit.datagen import generate
+    from jepa_kit.train import train
+
+    data = generate("tiny_abstract", tmp / "data", seed=0, valid_per_split=24)
+    return {objective: train(TrainConfig.from_preset(
+        "tiny", data=str(data), out=str(tmp / objective), objective=objective, n_layer=2, n_embd=32, n_head=2,
+        pos_emb=False, batch_size=32, steps=8, log_every=4, eval_every=4, eval_max_items=8, progress="none",
+        **extra)) for objective, extra in extras.items()}
+
+
 @pytest.fixture(scope="session")
 def osu_dir() -> Path:
     if not OSU_EXCERPT.is_dir():

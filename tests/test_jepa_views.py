@@ -3,9 +3,7 @@
 import pytest
 import torch
 
-from jepa_kit.config import TrainConfig
-from jepa_kit.train import train
-from conftest import load_benchmark
+from conftest import load_benchmark, train_tiny_abstract_runs
 
 
 def _script():
@@ -14,18 +12,7 @@ def _script():
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    from jepa_kit.datagen import generate
-
-    tmp = tmp_path_factory.mktemp("jepa_views")
-    data = generate("tiny_abstract", tmp / "data", seed=0, valid_per_split=24)
-    out = {}
-    for objective in ("jepa", "ntp"):
-        extra = {"jepa_metric": "infonce"} if objective == "jepa" else {}
-        cfg = TrainConfig.from_preset("tiny", data=str(data), out=str(tmp / objective), objective=objective,
-                                      n_layer=2, n_embd=32, n_head=2, pos_emb=False, batch_size=32, steps=8,
-                                      log_every=4, eval_every=4, eval_max_items=8, progress="none", **extra)
-        out[objective] = train(cfg)
-    return out
+    return train_tiny_abstract_runs(tmp_path_factory.mktemp("jepa_views"), {"jepa": {"jepa_metric": "infonce"}, "ntp": {}})
 
 
 def test_ranks_count_higher_candidates_and_half_the_ties():

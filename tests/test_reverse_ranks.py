@@ -3,9 +3,7 @@ import json
 
 import pytest
 
-from jepa_kit.config import TrainConfig
-from jepa_kit.train import train
-from conftest import load_benchmark
+from conftest import load_benchmark, train_tiny_abstract_runs
 
 
 def _script():
@@ -14,18 +12,9 @@ def _script():
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    from jepa_kit.datagen import generate
-
-    tmp = tmp_path_factory.mktemp("reverse_ranks")
-    data = generate("tiny_abstract", tmp / "data", seed=0, valid_per_split=24)
-    out = {}
-    for objective, metric in (("ntp", "entity_mrr"), ("concept", "concept_mrr")):
-        extra = {"n_recognition": 1, "best_metric": "concept_mrr"} if objective == "concept" else {}
-        cfg = TrainConfig.from_preset("tiny", data=str(data), out=str(tmp / objective), objective=objective,
-                                      n_layer=2, n_embd=32, n_head=2, pos_emb=False, batch_size=32, steps=8,
-                                      log_every=4, eval_every=4, eval_max_items=8, progress="none", **extra)
-        out[objective] = (train(cfg), metric)
-    return out
+    folders = train_tiny_abstract_runs(tmp_path_factory.mktemp("reverse_ranks"),
+                                       {"ntp": {}, "concept": {"n_recognition": 1, "best_metric": "concept_mrr"}})
+    return {"ntp": (folders["ntp"], "entity_mrr"), "concept": (folders["concept"], "concept_mrr")}
 
 
 def test_the_rank_table_matches_each_runs_final_evaluation(runs, capsys):
