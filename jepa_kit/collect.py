@@ -305,7 +305,7 @@ def _entity_tokens_of(splits: dict) -> int | None:
 
 
 ABLATION_FACTORS = ("k_pred", "jepa_metric", "lambda_jepa", "loss_dropout")
-GROUP_FACTORS = ABLATION_FACTORS + ("jepa_read", "stop_grad")  # also set runs apart (the study varies none)
+GROUP_FACTORS = ABLATION_FACTORS + ("jepa_read", "jepa_predictor", "stop_grad")  # also set runs apart (the study varies none)
 # What a run is trained on and with, besides its objective: runs that differ here are not seeds of
 # one group and not compared with each other's baseline (the binding controls: 1- and 2-token
 # data, with and without position embeddings).

@@ -85,6 +85,9 @@ class TrainConfig:
     jepa_read: str = _f(_OBJ.jepa_read, "where the JEPA term reads pred and target: last (the last tokens of F and "
                                         "R) | mask (the <mask> of each: the two queries, neither holding the "
                                         "other's answer; needs k_pred 0)")
+    jepa_predictor: str = _f(_OBJ.jepa_predictor, "what maps pred before the JEPA distance: none (the hidden state "
+                                                  "itself, the LLM-JEPA default) | mlp (a separate head, so the "
+                                                  "state the LM head reads need not lie next to the target)")
     n_recognition: int = _f(_OBJ.n_recognition, "concept objective: recognition blocks run on each entity/relation "
                                                 "patch alone (W); the other n_layer - W blocks run over the concepts")
     concept_norm: str = _f(_OBJ.concept_norm, "concept objective: norm of the prediction: rms (the paper's: no mean, "

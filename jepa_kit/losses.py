@@ -9,6 +9,19 @@ import torch
 import torch.nn.functional as F
 
 METRICS = ("cosine", "l2", "mse", "infonce")
+PREDICTORS = ("none", "mlp")
+
+
+def jepa_predictor(kind: str, width: int) -> torch.nn.Module:
+    """What maps pred before the distance: ``none`` (identity, the LLM-JEPA default: the model's own
+    hidden state is the prediction) or ``mlp`` (a separate head, Linear(d, 4d), GELU, Linear(4d, d),
+    PyTorch's default init; trained with the model, weight decay on its matrices), so that the state
+    the LM head reads need not itself lie next to the target."""
+    if kind == "none":
+        return torch.nn.Identity()
+    if kind == "mlp":
+        return torch.nn.Sequential(torch.nn.Linear(width, 4 * width), torch.nn.GELU(), torch.nn.Linear(4 * width, width))
+    raise ValueError(f"jepa_predictor must be one of {', '.join(PREDICTORS)}; got {kind!r}")
 
 
 def jepa_distance(

@@ -10,7 +10,7 @@ pred   = last-layer hidden state at the last token of F (the last <PRED>, or t's
 target = last-layer hidden state at the last token of R
          (``jepa_read mask``, k = 0: both at <mask> instead, the two queries [h, r, <mask>] and
          [t, inv(r), <mask>], neither of which holds the other's answer)
-loss   = γ·NTP + λ·d(pred, target)             d from jepa_kit.losses
+loss   = γ·NTP + λ·d(P(pred), target)          d from jepa_kit.losses; P (``jepa_predictor``) the identity, or an MLP
 
 "Last-layer hidden state" means the output of the final layer norm ``ln_f`` (what the LM
 head reads, and what ``GPT2Model(...).last_hidden_state`` returns), in both modes.
@@ -39,11 +39,10 @@ The modes compute the same losses and gradients (tests/test_model.py and tests/t
   SDPA these take is_causal and no mask tensor).
   Costs more tokens than ``packed`` (13 per atomic row instead of ~5) and wins on GPU by
   never waiting for the host.
-* ``two_pass``: the seed's structure, kept as the reference and for the benchmark: a
-  plain Hugging Face NTP pass over the batch (full-vocabulary logits at every position),
-  then a separate Hugging Face pass over the ``[F | R]`` rows of the JEPA items.
-* ``auto`` (the default): ``static`` on CUDA, ``packed`` elsewhere. All modes give the same
-  losses and gradients (to float tolerance), so the mode is a speed setting.
+* ``two_pass``: the seed's structure, kept as the reference and for the benchmark: a plain Hugging Face NTP pass
+  over the batch (full-vocabulary logits at every position), then a separate one over the JEPA items' ``[F | R]`` rows.
+* ``auto`` (the default): ``static`` on CUDA, ``packed`` elsewhere. All modes give the same losses and gradients
+  (to float tolerance), so the mode is a speed setting.
 
 Leakage guard: reverse views are built only for ``types == 0`` rows, only when the
 objective is ``jepa`` with λ > 0. Atomic and test rows never contribute more than F.
@@ -59,7 +58,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from jepa_kit.attention import attend, check_attn_implementation
 from jepa_kit.data import TYPE_CODES
-from jepa_kit.losses import METRICS, jepa_distance, loss_dropout_keep, loss_dropout_keep_static, reverse_partners
+from jepa_kit.losses import METRICS, jepa_distance, jepa_predictor, loss_dropout_keep, loss_dropout_keep_static, reverse_partners
 from jepa_kit.masks import PackedBatch, PackedLayout, block_causal_mask, block_position_ids, layout_tables, static_tables
 from jepa_kit.objectives import REGISTRY as OBJECTIVES  # the names of the registered objectives
 from jepa_kit.reversal import patch_len_of, reverse_view
@@ -101,6 +100,7 @@ class ObjectiveConfig:
     loss_dropout: float = 0.0  # fraction of JEPA items skipped per batch (per item; see losses.loss_dropout_keep)
     stop_grad: bool = False  # detach the target (R) side
     jepa_read: str = "last"  # where pred and target are read: last (F's and R's last tokens) | mask (both <mask>s; k_pred 0)
+    jepa_predictor: str = "none"  # what maps pred before the distance: none (identity) | mlp (a separate head)
     mode: str = "auto"  # "auto" (static on CUDA, else packed) | "packed" | "static" (fixed shapes) | "two_pass" (seed structure)
     # the concept objective (jepa_kit.concept): recognition blocks W, prediction norm, in-batch negatives
     n_recognition: int = 1
@@ -120,6 +120,7 @@ class ObjectiveConfig:
         check(self.jepa_read in JEPA_READS, f"jepa_read must be one of {', '.join(JEPA_READS)}", self.jepa_read)
         check(self.jepa_read == "last" or self.k_pred == 0, "jepa_read mask reads F at <mask>, before any <PRED>: "
               "it needs k_pred 0", self.k_pred)
+        jepa_predictor(self.jepa_predictor, 1)  # refuses an unknown kind
         check(0.0 <= self.loss_dropout < 1.0, "loss_dropout must be in [0, 1)", self.loss_dropout)
         check(self.lambda_jepa >= 0, "lambda_jepa must be >= 0", self.lambda_jepa)
         check(self.gamma_ntp >= 0, "gamma_ntp must be >= 0", self.gamma_ntp)
@@ -201,6 +202,7 @@ class GPT2WithJEPA(nn.Module):
             raise ValueError("reorder_and_upcast_attn / cross-attention are not supported by the packed pass")
         # relation id -> inverse relation id (-1 elsewhere); derived from vocab, so not saved
         self.register_buffer("inverse", vocab.inverse.clone(), persistent=False)
+        self.predictor = jepa_predictor(self.objective.jepa_predictor, a["n_embd"])  # not in the state dict when none
 
     # -- config round trip ----------------------------------------------------------------
     def config_dict(self) -> dict:
@@ -276,6 +278,7 @@ class GPT2WithJEPA(nn.Module):
 
         ntp = out.pop("ntp_loss")
         pred, target = out.pop("pred"), out.pop("target")
+        pred = None if pred is None else self.predictor(pred)
         valid, exclude = out.pop("valid", None), out.pop("exclude", None)  # static: rows without JEPA view
         if pred is not None and len(pred):
             jepa = jepa_distance(pred, target, obj.jepa_metric, obj.infonce_temperature, obj.stop_grad,

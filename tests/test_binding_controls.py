@@ -486,6 +486,17 @@ def test_the_2400_entity_abstract_query_jepa_runs_are_the_abstract_infonce_runs_
         assert set(_changed(p, surface[p["seed"]])) == {"data"}
 
 
+@pytest.mark.parametrize("data", ["surface", "abstract"])
+def test_the_2400_entity_head_jepa_runs_are_the_query_jepa_runs_with_a_predictor_head(tmp_path, data):
+    """binding_mid_{surface,abstract}_jepa_head.yaml: the query-term runs of the same data, seed for
+    seed, with a separate predictor head (jepa_predictor mlp) and nothing else changed."""
+    mask = {p["seed"]: p for p in _planned(f"binding_mid_{data}_jepa_mask.yaml", tmp_path / "m")[0]}
+    runs, _ = _planned(f"binding_mid_{data}_jepa_head.yaml", tmp_path / "h")
+    assert sorted(p["seed"] for p in runs) == sorted(mask) == [0, 1]
+    for p in runs:
+        assert _changed(p, mask[p["seed"]]) == {"jepa_predictor": "mlp"}
+
+
 @pytest.mark.parametrize("forward", [False, True])
 def test_the_2400_entity_surface_jepa_tables_are_computed_from_the_committed_runs(capsys, forward):
     """Reverse MRR (and, with --forward, atomic exact match) of the surface ntp runs and the surface
