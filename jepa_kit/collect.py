@@ -99,11 +99,7 @@ MRR_METRICS = ("concept_mrr", "entity_mrr")  # the one a split has is its MRR ov
 def mrr_metric(metrics: dict | None) -> str | None:
     """The MRR over every entity that a split's metrics hold: "concept_mrr" (concept runs),
     "entity_mrr" (token-level runs), or None (neither)."""
-    metrics = metrics or {}
-    for name in MRR_METRICS:
-        if metrics.get(name) is not None:
-            return name
-    return None
+    return next((name for name in MRR_METRICS if (metrics or {}).get(name) is not None), None)
 
 
 def mrr_note(metric: str | None, entity_tokens: int | None) -> str:
@@ -482,17 +478,21 @@ def per_layer(table, metric: str = "entity_mrr", splits=("atomic", "test")) -> d
 
 
 SUMMARY_COLUMNS = ("run", "objective", "note", "state", "step", "k_pred", "jepa_metric", "lambda_jepa", "loss_dropout",
-                   "pos_emb", "n_recognition", "seed", "atomic.exact_match", "test.exact_match", "atomic.entity_mrr",
-                   "test.entity_mrr", "atomic.concept_mrr", "test.concept_mrr", "atomic.mrr", "test.mrr", "chance_mrr",
-                   "mrr_note")
+                   "jepa_read", "jepa_predictor", "stop_grad", "pos_emb", "n_recognition", "seed", "atomic.exact_match",
+                   "test.exact_match", "atomic.entity_mrr", "test.entity_mrr", "atomic.concept_mrr", "test.concept_mrr",
+                   "atomic.mrr", "test.mrr", "chance_mrr", "mrr_note")
+SHOWN_WHEN_SET = {"jepa_read": "last", "jepa_predictor": "none", "stop_grad": False}  # columns shown when a run differs
 
 
 def summary(table):
     """The columns a reader compares first, one row per run. Columns no run has are left out
     (concept MRR without a concept run); ``atomic.mrr``/``test.mrr`` are each run's MRR over every
     entity and ``mrr_note`` says which one it is: entity MRR on 1-token data is comparable to
-    concept MRR. ``n_recognition`` is shown only when a concept run uses it."""
+    concept MRR. ``n_recognition`` is shown only when a concept run uses it, ``jepa_read``,
+    ``jepa_predictor`` and ``stop_grad`` only when a run sets one apart from its default."""
     cols = [c for c in SUMMARY_COLUMNS if c in table]
     if "n_recognition" in cols and not ("objective" in table and (table["objective"] == "concept").any()):
         cols.remove("n_recognition")
+    cols = [c for c in cols if c not in SHOWN_WHEN_SET or any(
+        not _missing(v) and v != SHOWN_WHEN_SET[c] for v in table[c])]
     return table[cols]

@@ -145,6 +145,17 @@ def test_ablation_summary_keeps_runs_read_elsewhere_apart():
                       "k_pred=0, jepa_metric=infonce, stop_grad=True": 1}, groups
 
 
+def test_summary_shows_where_the_term_is_read_only_when_a_run_sets_it():
+    base = {"run": "a", "objective": "jepa", "seed": 0, "test.exact_match": 0.0}
+    plain = pd.DataFrame([{**base, "jepa_read": "last", "jepa_predictor": "none", "stop_grad": False},
+                          {**base, "run": "old", "jepa_read": float("nan")}])  # saved before the fields
+    assert not {"jepa_read", "jepa_predictor", "stop_grad"} & set(collect.summary(plain).columns)
+    head = pd.concat([plain, pd.DataFrame([{**base, "run": "h", "jepa_read": "mask", "jepa_predictor": "mlp"}])])
+    shown = collect.summary(head)
+    assert {"jepa_read", "jepa_predictor"} <= set(shown.columns) and "stop_grad" not in shown
+    assert list(shown["jepa_predictor"])[-1] == "mlp"
+
+
 def test_learning_curves_and_per_layer_are_keyed_by_run(tmp_path):
     _fake_run(tmp_path / "s", "a", {"state": "finished"})
     curves = collect.learning_curves(tmp_path)
