@@ -25,9 +25,13 @@ the MRR at the last of those steps, each setting against that one; ``--forward``
 exact match, its atomic concept MRR), with no rule.
 """
 import argparse
+import json
+from dataclasses import fields
 from pathlib import Path
 
 from jepa_kit import analysis, collect
+from jepa_kit.config import TrainConfig
+from jepa_kit.model import ObjectiveConfig
 from jepa_kit.run_views import strip_seed
 from jepa_kit.evaluate import chance_entity_mrr
 
@@ -67,17 +71,35 @@ def forward_curve(rows: list[dict]) -> tuple[str | None, list[tuple[int, float]]
     return (metric, points) if metric == "concept_mrr" and points else (None, [])
 
 
+# What runs of one name must share to be pooled as seeds of one setting (mode is a speed setting)
+SETTING = tuple(f.name for f in fields(ObjectiveConfig) if f.name != "mode") + collect.SETTING_FIELDS + (
+    "embd_dropout", "lr", "schedule", "weight_decay", "batch_size")
+
+
+def setting_of(run_dir: Path) -> str:
+    """A run's objective and setting (``SETTING``; a field its config.json lacks reads as the default;
+    the data by its fingerprint, or its folder's name where config.json has none), as one string."""
+    record = collect._config_record(run_dir)
+    cfg, defaults = collect.run_config(run_dir, record), TrainConfig().to_dict()
+    values = {f: cfg.get(f, defaults.get(f)) for f in SETTING}
+    values["data"] = record.get("data_fingerprint") or Path(str(values["data"])).name
+    return json.dumps(values, sort_keys=True, default=str)
+
+
 def at_steps(folders: list[str], steps: list[int], match: str = "", baseline: str | None = None,
              forward: bool = False, since_forward: bool = False) -> None:
     """The reverse MRR of each run in ``folders`` (whose name contains ``match``) at each of ``steps``
     ("-" where it has no evaluation there; the last evaluation at a step wins: the final one over
     every item). ``baseline``: the setting (a run name without its ``_seedN``) every other setting's
-    MRR at the last of ``steps`` is compared with, by the kit's rule (``analysis.compare``).
+    MRR at the last of ``steps`` is compared with, by the kit's rule (``analysis.compare``). Runs of
+    one name in several folders are pooled as seeds of one setting only when they were trained alike
+    (``setting_of``); otherwise the later folder's runs form a setting of their own, "name (folder)".
     ``forward``: the forward (atomic) exact match instead of the reverse MRR (a concept run's
     atomic concept MRR), and no rule. A run whose name an earlier folder's run has is shown with
     its folder's name after it. ``since_forward``: each of ``steps`` counted from the run's forward
     step (``collect.curve_stats``), which a column after the name shows; runs with none are left out."""
     at_last: dict[str, list[float]] = {}
+    settings: dict[str, str] = {}  # setting name -> what its runs were trained with
     seen: set[str] = set()
     head = [f"forward step + {s:,}" if since_forward else f"step {s:,}" for s in steps]
     print(f"| run | {'forward' if forward else 'MRR'} | " + ("forward step | " if since_forward else "")
@@ -100,7 +122,10 @@ def at_steps(folders: list[str], steps: list[int], match: str = "", baseline: st
             cos = jepa[-1].get("pred_cos_between_items") if jepa else None
             cells = ([f"{start:,}"] if since_forward else []) + [
                 "-" if at.get(start + s) is None else f"{at[start + s]:.3f}" for s in steps]
-            at_last.setdefault(strip_seed(run), []).append(at.get(start + steps[-1]))
+            setting, trained = strip_seed(run), setting_of(Path(folder) / run)
+            if settings.setdefault(setting, trained) != trained:
+                setting = f"{setting} ({Path(folder).name})"
+            at_last.setdefault(setting, []).append(at.get(start + steps[-1]))
             kind = ("atomic concept MRR" if metric == "concept_mrr" else "atomic EM") if forward else \
                 "concept" if metric == "concept_mrr" else "entity"
             print(f"| {label} | {kind} | " + " | ".join(cells)

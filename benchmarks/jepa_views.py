@@ -26,6 +26,8 @@ another order: t, inv(r), h; the target is read at h's last token) rather than r
 A run with ``jepa_read mask`` reads both at <mask>, as its training did: pred from ``[h, r, <mask>]``,
 target from ``[t, inv(r), <mask>]``. There the rotated rows change the target only: a predictor
 that recalled the forward tail would find the real atomic targets and not the rotated ones.
+With ``jepa_predictor mlp`` the prediction is the run's predictor head applied to that state, as in
+its training.
 
 It loads the run's checkpoint (safetensors and JSON only) and its data (the ``data`` folder in the
 run's config, relative to the working directory) on the CPU, in fp32. Nothing is written.

@@ -27,6 +27,7 @@ _script = load_benchmark
     ("binding_mid_surface_jepa_runs", 2, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_surface_jepa_mask_runs", 2, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_abstract_jepa_mask_runs", 2, "chance MRR (2,400 entities, ties count half): 0.0035"),
+    ("binding_mid_abstract_jepa_head_runs", 2, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_width_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_concept_width_runs", 4, "chance MRR (600 entities, ties count half): 0.0116"),
     ("binding_concept_steps_runs", 2, "chance MRR (600 entities, ties count half): 0.0116"),
@@ -86,6 +87,10 @@ def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, ru
     # binding_mid_abstract_jepa_mask.yaml's prediction J11: the rule at step 30,000 against binding_mid.yaml's ntp
     (("binding_mid_runs", "binding_mid_abstract_jepa_mask_runs"), [5000, 10000, 20000, 30000], "", "mid_abstract_ntp",
      6),
+    # binding_mid_abstract_jepa_head.yaml's predictions J18 and J19; its runs share the mask runs' names
+    # and are a setting of their own (trained with another jepa_predictor)
+    (("binding_mid_runs", "binding_mid_abstract_jepa_mask_runs", "binding_mid_abstract_jepa_head_runs"),
+     [5000, 10000, 20000, 30000], "", "mid_abstract_ntp", 8),
     # binding_scale_data1.yaml's prediction D1 names these steps
     (("binding_scale_data1_runs",), [10000, 20000, 30000], "", "small_abstract_data1_ntp", 2),
     # step 10,000: the mark of binding_midlarge.yaml's predictions L2 and L3, chosen before its runs started
@@ -109,7 +114,7 @@ def test_the_readme_tables_at_equal_steps_are_computed_from_the_committed_runs(c
     verdicts = [line for line in out if line.startswith("- ")]
     assert rows[0].startswith("| run | MRR | step " + " | step ".join(f"{s:,}" for s in steps) + " |")
     cells = [[c.strip() for c in row.split("|")[1:-1]] for row in rows[1:]]
-    settings = len({strip_seed(c[0]) for c in cells})
+    settings = len({strip_seed(c[0].partition(" (")[0]) + c[0].partition(" (")[2] for c in cells})
     assert len(rows) == 1 + runs and len(verdicts) == (0 if baseline is None else settings - 1)  # all but the baseline
     assert all(v != "-" for c in cells for v in c[2:2 + len(steps)])  # every run has each of these evaluations
     jepa = ["_jepa_" in c[0] for c in cells]
@@ -117,6 +122,25 @@ def test_the_readme_tables_at_equal_steps_are_computed_from_the_committed_runs(c
     readme = (ROOT / "README.md").read_text()
     for line in rows + verdicts:
         assert line in readme, line
+
+
+def test_runs_of_one_name_are_pooled_as_seeds_only_when_trained_alike(capsys):
+    """The mask-read and head runs share their names; read side by side, each pair stays a setting of
+    its own (the other folder's name after it), while the midlarge seeds of two folders, trained
+    alike, pool as four seeds."""
+    results = ROOT / "papermill_runs" / "results"
+    script = _script("binding_controls_table")
+    script.at_steps([str(results / f) for f in ("binding_mid_abstract_jepa_mask_runs", "binding_mid_abstract_jepa_head_runs")],
+                    [30000], "", "mid_abstract_jepa")
+    verdicts = [line for line in capsys.readouterr().out.splitlines() if line.startswith("- ")]
+    assert len(verdicts) == 1 and verdicts[0].startswith("- mid_abstract_jepa (binding_mid_abstract_jepa_head_runs) vs "
+                                                         "mid_abstract_jepa, reverse MRR at step 30,000: 0.051 ± 0.005 "
+                                                         "(2 seeds) vs 0.061 ± 0.001 (2 seeds)"), verdicts
+    a = results / "binding_mid_abstract_jepa_mask_runs" / "mid_abstract_jepa_seed0"
+    b = results / "binding_mid_abstract_jepa_head_runs" / "mid_abstract_jepa_seed0"
+    assert script.setting_of(a) != script.setting_of(b)
+    assert script.setting_of(results / "binding_midlarge_runs" / "midlarge_abstract_ntp_seed0") == \
+        script.setting_of(results / "binding_midlarge_seeds_runs" / "midlarge_abstract_ntp_seed2")
 
 
 def test_the_readme_forward_table_at_equal_steps_is_computed_from_the_committed_runs(capsys):
@@ -192,7 +216,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                        "binding_mid_abstract_scale_seed1_150k.yaml", "binding_mid_abstract_ntp_seed1_150k.yaml",
                        "binding_mid_abstract_scale_seed1_210k.yaml", "binding_mid_abstract_ntp_seed1_210k.yaml",
                        "binding_mid_abstract_ntp_seed2_150k.yaml", "binding_mid_abstract_scale_seed2_150k.yaml",
-                       "binding_mid_surface_jepa_mask.yaml", "binding_mid_abstract_jepa_mask.yaml"):
+                       "binding_mid_surface_jepa_mask.yaml", "binding_mid_abstract_jepa_mask.yaml",
+                       "binding_mid_abstract_jepa_head.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -215,6 +240,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     assert names["binding_mid_surface_jepa.yaml"] == ["mid_jepa_seed0", "mid_jepa_seed1"]
     assert names["binding_mid_surface_jepa_mask.yaml"] == names["binding_mid_surface_jepa.yaml"]
     assert names["binding_mid_abstract_jepa_mask.yaml"] == ["mid_abstract_jepa_seed0", "mid_abstract_jepa_seed1"]
+    assert names["binding_mid_abstract_jepa_head.yaml"] == names["binding_mid_abstract_jepa_mask.yaml"]
     assert names["binding_concept_width.yaml"] == ["abstract_concept_n_layer=2_n_embd=256_seed0",
                                                    "surface_concept_n_layer=2_n_embd=256_seed0",
                                                    "surface_concept_n_layer=2_n_embd=512_seed0",
@@ -265,6 +291,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_mid_surface_jepa.yaml", "binding_mid_surface_jepa_runs", None),
     ("binding_mid_surface_jepa_mask.yaml", "binding_mid_surface_jepa_mask_runs", None),
     ("binding_mid_abstract_jepa_mask.yaml", "binding_mid_abstract_jepa_mask_runs", None),
+    ("binding_mid_abstract_jepa_head.yaml", "binding_mid_abstract_jepa_head_runs", None),
     ("binding_mid_width.yaml", "binding_mid_width_runs", None),
     ("binding_concept_width.yaml", "binding_concept_width_runs", None),
     ("binding_concept_steps.yaml", "binding_concept_steps_runs", None),
