@@ -28,6 +28,7 @@ _script = load_benchmark
     ("binding_mid_surface_jepa_mask_runs", 2, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_abstract_jepa_mask_runs", 2, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_abstract_jepa_head_runs", 2, "chance MRR (2,400 entities, ties count half): 0.0035"),
+    ("binding_mid_surface_jepa_head_runs", 2, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_width_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_concept_width_runs", 4, "chance MRR (600 entities, ties count half): 0.0116"),
     ("binding_concept_steps_runs", 2, "chance MRR (600 entities, ties count half): 0.0116"),
@@ -217,7 +218,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                        "binding_mid_abstract_scale_seed1_210k.yaml", "binding_mid_abstract_ntp_seed1_210k.yaml",
                        "binding_mid_abstract_ntp_seed2_150k.yaml", "binding_mid_abstract_scale_seed2_150k.yaml",
                        "binding_mid_surface_jepa_mask.yaml", "binding_mid_abstract_jepa_mask.yaml",
-                       "binding_mid_abstract_jepa_head.yaml"):
+                       "binding_mid_abstract_jepa_head.yaml", "binding_mid_surface_jepa_head.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -241,6 +242,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     assert names["binding_mid_surface_jepa_mask.yaml"] == names["binding_mid_surface_jepa.yaml"]
     assert names["binding_mid_abstract_jepa_mask.yaml"] == ["mid_abstract_jepa_seed0", "mid_abstract_jepa_seed1"]
     assert names["binding_mid_abstract_jepa_head.yaml"] == names["binding_mid_abstract_jepa_mask.yaml"]
+    assert names["binding_mid_surface_jepa_head.yaml"] == names["binding_mid_surface_jepa_mask.yaml"]
     assert names["binding_concept_width.yaml"] == ["abstract_concept_n_layer=2_n_embd=256_seed0",
                                                    "surface_concept_n_layer=2_n_embd=256_seed0",
                                                    "surface_concept_n_layer=2_n_embd=512_seed0",
@@ -292,6 +294,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_mid_surface_jepa_mask.yaml", "binding_mid_surface_jepa_mask_runs", None),
     ("binding_mid_abstract_jepa_mask.yaml", "binding_mid_abstract_jepa_mask_runs", None),
     ("binding_mid_abstract_jepa_head.yaml", "binding_mid_abstract_jepa_head_runs", None),
+    ("binding_mid_surface_jepa_head.yaml", "binding_mid_surface_jepa_head_runs", None),
     ("binding_mid_width.yaml", "binding_mid_width_runs", None),
     ("binding_concept_width.yaml", "binding_concept_width_runs", None),
     ("binding_concept_steps.yaml", "binding_concept_steps_runs", None),
@@ -543,6 +546,16 @@ def test_the_2400_entity_query_jepa_tables_are_computed_from_the_committed_runs(
     assert [row.split("|")[1].strip() for row in rows[1:]] == [
         "mid_jepa_seed0", "mid_jepa_seed1", "mid_jepa_seed0 (binding_mid_surface_jepa_mask_runs)",
         "mid_jepa_seed1 (binding_mid_surface_jepa_mask_runs)"]
+
+
+@pytest.mark.parametrize("forward", [False, True])
+def test_the_2400_entity_head_jepa_tables_are_computed_from_the_committed_runs(capsys, forward):
+    """The surface infonce runs read at the last tokens, at the two <mask>s, and at the two <mask>s
+    through a predictor head, at equal steps (and, with --forward, their forward), as in the README."""
+    folders = ["binding_mid_surface_jepa_runs", "binding_mid_surface_jepa_mask_runs", "binding_mid_surface_jepa_head_runs"]
+    rows = _readme_rows_at_steps(capsys, folders, [2000, 5000, 10000, 20000, 30000], forward=forward)
+    assert [row.split("|")[1].strip() for row in rows[1:]] == ["mid_jepa_seed0", "mid_jepa_seed1"] + [
+        f"mid_jepa_seed{s} ({f})" for f in folders[1:] for s in (0, 1)]
 
 
 @pytest.mark.parametrize("forward", [False, True])
