@@ -79,7 +79,7 @@ SETTING = tuple(f.name for f in fields(ObjectiveConfig) if f.name != "mode") + c
 def setting_of(run_dir: Path) -> str:
     """A run's objective and setting (``SETTING``; a field its config.json lacks reads as the default;
     the data by its fingerprint, or its folder's name where config.json has none), as one string."""
-    record = collect._config_record(run_dir)
+    record = collect.config_record(run_dir)
     cfg, defaults = collect.run_config(run_dir, record), TrainConfig().to_dict()
     values = {f: cfg.get(f, defaults.get(f)) for f in SETTING}
     values["data"] = record.get("data_fingerprint") or Path(str(values["data"])).name

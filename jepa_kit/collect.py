@@ -80,7 +80,7 @@ def read_results(run_dir: str | Path) -> dict:
     return _read_optional(Path(run_dir) / "results.json") or {}
 
 
-def _config_record(run_dir: str | Path) -> dict:
+def config_record(run_dir: str | Path) -> dict:
     """config.json as written by the trainer, or {}."""
     raw = _read_optional(Path(run_dir) / "config.json") or {}
     return raw if isinstance(raw, dict) else {}
@@ -88,8 +88,8 @@ def _config_record(run_dir: str | Path) -> dict:
 
 def run_config(run_dir: str | Path, record: dict | None = None) -> dict:
     """The TrainConfig fields a run was started with (config.json's ``config``), or {}; ``record``:
-    config.json already read (``_config_record``)."""
-    raw = _config_record(run_dir) if record is None else record
+    config.json already read (``config_record``)."""
+    raw = config_record(run_dir) if record is None else record
     return raw.get("config", raw)
 
 
@@ -254,7 +254,7 @@ def collect(folder: str | Path, data: bool = True):
         st = run_status(d, folder)
         row = {"run": st["run"], "state": st["state"], "step": st["step"], "items_per_s": st["items_per_s"],
                "error": st["error"]}
-        record = _config_record(d)
+        record = config_record(d)
         config = run_config(d, record)
         for k, v in config.items():
             if not isinstance(v, (dict, list)):

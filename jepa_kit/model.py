@@ -58,7 +58,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from jepa_kit.attention import attend, check_attn_implementation
 from jepa_kit.data import TYPE_CODES
-from jepa_kit.losses import METRICS, jepa_distance, jepa_predictor, loss_dropout_keep, loss_dropout_keep_static, reverse_partners
+from jepa_kit.losses import METRICS, PREDICTORS, jepa_distance, jepa_predictor, loss_dropout_keep, loss_dropout_keep_static, reverse_partners
 from jepa_kit.masks import PackedBatch, PackedLayout, block_causal_mask, block_position_ids, layout_tables, static_tables
 from jepa_kit.objectives import REGISTRY as OBJECTIVES  # the names of the registered objectives
 from jepa_kit.reversal import patch_len_of, reverse_view
@@ -120,7 +120,7 @@ class ObjectiveConfig:
         check(self.jepa_read in JEPA_READS, f"jepa_read must be one of {', '.join(JEPA_READS)}", self.jepa_read)
         check(self.jepa_read == "last" or self.k_pred == 0, "jepa_read mask reads F at <mask>, before any <PRED>: "
               "it needs k_pred 0", self.k_pred)
-        jepa_predictor(self.jepa_predictor, 1)  # refuses an unknown kind
+        check(self.jepa_predictor in PREDICTORS, f"jepa_predictor must be one of {', '.join(PREDICTORS)}", self.jepa_predictor)
         check(0.0 <= self.loss_dropout < 1.0, "loss_dropout must be in [0, 1)", self.loss_dropout)
         check(self.lambda_jepa >= 0, "lambda_jepa must be >= 0", self.lambda_jepa)
         check(self.gamma_ntp >= 0, "gamma_ntp must be >= 0", self.gamma_ntp)

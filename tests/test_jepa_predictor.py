@@ -76,6 +76,16 @@ def test_bad_kinds_are_refused(vocab):
     assert TrainConfig(jepa_predictor="mlp").objective_config().jepa_predictor == "mlp"
 
 
+def test_a_config_draws_no_random_numbers():
+    """The trainer seeds, then builds the config's objective, then the model: checking the config must
+    not move the generator the model's initial weights are drawn from."""
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    ObjectiveConfig(jepa_predictor="mlp", jepa_read="mask", k_pred=0)
+    TrainConfig(jepa_predictor="mlp").objective_config()
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_a_run_trains_its_head_and_loads_it_back(tmp_path):
     run = train_tiny_abstract_runs(tmp_path, {"jepa": {"jepa_predictor": "mlp", "jepa_read": "mask", "k_pred": 0,
                                                        "jepa_metric": "infonce"}})["jepa"]
