@@ -74,14 +74,15 @@ def forward_curve(rows: list[dict]) -> tuple[str | None, list[tuple[int, float]]
 # What runs of one name must share to be pooled as seeds of one setting (mode is a speed setting)
 SETTING = tuple(f.name for f in fields(ObjectiveConfig) if f.name != "mode") + collect.SETTING_FIELDS + (
     "embd_dropout", "lr", "schedule", "weight_decay", "batch_size")
+DEFAULTS = TrainConfig().to_dict()  # what a field a run's config.json lacks was
 
 
 def setting_of(run_dir: Path) -> str:
     """A run's objective and setting (``SETTING``; a field its config.json lacks reads as the default;
     the data by its fingerprint, or its folder's name where config.json has none), as one string."""
     record = collect.config_record(run_dir)
-    cfg, defaults = collect.run_config(run_dir, record), TrainConfig().to_dict()
-    values = {f: cfg.get(f, defaults.get(f)) for f in SETTING}
+    cfg = collect.run_config(run_dir, record)
+    values = {f: cfg.get(f, DEFAULTS.get(f)) for f in SETTING}
     values["data"] = record.get("data_fingerprint") or Path(str(values["data"])).name
     return json.dumps(values, sort_keys=True, default=str)
 

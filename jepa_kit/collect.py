@@ -481,7 +481,7 @@ SUMMARY_COLUMNS = ("run", "objective", "note", "state", "step", "k_pred", "jepa_
                    "jepa_read", "jepa_predictor", "stop_grad", "pos_emb", "n_recognition", "seed", "atomic.exact_match",
                    "test.exact_match", "atomic.entity_mrr", "test.entity_mrr", "atomic.concept_mrr", "test.concept_mrr",
                    "atomic.mrr", "test.mrr", "chance_mrr", "mrr_note")
-SHOWN_WHEN_SET = {"jepa_read": "last", "jepa_predictor": "none", "stop_grad": False}  # columns shown when a run differs
+SHOWN_WHEN_SET = ("jepa_read", "jepa_predictor", "stop_grad")  # columns shown when a run sets one apart from its default
 
 
 def summary(table):
@@ -493,6 +493,7 @@ def summary(table):
     cols = [c for c in SUMMARY_COLUMNS if c in table]
     if "n_recognition" in cols and not ("objective" in table and (table["objective"] == "concept").any()):
         cols.remove("n_recognition")
-    cols = [c for c in cols if c not in SHOWN_WHEN_SET or any(
-        not _missing(v) and v != SHOWN_WHEN_SET[c] for v in table[c])]
+    from jepa_kit.config import TrainConfig
+    defaults = TrainConfig().to_dict()
+    cols = [c for c in cols if c not in SHOWN_WHEN_SET or any(not _missing(v) and v != defaults[c] for v in table[c])]
     return table[cols]
