@@ -94,13 +94,14 @@ def at_steps(folders: list[str], steps: list[int], match: str = "", baseline: st
     every item). ``baseline``: the setting (a run name without its ``_seedN``) every other setting's
     MRR at the last of ``steps`` is compared with, by the kit's rule (``analysis.compare``). Runs of
     one name in several folders are pooled as seeds of one setting only when they were trained alike
-    (``setting_of``); otherwise the later folder's runs form a setting of their own, "name (folder)".
+    (``setting_of``); runs trained otherwise than the name's first runs form a setting of their own,
+    "name (folder)" after the first folder that holds it, pooling with later runs trained alike.
     ``forward``: the forward (atomic) exact match instead of the reverse MRR (a concept run's
     atomic concept MRR), and no rule. A run whose name an earlier folder's run has is shown with
     its folder's name after it. ``since_forward``: each of ``steps`` counted from the run's forward
     step (``collect.curve_stats``), which a column after the name shows; runs with none are left out."""
     at_last: dict[str, list[float]] = {}
-    settings: dict[str, str] = {}  # setting name -> what its runs were trained with
+    labels: dict[tuple[str, str], str] = {}  # (run name without seed, how trained) -> the setting's label
     seen: set[str] = set()
     head = [f"forward step + {s:,}" if since_forward else f"step {s:,}" for s in steps]
     print(f"| run | {'forward' if forward else 'MRR'} | " + ("forward step | " if since_forward else "")
@@ -123,9 +124,9 @@ def at_steps(folders: list[str], steps: list[int], match: str = "", baseline: st
             cos = jepa[-1].get("pred_cos_between_items") if jepa else None
             cells = ([f"{start:,}"] if since_forward else []) + [
                 "-" if at.get(start + s) is None else f"{at[start + s]:.3f}" for s in steps]
-            setting, trained = strip_seed(run), setting_of(Path(folder) / run)
-            if settings.setdefault(setting, trained) != trained:
-                setting = f"{setting} ({Path(folder).name})"
+            name, trained = strip_seed(run), setting_of(Path(folder) / run)
+            first = not any(n == name for n, _ in labels)
+            setting = labels.setdefault((name, trained), name if first else f"{name} ({Path(folder).name})")
             at_last.setdefault(setting, []).append(at.get(start + steps[-1]))
             kind = ("atomic concept MRR" if metric == "concept_mrr" else "atomic EM") if forward else \
                 "concept" if metric == "concept_mrr" else "entity"

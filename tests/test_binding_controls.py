@@ -1,4 +1,5 @@
 """The README's positive-control tables are what the committed runs say; the runner names runs apart."""
+import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -142,6 +143,21 @@ def test_runs_of_one_name_are_pooled_as_seeds_only_when_trained_alike(capsys):
     assert script.setting_of(a) != script.setting_of(b)
     assert script.setting_of(results / "binding_midlarge_runs" / "midlarge_abstract_ntp_seed0") == \
         script.setting_of(results / "binding_midlarge_seeds_runs" / "midlarge_abstract_ntp_seed2")
+
+
+def test_later_folders_trained_alike_pool_with_each_other(tmp_path, capsys):
+    """Two later folders whose runs were trained alike with each other, but not with the name's first
+    runs, form one setting (named after the first of them) with both seeds."""
+    results = ROOT / "papermill_runs" / "results"
+    for seed, folder in ((0, "h1"), (1, "h2")):
+        run = f"mid_abstract_jepa_seed{seed}"
+        shutil.copytree(results / "binding_mid_abstract_jepa_head_runs" / run, tmp_path / folder / run)
+    _script("binding_controls_table").at_steps(
+        [str(results / "binding_mid_abstract_jepa_mask_runs"), str(tmp_path / "h1"), str(tmp_path / "h2")],
+        [30000], "", "mid_abstract_jepa")
+    verdicts = [line for line in capsys.readouterr().out.splitlines() if line.startswith("- ")]
+    assert len(verdicts) == 1 and verdicts[0].startswith("- mid_abstract_jepa (h1) vs mid_abstract_jepa, reverse "
+                                                         "MRR at step 30,000: 0.051 ± 0.005 (2 seeds)"), verdicts
 
 
 def test_the_readme_forward_table_at_equal_steps_is_computed_from_the_committed_runs(capsys):
