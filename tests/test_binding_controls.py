@@ -543,6 +543,19 @@ def test_the_2400_entity_head_jepa_runs_are_the_query_jepa_runs_with_a_predictor
         assert _changed(p, mask[p["seed"]]) == {"jepa_predictor": "mlp"}
 
 
+@pytest.mark.parametrize("sweep_file, change", [("binding_mid_abstract_jepa_stopgrad.yaml", {"stop_grad": True}),
+                                                ("binding_mid_abstract_jepa_lambda.yaml", {"lambda_jepa": 0.1})])
+def test_the_2400_entity_stop_grad_and_lambda_runs_are_the_abstract_query_runs_with_one_change(tmp_path, sweep_file,
+                                                                                                change):
+    """binding_mid_abstract_jepa_{stopgrad,lambda}.yaml: the abstract query-term runs, seed for seed,
+    with the target detached, or with a tenth of the term's weight, and nothing else changed."""
+    mask = {p["seed"]: p for p in _planned("binding_mid_abstract_jepa_mask.yaml", tmp_path / "m")[0]}
+    runs, _ = _planned(sweep_file, tmp_path / "s")
+    assert sorted(p["seed"] for p in runs) == sorted(mask) == [0, 1]
+    for p in runs:
+        assert _changed(p, mask[p["seed"]]) == change
+
+
 @pytest.mark.parametrize("forward", [False, True])
 def test_the_2400_entity_surface_jepa_tables_are_computed_from_the_committed_runs(capsys, forward):
     """Reverse MRR (and, with --forward, atomic exact match) of the surface ntp runs and the surface
