@@ -98,6 +98,11 @@ def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, ru
      [5000, 10000, 20000, 30000], "", "mid_abstract_ntp", 8),
     (("binding_mid_abstract_jepa_mask_runs", "binding_mid_abstract_jepa_stopgrad_runs"), [30000], "",
      "mid_abstract_jepa", 4),
+    # binding_mid_abstract_jepa_lambda.yaml's predictions J27 and J28, and the comparison with weight 1
+    (("binding_mid_runs", "binding_mid_abstract_jepa_mask_runs", "binding_mid_abstract_jepa_lambda_runs"),
+     [5000, 10000, 20000, 30000], "", "mid_abstract_ntp", 8),
+    (("binding_mid_abstract_jepa_mask_runs", "binding_mid_abstract_jepa_lambda_runs"), [30000], "",
+     "mid_abstract_jepa", 4),
     # binding_scale_data1.yaml's prediction D1 names these steps
     (("binding_scale_data1_runs",), [10000, 20000, 30000], "", "small_abstract_data1_ntp", 2),
     # step 10,000: the mark of binding_midlarge.yaml's predictions L2 and L3, chosen before its runs started
@@ -240,7 +245,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                        "binding_mid_abstract_ntp_seed2_150k.yaml", "binding_mid_abstract_scale_seed2_150k.yaml",
                        "binding_mid_surface_jepa_mask.yaml", "binding_mid_abstract_jepa_mask.yaml",
                        "binding_mid_abstract_jepa_head.yaml", "binding_mid_surface_jepa_head.yaml",
-                       "binding_mid_abstract_jepa_stopgrad.yaml"):
+                       "binding_mid_abstract_jepa_stopgrad.yaml", "binding_mid_abstract_jepa_lambda.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -266,6 +271,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     assert names["binding_mid_abstract_jepa_head.yaml"] == names["binding_mid_abstract_jepa_mask.yaml"]
     assert names["binding_mid_surface_jepa_head.yaml"] == names["binding_mid_surface_jepa_mask.yaml"]
     assert names["binding_mid_abstract_jepa_stopgrad.yaml"] == names["binding_mid_abstract_jepa_mask.yaml"]
+    assert names["binding_mid_abstract_jepa_lambda.yaml"] == names["binding_mid_abstract_jepa_mask.yaml"]
     assert names["binding_concept_width.yaml"] == ["abstract_concept_n_layer=2_n_embd=256_seed0",
                                                    "surface_concept_n_layer=2_n_embd=256_seed0",
                                                    "surface_concept_n_layer=2_n_embd=512_seed0",
@@ -319,6 +325,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_mid_abstract_jepa_head.yaml", "binding_mid_abstract_jepa_head_runs", None),
     ("binding_mid_surface_jepa_head.yaml", "binding_mid_surface_jepa_head_runs", None),
     ("binding_mid_abstract_jepa_stopgrad.yaml", "binding_mid_abstract_jepa_stopgrad_runs", None),
+    ("binding_mid_abstract_jepa_lambda.yaml", "binding_mid_abstract_jepa_lambda_runs", None),
     ("binding_mid_width.yaml", "binding_mid_width_runs", None),
     ("binding_concept_width.yaml", "binding_concept_width_runs", None),
     ("binding_concept_steps.yaml", "binding_concept_steps_runs", None),
