@@ -17,9 +17,8 @@ from jepa_kit.step import weight_decay_groups
 from jepa_kit.vocab import Vocab
 
 from conftest import train_tiny_abstract_runs
+from test_jepa_read import MASK, MODES
 from test_model import TOL, alone, assert_same_step, losses_and_grads, make, random_batch
-
-MASK = 3  # [h_f, h_l, r, <mask>, t_f, t_l]
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +26,7 @@ def vocab(osu_dir):
     return Vocab.load(osu_dir)
 
 
-@pytest.mark.parametrize("mode", ("packed", "static", "two_pass"))
+@pytest.mark.parametrize("mode", MODES)
 def test_the_term_compares_the_head_of_the_read_state_with_the_target(vocab, mode):
     model = make(vocab, k_pred=0, jepa_read="mask", jepa_predictor="mlp", jepa_metric="cosine").eval()
     ids, types = random_batch(vocab, 9, seed=2)

@@ -10,9 +10,8 @@ from jepa_kit.losses import jepa_distance
 from jepa_kit.reversal import reverse_view
 from jepa_kit.vocab import Vocab
 
+from test_jepa_read import MASK, MODES
 from test_model import alone, losses_and_grads, make, random_batch
-
-MASK = 3  # [h_f, h_l, r, <mask>, t_f, t_l]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +37,7 @@ def reference_grads(model, ids, types, vocab, read: str, k: int, detach: bool):
 
 
 @pytest.mark.parametrize("read,k,head", [("mask", 0, "none"), ("mask", 0, "mlp"), ("last", 1, "none")])
-@pytest.mark.parametrize("mode", ("packed", "static", "two_pass"))
+@pytest.mark.parametrize("mode", MODES)
 def test_the_term_sends_no_gradient_through_the_target(vocab, mode, read, k, head):
     kw = dict(k_pred=k, jepa_read=read, jepa_predictor=head, jepa_metric="infonce", gamma_ntp=0.0)
     model = make(vocab, stop_grad=True, **kw).eval()  # eval: no dropout, so plain passes see the same states
