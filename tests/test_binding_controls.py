@@ -571,6 +571,25 @@ def test_the_2400_entity_stop_grad_and_lambda_runs_are_the_abstract_query_runs_w
         assert _changed(p, mask[p["seed"]]) == change
 
 
+@pytest.mark.parametrize("sweep_file, change", [("binding_midlarge_stopgrad.yaml", {"stop_grad": True}),
+                                                ("binding_midlarge_lambda.yaml", {"lambda_jepa": 0.1})])
+def test_the_4800_entity_stop_grad_and_lambda_runs_are_the_infonce_runs_with_one_change(tmp_path, sweep_file, change):
+    """binding_midlarge_{stopgrad,lambda}.yaml: the 4,800-entity infonce runs of seeds 0-3 (seeds 0-1
+    from binding_midlarge.yaml, which trained on to step 30,000; seeds 2-3 from binding_midlarge_seeds.yaml),
+    with the target detached, or with a tenth of the term's weight, and nothing else changed."""
+    infonce = {}
+    for earlier, steps in (("binding_midlarge.yaml", 30000), ("binding_midlarge_seeds.yaml", 11000)):
+        for p in _planned(earlier, tmp_path / earlier)[0]:
+            if p["objective"] == "jepa":
+                infonce[p["seed"]] = (p, steps)
+    runs, _ = _planned(sweep_file, tmp_path / "s")
+    assert sorted(p["seed"] for p in runs) == sorted(infonce) == [0, 1, 2, 3]
+    for p in runs:
+        q, steps = infonce[p["seed"]]
+        assert _changed(p, q) == (change if steps == p["steps"] else {**change, "steps": p["steps"]})
+        assert p["steps"] == 11000 and p["eval_every"] == 1000 and p["eval_max_items"] == 500
+
+
 @pytest.mark.parametrize("forward", [False, True])
 def test_the_2400_entity_surface_jepa_tables_are_computed_from_the_committed_runs(capsys, forward):
     """Reverse MRR (and, with --forward, atomic exact match) of the surface ntp runs and the surface
