@@ -1,4 +1,4 @@
-"""The binding-controls table for the README, from a folder of its runs (default: the committed copy).
+"""The binding-controls tables of docs/controls.md, from a folder of its runs (default: the committed copy).
 
     python benchmarks/binding_controls_table.py [papermill_runs/results/binding_controls_runs]
     python benchmarks/binding_controls_table.py papermill_runs/results/binding_scale_runs

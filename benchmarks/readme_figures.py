@@ -1,6 +1,6 @@
-"""The README's pictures, drawn by headless Chromium from the kit's own figures (no kaleido, no
-network): the block-causal mask of one JEPA row, the committed 42-run study's forward vs reverse
-comparison, the binding controls' MRR against steps (600 and 8,000 entities), at 8,000
+"""The pictures of the README and of docs/controls.md, drawn by headless Chromium from the kit's own
+figures (no kaleido, no network): the block-causal mask of one JEPA row, the committed 42-run study's
+forward vs reverse comparison, the binding controls' MRR against steps (600 and 8,000 entities), at 8,000
 entities ntp against ntp + the JEPA term, ntp against ntp + infonce at 600, 2,400, 4,800 and
 8,000 entities, at 2,400 entities ntp on abstract and on surface data at two widths, the
 concept objective at 600 entities with more width, depth or steps, and at 2,400 entities on

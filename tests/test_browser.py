@@ -102,6 +102,19 @@ def test_the_readme_shows_its_committed_pictures():
         assert w >= 600 and h >= 400 and (ROOT / rel).stat().st_size < 500_000, rel
 
 
+def test_the_experiments_page_shows_every_other_committed_picture():
+    """docs/controls.md (the experiments behind the README's summary) shows the figures the README does
+    not, by paths relative to docs/, and each is a real picture."""
+    readme = set(re.findall(r"!\[[^\]]*\]\(docs/(figures/[^)]+\.png)\)", (ROOT / "README.md").read_text()))
+    shown = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", (ROOT / "docs" / "controls.md").read_text())
+    committed = {f"figures/{p.name}" for p in FIGURES.glob("*.png")}
+    assert set(shown) == committed - readme and len(shown) == len(set(shown)) >= 8
+    for rel in shown:
+        path = ROOT / "docs" / rel
+        w, h = browser.png_size(path)
+        assert w >= 600 and h >= 400 and path.stat().st_size < 500_000, rel
+
+
 def test_render_names_a_missing_browser_or_page(tmp_path, monkeypatch):
     monkeypatch.setenv("JEPA_KIT_CHROMIUM", str(tmp_path / "no-such-chromium"))
     assert browser.chromium_path() is None
