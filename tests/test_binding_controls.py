@@ -115,6 +115,9 @@ def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, ru
     (("binding_midlarge_runs",), [5000, 10000, 20000, 30000], "", "midlarge_abstract_ntp", 4),
     # binding_midlarge_seeds.yaml's prediction L5: four seeds each at step 10,000
     (("binding_midlarge_runs", "binding_midlarge_seeds_runs"), [5000, 10000], "", "midlarge_abstract_ntp", 8),
+    # binding_midlarge_{stopgrad,lambda}.yaml's predictions L9, L13 and L14: four seeds each at step 10,000
+    (("binding_midlarge_runs", "binding_midlarge_seeds_runs", "binding_midlarge_stopgrad_runs",
+      "binding_midlarge_lambda_runs"), [5000, 10000], "", "midlarge_abstract_ntp", 16),
     # binding_midlarge_seeds_end.yaml's predictions L6 (step 20,000) and L7 (step 30,000)
     (("binding_midlarge_runs", "binding_midlarge_seeds_end_runs"), [10000, 20000, 30000], "", "midlarge_abstract_ntp",
      8),
@@ -139,6 +142,21 @@ def test_the_readme_tables_at_equal_steps_are_computed_from_the_committed_runs(c
     assert [c[-1] != "-" for c in cells] == jepa and any(jepa)  # the collapse indicator: JEPA runs only
     docs = _docs()
     for line in rows + verdicts:
+        assert line in docs, line
+
+
+def test_the_4800_entity_stop_grad_and_lambda_verdicts_against_the_infonce_runs_are_the_docs(capsys):
+    """binding_midlarge_stopgrad.yaml's prediction L10 (and the tenth-weight runs beside it): each
+    setting against the infonce runs without either change, four seeds each at step 10,000."""
+    results = ROOT / "papermill_runs" / "results"
+    folders = ["binding_midlarge_runs", "binding_midlarge_seeds_runs", "binding_midlarge_stopgrad_runs",
+               "binding_midlarge_lambda_runs"]
+    _script("binding_controls_table").at_steps([str(results / f) for f in folders], [10000], "",
+                                               "midlarge_abstract_jepa_jepa_metric=infonce")
+    verdicts = [line for line in capsys.readouterr().out.splitlines() if line.startswith("- ")]
+    assert len(verdicts) == 3 and all("(4 seeds) vs 0.057 ± 0.008 (4 seeds)" in v for v in verdicts)
+    docs = _docs()
+    for line in verdicts:
         assert line in docs, line
 
 
@@ -251,7 +269,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                        "binding_mid_abstract_ntp_seed2_150k.yaml", "binding_mid_abstract_scale_seed2_150k.yaml",
                        "binding_mid_surface_jepa_mask.yaml", "binding_mid_abstract_jepa_mask.yaml",
                        "binding_mid_abstract_jepa_head.yaml", "binding_mid_surface_jepa_head.yaml",
-                       "binding_mid_abstract_jepa_stopgrad.yaml", "binding_mid_abstract_jepa_lambda.yaml"):
+                       "binding_mid_abstract_jepa_stopgrad.yaml", "binding_mid_abstract_jepa_lambda.yaml",
+                       "binding_midlarge_stopgrad.yaml", "binding_midlarge_lambda.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -278,6 +297,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     assert names["binding_mid_surface_jepa_head.yaml"] == names["binding_mid_surface_jepa_mask.yaml"]
     assert names["binding_mid_abstract_jepa_stopgrad.yaml"] == names["binding_mid_abstract_jepa_mask.yaml"]
     assert names["binding_mid_abstract_jepa_lambda.yaml"] == names["binding_mid_abstract_jepa_mask.yaml"]
+    assert names["binding_midlarge_stopgrad.yaml"] == [f"midlarge_abstract_jepa_seed{s}" for s in range(4)]
+    assert names["binding_midlarge_lambda.yaml"] == names["binding_midlarge_stopgrad.yaml"]
     assert names["binding_concept_width.yaml"] == ["abstract_concept_n_layer=2_n_embd=256_seed0",
                                                    "surface_concept_n_layer=2_n_embd=256_seed0",
                                                    "surface_concept_n_layer=2_n_embd=512_seed0",
@@ -367,6 +388,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_mid_abstract_ntp_seed1_210k.yaml", "binding_mid_abstract_ntp_seed1_210k_runs", None),
     ("binding_mid_abstract_ntp_seed2_150k.yaml", "binding_mid_abstract_ntp_seed2_150k_runs", None),
     ("binding_mid_abstract_scale_seed2_150k.yaml", "binding_mid_abstract_scale_seed2_150k_runs", None),
+    ("binding_midlarge_stopgrad.yaml", "binding_midlarge_stopgrad_runs", None),
+    ("binding_midlarge_lambda.yaml", "binding_midlarge_lambda_runs", None),
 ])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder, data_draw):
     """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
