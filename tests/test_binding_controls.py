@@ -126,7 +126,7 @@ def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, ru
 ])
 def test_the_readme_tables_at_equal_steps_are_computed_from_the_committed_runs(capsys, folders, steps, match,
                                                                                 baseline, runs):
-    """ntp and ntp + JEPA side by side at the same steps, and the rule's verdicts, as in the README."""
+    """ntp and ntp + JEPA side by side at the same steps, and the rule's verdicts, as in the docs."""
     from jepa_kit.run_views import strip_seed
     results = ROOT / "papermill_runs" / "results"
     _script("binding_controls_table").at_steps([str(results / f) for f in folders], steps, match, baseline)
@@ -197,7 +197,7 @@ def test_later_folders_trained_alike_pool_with_each_other(tmp_path, capsys):
 def test_the_readme_forward_table_at_equal_steps_is_computed_from_the_committed_runs(capsys):
     """--forward: the atomic exact match of the 8,000-entity runs of seed 0 (the concept run, which
     has no exact match: its atomic concept MRR) at equal steps, abstract and surface, as in the
-    README; no rule."""
+    docs; no rule."""
     results = ROOT / "papermill_runs" / "results"
     folders = ["binding_scale_runs", "binding_scale_jepa_runs", "binding_scale_surface_runs",
                "binding_scale_surface_width_runs"]
@@ -622,7 +622,7 @@ def test_the_4800_entity_stop_grad_and_lambda_runs_are_the_infonce_runs_with_one
 @pytest.mark.parametrize("forward", [False, True])
 def test_the_2400_entity_surface_jepa_tables_are_computed_from_the_committed_runs(capsys, forward):
     """Reverse MRR (and, with --forward, atomic exact match) of the surface ntp runs and the surface
-    infonce runs at equal steps to 30,000, as in the README."""
+    infonce runs at equal steps to 30,000, as in the docs."""
     rows = _readme_rows_at_steps(capsys, ["binding_mid_surface_runs", "binding_mid_surface_jepa_runs"],
                                  [2000, 5000, 10000, 20000, 30000], forward=forward)
     assert [row.split("|")[1].strip() for row in rows[1:]] == [
@@ -632,7 +632,7 @@ def test_the_2400_entity_surface_jepa_tables_are_computed_from_the_committed_run
 @pytest.mark.parametrize("forward", [False, True])
 def test_the_2400_entity_query_jepa_tables_are_computed_from_the_committed_runs(capsys, forward):
     """The surface infonce runs read at the last tokens and at the two <mask>s, at equal steps (and,
-    with --forward, their forward), as in the README; the second folder's runs carry its name."""
+    with --forward, their forward), as in the docs; the second folder's runs carry its name."""
     rows = _readme_rows_at_steps(capsys, ["binding_mid_surface_jepa_runs", "binding_mid_surface_jepa_mask_runs"],
                                  [2000, 5000, 10000, 20000, 30000], forward=forward)
     assert [row.split("|")[1].strip() for row in rows[1:]] == [
@@ -643,7 +643,7 @@ def test_the_2400_entity_query_jepa_tables_are_computed_from_the_committed_runs(
 @pytest.mark.parametrize("forward", [False, True])
 def test_the_2400_entity_head_jepa_tables_are_computed_from_the_committed_runs(capsys, forward):
     """The surface infonce runs read at the last tokens, at the two <mask>s, and at the two <mask>s
-    through a predictor head, at equal steps (and, with --forward, their forward), as in the README."""
+    through a predictor head, at equal steps (and, with --forward, their forward), as in the docs."""
     folders = ["binding_mid_surface_jepa_runs", "binding_mid_surface_jepa_mask_runs", "binding_mid_surface_jepa_head_runs"]
     rows = _readme_rows_at_steps(capsys, folders, [2000, 5000, 10000, 20000, 30000], forward=forward)
     assert [row.split("|")[1].strip() for row in rows[1:]] == ["mid_jepa_seed0", "mid_jepa_seed1"] + [
@@ -653,7 +653,7 @@ def test_the_2400_entity_head_jepa_tables_are_computed_from_the_committed_runs(c
 @pytest.mark.parametrize("forward", [False, True])
 def test_the_2400_entity_abstract_and_surface_tables_are_computed_from_the_committed_runs(capsys, forward):
     """Reverse MRR (and, with --forward, atomic exact match) of ntp at 2,400 entities, abstract and
-    surface at widths 128 and 256, at equal steps, as in the README; one seed per width: no rule."""
+    surface at widths 128 and 256, at equal steps, as in the docs; one seed per width: no rule."""
     results = ROOT / "papermill_runs" / "results"
     folders = ["binding_mid_runs", "binding_mid_width_runs", "binding_mid_surface_runs"]
     _script("binding_controls_table").at_steps([str(results / f) for f in folders], [2000, 5000, 10000, 20000],
@@ -843,7 +843,7 @@ def test_the_continued_runs_went_on_from_their_shorter_runs(tmp_path, sweep_file
 def _readme_rows_at_steps(capsys, folders, steps, match="", forward=False, since_forward=False) -> list[str]:
     """The table rows (header first) of ``binding_controls_table.at_steps`` over the committed result
     ``folders`` (no baseline), checked: every run has an evaluation at each of ``steps``, and every
-    row is in the README."""
+    row is in the docs."""
     results = ROOT / "papermill_runs" / "results"
     _script("binding_controls_table").at_steps([str(results / f) for f in folders], steps, match, None,
                                                forward=forward, since_forward=since_forward)
@@ -859,7 +859,7 @@ def _readme_rows_at_steps(capsys, folders, steps, match="", forward=False, since
 @pytest.mark.parametrize("forward", [False, True])
 def test_the_2400_entity_equal_steps_tables_are_computed_from_the_committed_runs(capsys, forward):
     """The abstract concept runs (seeds 0 and 1) and abstract ntp (seeds 0 and 1), all to step 90,000,
-    side by side at equal steps (and, with --forward, their forward), as in the README."""
+    side by side at equal steps (and, with --forward, their forward), as in the docs."""
     rows = _readme_rows_at_steps(capsys, ["binding_mid_concept_long_runs", "binding_mid_equal_steps_runs",
                                           "binding_mid_ntp_seed1_runs"],
                                  [15000, 30000, 45000, 60000, 75000, 90000], forward=forward)
@@ -888,7 +888,7 @@ def test_the_2400_entity_equal_steps_tables_are_computed_from_the_committed_runs
 ])
 def test_the_2400_entity_concept_against_ntp_verdicts_are_the_readmes(capsys, folders, step, seeds, verdict):
     """Two or three seeds each of abstract ntp and a concept objective at a step named before the
-    runs: the kit's rule, as in the README."""
+    runs: the kit's rule, as in the docs."""
     results = ROOT / "papermill_runs" / "results"
     _script("binding_controls_table").at_steps([str(results / f) for f in folders], [step], "", "mid_abstract_ntp")
     verdicts = [line for line in capsys.readouterr().out.splitlines() if line.startswith("- ")]
@@ -901,7 +901,7 @@ def test_the_2400_entity_concept_against_ntp_verdicts_are_the_readmes(capsys, fo
 @pytest.mark.parametrize("forward", [False, True])
 def test_the_2400_entity_surface_concept_tables_to_90000_steps_are_computed_from_the_committed_run(capsys, forward):
     """The surface concept run continued from step 60,000 to 90,000, reverse (and, with --forward,
-    atomic) concept MRR, as in the README."""
+    atomic) concept MRR, as in the docs."""
     rows = _readme_rows_at_steps(capsys, ["binding_mid_surface_concept_long_runs"], [60000, 70000, 80000, 90000],
                                  forward=forward)
     assert [row.split("|")[1].strip() for row in rows[1:]] == ["mid_concept_seed0"]
@@ -984,7 +984,7 @@ def test_the_2400_entity_surface_concept_tables_to_90000_steps_are_computed_from
 def test_the_2400_entity_logit_scale_tables_are_computed_from_the_committed_runs(capsys, folders, steps, match,
                                                                                 names, forward):
     """The concept runs with their loss's logits scaled, reverse (and, with --forward, atomic)
-    concept MRR at the README's steps, as in the README."""
+    concept MRR at the docs' steps, as in the docs."""
     rows = _readme_rows_at_steps(capsys, folders, steps, match, forward)
     assert [row.split("|")[1].strip() for row in rows[1:]] == names
 
@@ -994,7 +994,7 @@ def test_the_abstract_runs_counted_from_memorisation_table_is_computed_from_the_
     """The abstract concept runs, logits x1 (seeds 0 and 1) and x27 (seed 0, to step 150,000), at
     equal distances after each one's forward step: each cell (reverse, and with ``forward`` atomic)
     is that run's value at its forward step plus the distance, read off the plain table at those
-    absolute steps; the reverse table is the README's."""
+    absolute steps; the reverse table is the docs'."""
     folders = ["binding_mid_concept_long_runs", "binding_mid_equal_steps_runs", "binding_mid_abstract_scale_longer_runs"]
     after = [0, 10000, 20000, 30000, 34000]
     table = _script("binding_controls_table")
@@ -1035,7 +1035,7 @@ def test_the_logit_scale_figures_draw_every_committed_run():
 @pytest.mark.parametrize("forward", [False, True])
 def test_the_2400_entity_concept_tables_are_computed_from_the_committed_runs(capsys, forward):
     """Reverse (and, with --forward, atomic) concept MRR of the two 2,400-entity concept runs at
-    steps 2,000-30,000, as in the README."""
+    steps 2,000-30,000, as in the docs."""
     rows = _readme_rows_at_steps(capsys, ["binding_mid_concept_runs"], [2000, 5000, 10000, 20000, 30000],
                                  forward=forward)
     assert [row.split("|")[1].strip() for row in rows[1:]] == ["mid_abstract_concept_seed0", "mid_concept_seed0"]
@@ -1045,7 +1045,7 @@ def test_the_2400_entity_concept_tables_are_computed_from_the_committed_runs(cap
 def test_the_600_entity_concept_tables_at_equal_steps_are_computed_from_the_committed_runs(capsys, forward):
     """Every concept run at 600 entities at steps 1,000-8,000 (forward: atomic concept MRR, which
     --forward shows for runs with no exact match), and the 30,000-step runs from step 8,000 on, as in
-    the README."""
+    the docs."""
     folders = ["binding_controls_runs", "binding_concept_width_runs", "binding_concept_depth_runs",
                "binding_concept_steps_runs"]
     rows = (_readme_rows_at_steps(capsys, folders, [1000, 2000, 4000, 8000], "concept", forward)
@@ -1059,7 +1059,7 @@ def test_the_600_entity_concept_tables_at_equal_steps_are_computed_from_the_comm
                                                   (True, "concept", 8)])
 def test_the_paired_tables_at_equal_steps_are_computed_from_the_committed_runs(capsys, forward, match, runs):
     """The paired runs with embedding dropout (binding_controls_paired) and without it
-    (binding_controls_paired_embd0) side by side at steps 1,000-8,000, as in the README."""
+    (binding_controls_paired_embd0) side by side at steps 1,000-8,000, as in the docs."""
     rows = _readme_rows_at_steps(capsys, ["binding_controls_paired_runs", "binding_controls_paired_embd0_runs"],
                                  [1000, 2000, 4000, 8000], match, forward)
     assert len(rows) == 1 + runs
