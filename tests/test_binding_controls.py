@@ -118,6 +118,9 @@ def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, ru
     # binding_midlarge_{stopgrad,lambda}.yaml's predictions L9, L13 and L14: four seeds each at step 10,000
     (("binding_midlarge_runs", "binding_midlarge_seeds_runs", "binding_midlarge_stopgrad_runs",
       "binding_midlarge_lambda_runs"), [5000, 10000], "", "midlarge_abstract_ntp", 16),
+    # binding_midlarge_stopgrad_end.yaml's predictions L16 and L17: the detached seeds 0-1 at step 30,000
+    (("binding_midlarge_runs", "binding_midlarge_seeds_end_runs", "binding_midlarge_stopgrad_end_runs"),
+     [10000, 20000, 30000], "", "midlarge_abstract_ntp", 10),
     # binding_midlarge_seeds_end.yaml's predictions L6 (step 20,000) and L7 (step 30,000)
     (("binding_midlarge_runs", "binding_midlarge_seeds_end_runs"), [10000, 20000, 30000], "", "midlarge_abstract_ntp",
      8),
@@ -270,7 +273,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                        "binding_mid_surface_jepa_mask.yaml", "binding_mid_abstract_jepa_mask.yaml",
                        "binding_mid_abstract_jepa_head.yaml", "binding_mid_surface_jepa_head.yaml",
                        "binding_mid_abstract_jepa_stopgrad.yaml", "binding_mid_abstract_jepa_lambda.yaml",
-                       "binding_midlarge_stopgrad.yaml", "binding_midlarge_lambda.yaml"):
+                       "binding_midlarge_stopgrad.yaml", "binding_midlarge_lambda.yaml",
+                       "binding_midlarge_stopgrad_end.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -299,6 +303,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     assert names["binding_mid_abstract_jepa_lambda.yaml"] == names["binding_mid_abstract_jepa_mask.yaml"]
     assert names["binding_midlarge_stopgrad.yaml"] == [f"midlarge_abstract_jepa_seed{s}" for s in range(4)]
     assert names["binding_midlarge_lambda.yaml"] == names["binding_midlarge_stopgrad.yaml"]
+    assert names["binding_midlarge_stopgrad_end.yaml"] == names["binding_midlarge_stopgrad.yaml"][:2]
     assert names["binding_concept_width.yaml"] == ["abstract_concept_n_layer=2_n_embd=256_seed0",
                                                    "surface_concept_n_layer=2_n_embd=256_seed0",
                                                    "surface_concept_n_layer=2_n_embd=512_seed0",
@@ -390,6 +395,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_mid_abstract_scale_seed2_150k.yaml", "binding_mid_abstract_scale_seed2_150k_runs", None),
     ("binding_midlarge_stopgrad.yaml", "binding_midlarge_stopgrad_runs", None),
     ("binding_midlarge_lambda.yaml", "binding_midlarge_lambda_runs", None),
+    ("binding_midlarge_stopgrad_end.yaml", "binding_midlarge_stopgrad_end_runs", None),
 ])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder, data_draw):
     """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
@@ -617,6 +623,16 @@ def test_the_4800_entity_stop_grad_and_lambda_runs_are_the_infonce_runs_with_one
         q, steps = infonce[p["seed"]]
         assert _changed(p, q) == (change if steps == p["steps"] else {**change, "steps": p["steps"]})
         assert p["steps"] == 11000 and p["eval_every"] == 1000 and p["eval_max_items"] == 500
+
+
+def test_the_4800_entity_detached_runs_resume_the_first_two_seeds_to_step_30000(tmp_path):
+    """binding_midlarge_stopgrad_end.yaml: binding_midlarge_stopgrad.yaml's seeds 0 and 1 with
+    ``steps`` 30,000 and nothing else changed (they resume those runs' directories)."""
+    first = {p["seed"]: p for p in _planned("binding_midlarge_stopgrad.yaml", tmp_path / "a")[0]}
+    runs, _ = _planned("binding_midlarge_stopgrad_end.yaml", tmp_path / "b")
+    assert sorted(p["seed"] for p in runs) == [0, 1]
+    for p in runs:
+        assert _changed(p, first[p["seed"]]) == {"steps": 30000}
 
 
 @pytest.mark.parametrize("forward", [False, True])
