@@ -93,26 +93,28 @@ def test_readme_figures_script_draws_the_committed_pictures_again(tmp_path):
         assert p.stat().st_size > 20_000, f"{p.name}: a blank page is a few kB"
 
 
+def _pictures(page: Path) -> list[Path]:
+    """The PNGs a markdown page shows, resolved against the page's own folder, each checked to be a
+    real picture (not blank, not huge)."""
+    shown = [page.parent / rel for rel in re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", page.read_text())]
+    for path in shown:
+        w, h = browser.png_size(path)
+        assert w >= 600 and h >= 400 and path.stat().st_size < 500_000, path
+    return shown
+
+
 def test_the_readme_shows_its_committed_pictures():
-    readme = (ROOT / "README.md").read_text()
-    shown = re.findall(r"!\[[^\]]*\]\((docs/figures/[^)]+\.png)\)", readme)
-    assert {"docs/figures/mask.png", "docs/figures/forward_reverse.png"} <= set(shown)
-    for rel in shown:
-        w, h = browser.png_size(ROOT / rel)
-        assert w >= 600 and h >= 400 and (ROOT / rel).stat().st_size < 500_000, rel
+    shown = _pictures(ROOT / "README.md")
+    assert all(p.parent == FIGURES for p in shown)
+    assert {FIGURES / "mask.png", FIGURES / "forward_reverse.png"} <= set(shown)
 
 
 def test_the_experiments_page_shows_every_other_committed_picture():
     """docs/controls.md (the experiments behind the README's summary) shows the figures the README does
     not, by paths relative to docs/, and each is a real picture."""
-    readme = set(re.findall(r"!\[[^\]]*\]\(docs/(figures/[^)]+\.png)\)", (ROOT / "README.md").read_text()))
-    shown = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", (ROOT / "docs" / "controls.md").read_text())
-    committed = {f"figures/{p.name}" for p in FIGURES.glob("*.png")}
-    assert set(shown) == committed - readme and len(shown) == len(set(shown)) >= 8
-    for rel in shown:
-        path = ROOT / "docs" / rel
-        w, h = browser.png_size(path)
-        assert w >= 600 and h >= 400 and path.stat().st_size < 500_000, rel
+    readme = set(_pictures(ROOT / "README.md"))
+    shown = _pictures(ROOT / "docs" / "controls.md")
+    assert set(shown) == set(FIGURES.glob("*.png")) - readme and len(shown) == len(set(shown)) >= 8
 
 
 def test_render_names_a_missing_browser_or_page(tmp_path, monkeypatch):
