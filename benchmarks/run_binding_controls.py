@@ -4,7 +4,8 @@ The configs come from the sweep file (jepa_kit.sweeps.plan), so they are exactly
 `jepa-kit sweep SWEEP --local` would run; each run directory is named
 setting_objective[_pos][_key=value...]_seedN: the setting is "abstract" (data/tiny_abstract),
 "surface" (data/tiny) or the data folder's name; _pos marks position embeddings on abstract data;
-each other setting that differs between the sweep's runs (a weight decay, a width) is written out.
+each other setting that differs between the sweep's runs (a weight decay, a width) is written out,
+a setting of the JEPA term alone (jepa_*, stop_grad, ...) on the JEPA runs only.
 A finished run is skipped, a stopped one resumed (train()). On Linux a worker outlives no killed
 runner: it gets SIGTERM when the runner dies, however it died, so its run checkpoints and stops
 (status.json "preempted") rather than training on, orphaned, beside a restarted runner.
@@ -20,6 +21,8 @@ from pathlib import Path
 
 
 NAMED = {"data", "objective", "pos_emb", "seed", "best_metric", "n_recognition", "out"}  # in the name already, or follow
+# settings of the JEPA term alone: an ntp run has none of them, so they name only the JEPA runs
+JEPA_ONLY = {"k_pred", "lambda_jepa", "infonce_temperature", "loss_dropout", "stop_grad"}
 
 
 def varied(sweep, planned) -> list[str]:
@@ -34,7 +37,8 @@ def name_of(params: dict, keys=()) -> str:
     setting = {"tiny_abstract": "abstract", "tiny": "surface"}.get(data, data)
     variant = "_pos" if params["objective"] == "ntp" and params["pos_emb"] and "abstract" in data else ""
     # a JEPA setting names only the JEPA runs: an ntp run has no metric to vary
-    extra = "".join(f"_{k}={params[k]}" for k in keys if params["objective"] == "jepa" or not k.startswith("jepa_"))
+    extra = "".join(f"_{k}={params[k]}" for k in keys
+                    if params["objective"] == "jepa" or not (k.startswith("jepa_") or k in JEPA_ONLY))
     return f"{setting}_{params['objective']}{variant}{extra}_seed{params['seed']}"
 
 

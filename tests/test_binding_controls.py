@@ -121,6 +121,9 @@ def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, ru
     # binding_midlarge_stopgrad_end.yaml's predictions L16 and L17: the detached seeds 0-1 at step 30,000
     (("binding_midlarge_runs", "binding_midlarge_seeds_end_runs", "binding_midlarge_stopgrad_end_runs"),
      [10000, 20000, 30000], "", "midlarge_abstract_ntp", 10),
+    # binding_midlarge_stopgrad_seeds_end.yaml's predictions L19 and L20: four detached seeds at step 30,000
+    (("binding_midlarge_runs", "binding_midlarge_seeds_end_runs", "binding_midlarge_stopgrad_end_runs",
+      "binding_midlarge_stopgrad_seeds_end_runs"), [10000, 20000, 30000], "", "midlarge_abstract_ntp", 12),
     # binding_midlarge_seeds_end.yaml's predictions L6 (step 20,000) and L7 (step 30,000)
     (("binding_midlarge_runs", "binding_midlarge_seeds_end_runs"), [10000, 20000, 30000], "", "midlarge_abstract_ntp",
      8),
@@ -158,6 +161,21 @@ def test_the_4800_entity_stop_grad_and_lambda_verdicts_against_the_infonce_runs_
                                                "midlarge_abstract_jepa_jepa_metric=infonce")
     verdicts = [line for line in capsys.readouterr().out.splitlines() if line.startswith("- ")]
     assert len(verdicts) == 3 and all("(4 seeds) vs 0.057 ± 0.008 (4 seeds)" in v for v in verdicts)
+    docs = _docs()
+    for line in verdicts:
+        assert line in docs, line
+
+
+def test_the_4800_entity_detached_verdict_at_step_30000_against_the_infonce_runs_is_the_docs(capsys):
+    """binding_midlarge_stopgrad_seeds_end.yaml's prediction L21: the four detached seeds against the
+    four weight-1 infonce seeds at step 30,000 (the seeds of two folders each pool as one setting)."""
+    results = ROOT / "papermill_runs" / "results"
+    folders = ["binding_midlarge_runs", "binding_midlarge_seeds_end_runs", "binding_midlarge_stopgrad_end_runs",
+               "binding_midlarge_stopgrad_seeds_end_runs"]
+    _script("binding_controls_table").at_steps([str(results / f) for f in folders], [30000], "",
+                                               "midlarge_abstract_jepa_jepa_metric=infonce")
+    verdicts = [line for line in capsys.readouterr().out.splitlines() if line.startswith("- ")]
+    assert len(verdicts) == 2 and all("(4 seeds) vs 0.190 ± 0.015 (4 seeds)" in v for v in verdicts), verdicts
     docs = _docs()
     for line in verdicts:
         assert line in docs, line
@@ -231,6 +249,14 @@ def test_run_names_keep_the_committed_names_and_name_other_data_after_its_folder
     infonce = {**run("data/mid_abstract", "jepa"), "jepa_metric": "infonce"}
     assert name_of(infonce, ["jepa_metric"]) == "mid_abstract_jepa_jepa_metric=infonce_seed1"
     assert name_of({**infonce, "objective": "ntp"}, ["jepa_metric"]) == "mid_abstract_ntp_seed1", "no metric on ntp"
+    detached, keys = {**infonce, "stop_grad": True}, ["jepa_metric", "stop_grad"]
+    assert name_of(detached, keys) == "mid_abstract_jepa_jepa_metric=infonce_stop_grad=True_seed1"
+    assert name_of({**detached, "objective": "ntp", "stop_grad": False}, keys) == "mid_abstract_ntp_seed1"
+    import dataclasses
+
+    from jepa_kit.config import TrainConfig
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert _script("run_binding_controls").JEPA_ONLY <= fields  # each a real setting: a misspelt one names nothing
 
 
 def _changed(p: dict, q: dict) -> dict:
@@ -274,7 +300,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                        "binding_mid_abstract_jepa_head.yaml", "binding_mid_surface_jepa_head.yaml",
                        "binding_mid_abstract_jepa_stopgrad.yaml", "binding_mid_abstract_jepa_lambda.yaml",
                        "binding_midlarge_stopgrad.yaml", "binding_midlarge_lambda.yaml",
-                       "binding_midlarge_stopgrad_end.yaml"):
+                       "binding_midlarge_stopgrad_end.yaml", "binding_midlarge_stopgrad_seeds_end.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -304,6 +330,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     assert names["binding_midlarge_stopgrad.yaml"] == [f"midlarge_abstract_jepa_seed{s}" for s in range(4)]
     assert names["binding_midlarge_lambda.yaml"] == names["binding_midlarge_stopgrad.yaml"]
     assert names["binding_midlarge_stopgrad_end.yaml"] == names["binding_midlarge_stopgrad.yaml"][:2]
+    assert names["binding_midlarge_stopgrad_seeds_end.yaml"] == names["binding_midlarge_stopgrad.yaml"][2:]
     assert names["binding_concept_width.yaml"] == ["abstract_concept_n_layer=2_n_embd=256_seed0",
                                                    "surface_concept_n_layer=2_n_embd=256_seed0",
                                                    "surface_concept_n_layer=2_n_embd=512_seed0",
@@ -396,6 +423,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_midlarge_stopgrad.yaml", "binding_midlarge_stopgrad_runs", None),
     ("binding_midlarge_lambda.yaml", "binding_midlarge_lambda_runs", None),
     ("binding_midlarge_stopgrad_end.yaml", "binding_midlarge_stopgrad_end_runs", None),
+    ("binding_midlarge_stopgrad_seeds_end.yaml", "binding_midlarge_stopgrad_seeds_end_runs", None),
 ])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder, data_draw):
     """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
@@ -625,12 +653,15 @@ def test_the_4800_entity_stop_grad_and_lambda_runs_are_the_infonce_runs_with_one
         assert p["steps"] == 11000 and p["eval_every"] == 1000 and p["eval_max_items"] == 500
 
 
-def test_the_4800_entity_detached_runs_resume_the_first_two_seeds_to_step_30000(tmp_path):
-    """binding_midlarge_stopgrad_end.yaml: binding_midlarge_stopgrad.yaml's seeds 0 and 1 with
-    ``steps`` 30,000 and nothing else changed (they resume those runs' directories)."""
+@pytest.mark.parametrize("sweep_file, seeds", [("binding_midlarge_stopgrad_end.yaml", [0, 1]),
+                                               ("binding_midlarge_stopgrad_seeds_end.yaml", [2, 3])])
+def test_the_4800_entity_detached_runs_resume_their_seeds_to_step_30000(tmp_path, sweep_file, seeds):
+    """binding_midlarge_stopgrad_end.yaml and binding_midlarge_stopgrad_seeds_end.yaml:
+    binding_midlarge_stopgrad.yaml's seeds 0-1 and 2-3 with ``steps`` 30,000 and nothing else
+    changed (they resume those runs' directories)."""
     first = {p["seed"]: p for p in _planned("binding_midlarge_stopgrad.yaml", tmp_path / "a")[0]}
-    runs, _ = _planned("binding_midlarge_stopgrad_end.yaml", tmp_path / "b")
-    assert sorted(p["seed"] for p in runs) == [0, 1]
+    runs, _ = _planned(sweep_file, tmp_path / "b")
+    assert sorted(p["seed"] for p in runs) == seeds
     for p in runs:
         assert _changed(p, first[p["seed"]]) == {"steps": 30000}
 
