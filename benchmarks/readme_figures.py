@@ -2,7 +2,8 @@
 figures (no kaleido, no network): the block-causal mask of one JEPA row, the committed 42-run study's
 forward vs reverse comparison, the binding controls' MRR against steps (600 and 8,000 entities), at 8,000
 entities ntp against ntp + the JEPA term, ntp against ntp + infonce at 600, 2,400, 4,800 and
-8,000 entities, at 2,400 entities ntp on abstract and on surface data at two widths, the
+8,000 entities (and at 4,800 the infonce runs with their target detached), at 2,400 entities ntp on
+abstract and on surface data at two widths, the
 concept objective at 600 entities with more width, depth or steps, and at 2,400 entities on
 surface data with its logits scaled.
 
@@ -28,6 +29,9 @@ CONTROLS_JEPA = ROOT / "papermill_runs" / "results" / "binding_controls_jepa_run
 MID = ROOT / "papermill_runs" / "results" / "binding_mid_runs"
 MIDLARGE = ROOT / "papermill_runs" / "results" / "binding_midlarge_runs"
 MIDLARGE_END = ROOT / "papermill_runs" / "results" / "binding_midlarge_seeds_end_runs"  # seeds 2 and 3
+# the infonce runs with the target detached (stop_grad), resumed to 30,000: seeds 0-1, seeds 2-3
+MIDLARGE_DETACHED = (ROOT / "papermill_runs" / "results" / "binding_midlarge_stopgrad_end_runs",
+                     ROOT / "papermill_runs" / "results" / "binding_midlarge_stopgrad_seeds_end_runs")
 MID_SURFACE = ROOT / "papermill_runs" / "results" / "binding_mid_surface_runs"
 MID_WIDTH = ROOT / "papermill_runs" / "results" / "binding_mid_width_runs"
 MID_CONCEPT_LONG = ROOT / "papermill_runs" / "results" / "binding_mid_concept_long_runs"  # abstract, to 90,000
@@ -59,7 +63,8 @@ CONCEPT_STEPS = ROOT / "papermill_runs" / "results" / "binding_concept_steps_run
 WIDTH = 1100
 FIGURES = ("mask.png", "forward_reverse.png", "binding_controls_mrr.png", "binding_scale_mrr.png",
            "binding_scale_jepa_mrr.png", "binding_sizes_mrr.png", "binding_mid_surface_mrr.png",
-           "binding_concept_mrr.png", "binding_mid_scale_mrr.png", "binding_mid_abstract_scale_mrr.png")
+           "binding_concept_mrr.png", "binding_mid_scale_mrr.png", "binding_mid_abstract_scale_mrr.png",
+           "binding_midlarge_detached_mrr.png")
 
 
 def _curves(folder: Path, part: str = "") -> dict:
@@ -121,6 +126,21 @@ def sizes_png(out: Path) -> Path:
     """Reverse MRR against steps of ntp and ntp + infonce at four sizes (``size_panels``)."""
     fig = viz.mrr_by_size_figure(size_panels())
     return browser.figure_png(fig, out / "binding_sizes_mrr.png", width=WIDTH, height=460)
+
+
+def detached_panels() -> list:
+    """The 4,800-entity panel of ``size_panels`` (ntp and infonce, four seeds each) with the infonce
+    runs whose target is detached (four seeds, each from step 0 to 30,000) beside them."""
+    title, n, settings = size_panels()[2]
+    detached = {name: rows for folder in MIDLARGE_DETACHED for name, rows in _curves(folder).items()}
+    return [(title, n, {**settings, "ntp + JEPA (infonce), target detached": detached})]
+
+
+def detached_png(out: Path) -> Path:
+    """Reverse MRR against steps at 4,800 entities: ntp, infonce, and infonce with its target detached."""
+    fig = viz.mrr_by_size_figure(detached_panels())
+    fig.update_layout(title=fig.layout.title.text.replace("at each size", "at 4,800 entities"))
+    return browser.figure_png(fig, out / "binding_midlarge_detached_mrr.png", width=WIDTH, height=460)
 
 
 def _abstract_90000() -> dict[str, dict]:
@@ -221,7 +241,7 @@ def main(out: str = "docs/figures") -> list[Path]:
     paths = [mask_png(out), forward_reverse_png(out), controls_png(out),
              controls_png(out, SCALE, 8000, "binding_scale_mrr.png", log_x=False),  # the rise comes late
              scale_jepa_png(out), sizes_png(out), mid_surface_png(out), concept_png(out), scale_png(out),
-             abstract_scale_png(out)]
+             abstract_scale_png(out), detached_png(out)]
     for p in paths:
         w, h = browser.png_size(p)
         print(f"{p}  {w} x {h}  {p.stat().st_size / 1e3:.0f} kB")

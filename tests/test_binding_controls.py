@@ -528,6 +528,20 @@ def test_the_by_size_figure_draws_every_committed_seed():
             assert all(min(r["step"] for r in rows) <= 1000 for rows in curves.values()), n
 
 
+def test_the_detached_figure_draws_four_seeds_of_each_setting_from_the_start_to_step_30000():
+    """readme_figures.detached_panels: at 4,800 entities ntp, infonce and infonce with its target
+    detached, seeds 0-3 each, every curve from step 1,000 or before to step 30,000."""
+    import runpy
+    (panel,) = runpy.run_path(str(ROOT / "benchmarks" / "readme_figures.py"))["detached_panels"]()
+    _, n, settings = panel
+    assert n == 4800 and list(settings) == ["ntp", "ntp + JEPA (infonce)", "ntp + JEPA (infonce), target detached"]
+    for curves in settings.values():
+        assert sorted(int(r.rsplit("seed", 1)[1]) for r in curves) == [0, 1, 2, 3]
+        for rows in curves.values():
+            steps = [r["step"] for r in rows if r.get("kind") == "eval"]
+            assert min(steps) <= 1000 and max(steps) == 30000
+
+
 def test_the_surface_width_probe_is_the_surface_ntp_run_at_width_256(tmp_path):
     """binding_scale_surface_width.yaml: binding_scale_surface.yaml's ntp run (seed 0) with only the
     width (256) and a training-time limit changed."""
