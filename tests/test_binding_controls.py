@@ -28,6 +28,7 @@ def _docs() -> str:
     ("binding_midlarge_runs", 4, "chance MRR (4,800 entities, ties count half): 0.0019"),
     ("binding_midlarge_seeds_runs", 4, "chance MRR (4,800 entities, ties count half): 0.0019"),
     ("binding_midlarge_seeds_end_runs", 4, "chance MRR (4,800 entities, ties count half): 0.0019"),
+    ("binding_midlarge_data1_runs", 2, "chance MRR (4,800 entities, ties count half): 0.0019"),
     ("binding_scale_surface_runs", 2, "chance MRR (8,000 entities, ties count half): 0.0012"),
     ("binding_scale_surface_width_runs", 1, "chance MRR (8,000 entities, ties count half): 0.0012"),
     ("binding_mid_surface_runs", 2, "chance MRR (2,400 entities, ties count half): 0.0035"),
@@ -124,6 +125,8 @@ def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, ru
     # binding_midlarge_stopgrad_seeds_end.yaml's predictions L19 and L20: four detached seeds at step 30,000
     (("binding_midlarge_runs", "binding_midlarge_seeds_end_runs", "binding_midlarge_stopgrad_end_runs",
       "binding_midlarge_stopgrad_seeds_end_runs"), [10000, 20000, 30000], "", "midlarge_abstract_ntp", 12),
+    # binding_midlarge_data1.yaml's prediction D2 names these steps (one seed each: no rule)
+    (("binding_midlarge_data1_runs",), [10000, 20000, 30000], "", None, 2),
     # binding_midlarge_seeds_end.yaml's predictions L6 (step 20,000) and L7 (step 30,000)
     (("binding_midlarge_runs", "binding_midlarge_seeds_end_runs"), [10000, 20000, 30000], "", "midlarge_abstract_ntp",
      8),
@@ -300,7 +303,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                        "binding_mid_abstract_jepa_head.yaml", "binding_mid_surface_jepa_head.yaml",
                        "binding_mid_abstract_jepa_stopgrad.yaml", "binding_mid_abstract_jepa_lambda.yaml",
                        "binding_midlarge_stopgrad.yaml", "binding_midlarge_lambda.yaml",
-                       "binding_midlarge_stopgrad_end.yaml", "binding_midlarge_stopgrad_seeds_end.yaml"):
+                       "binding_midlarge_stopgrad_end.yaml", "binding_midlarge_stopgrad_seeds_end.yaml",
+                       "binding_midlarge_data1.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -331,6 +335,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     assert names["binding_midlarge_lambda.yaml"] == names["binding_midlarge_stopgrad.yaml"]
     assert names["binding_midlarge_stopgrad_end.yaml"] == names["binding_midlarge_stopgrad.yaml"][:2]
     assert names["binding_midlarge_stopgrad_seeds_end.yaml"] == names["binding_midlarge_stopgrad.yaml"][2:]
+    assert names["binding_midlarge_data1.yaml"] == ["midlarge_abstract_data1_jepa_jepa_metric=infonce_stop_grad=True_seed0",
+                                                    "midlarge_abstract_data1_ntp_seed0"]  # stop_grad: JEPA runs only
     assert names["binding_concept_width.yaml"] == ["abstract_concept_n_layer=2_n_embd=256_seed0",
                                                    "surface_concept_n_layer=2_n_embd=256_seed0",
                                                    "surface_concept_n_layer=2_n_embd=512_seed0",
@@ -424,6 +430,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_midlarge_lambda.yaml", "binding_midlarge_lambda_runs", None),
     ("binding_midlarge_stopgrad_end.yaml", "binding_midlarge_stopgrad_end_runs", None),
     ("binding_midlarge_stopgrad_seeds_end.yaml", "binding_midlarge_stopgrad_seeds_end_runs", None),
+    ("binding_midlarge_data1.yaml", "binding_midlarge_data1_runs", ("midlarge_abstract", 1)),
 ])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder, data_draw):
     """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
@@ -495,6 +502,20 @@ def test_other_data_runs_are_the_8000_entity_runs_with_only_the_data_and_steps_c
     for p in other:
         assert set(_changed(p, big[key(p)])) == {"data", "steps"}
         assert (Path(p["data"]).name, p["steps"]) == (data, 30000)
+
+
+def test_the_second_draw_at_4800_entities_is_the_ntp_and_detached_seed_0_runs_with_only_the_data_changed(tmp_path):
+    """binding_midlarge_data1.yaml: binding_midlarge.yaml's ntp run and binding_midlarge_stopgrad.yaml's
+    detached run, seed 0 each, on data/midlarge_abstract_data1 (the detached run also to step 30,000,
+    as its seeds were resumed)."""
+    runs = {p["objective"]: p for p in _planned("binding_midlarge_data1.yaml", tmp_path / "d")[0]}
+    ntp = next(p for p in _planned("binding_midlarge.yaml", tmp_path / "m")[0]
+               if p["objective"] == "ntp" and p["seed"] == 0)
+    detached = next(p for p in _planned("binding_midlarge_stopgrad.yaml", tmp_path / "s")[0] if p["seed"] == 0)
+    assert sorted(runs) == ["jepa", "ntp"]
+    assert set(_changed(runs["ntp"], ntp)) == {"data"}
+    assert _changed(runs["jepa"], detached).keys() == {"data", "steps"} and runs["jepa"]["steps"] == 30000
+    assert {Path(p["data"]).name for p in runs.values()} == {"midlarge_abstract_data1"}
 
 
 def test_the_4800_entity_seed_runs_are_the_30000_step_runs_with_only_the_seed_and_steps_changed(tmp_path):
