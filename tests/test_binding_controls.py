@@ -154,31 +154,24 @@ def test_the_readme_tables_at_equal_steps_are_computed_from_the_committed_runs(c
         assert line in docs, line
 
 
-def test_the_4800_entity_stop_grad_and_lambda_verdicts_against_the_infonce_runs_are_the_docs(capsys):
-    """binding_midlarge_stopgrad.yaml's prediction L10 (and the tenth-weight runs beside it): each
-    setting against the infonce runs without either change, four seeds each at step 10,000."""
+@pytest.mark.parametrize("folders, step, settings, infonce", [
+    # binding_midlarge_stopgrad.yaml's prediction L10 (and the tenth-weight runs beside it): each setting
+    # against the infonce runs without either change, four seeds each at step 10,000
+    (("binding_midlarge_runs", "binding_midlarge_seeds_runs", "binding_midlarge_stopgrad_runs",
+      "binding_midlarge_lambda_runs"), 10000, 3, "0.057 ± 0.008"),
+    # binding_midlarge_stopgrad_seeds_end.yaml's prediction L21: the four detached seeds against the four
+    # weight-1 infonce seeds at step 30,000 (the seeds of two folders each pool as one setting)
+    (("binding_midlarge_runs", "binding_midlarge_seeds_end_runs", "binding_midlarge_stopgrad_end_runs",
+      "binding_midlarge_stopgrad_seeds_end_runs"), 30000, 2, "0.190 ± 0.015"),
+])
+def test_the_4800_entity_verdicts_against_the_infonce_runs_are_the_docs(capsys, folders, step, settings, infonce):
+    """Every other setting at 4,800 entities against the weight-1 infonce runs (read at the last
+    tokens, no other change), four seeds each, as in the docs."""
     results = ROOT / "papermill_runs" / "results"
-    folders = ["binding_midlarge_runs", "binding_midlarge_seeds_runs", "binding_midlarge_stopgrad_runs",
-               "binding_midlarge_lambda_runs"]
-    _script("binding_controls_table").at_steps([str(results / f) for f in folders], [10000], "",
+    _script("binding_controls_table").at_steps([str(results / f) for f in folders], [step], "",
                                                "midlarge_abstract_jepa_jepa_metric=infonce")
     verdicts = [line for line in capsys.readouterr().out.splitlines() if line.startswith("- ")]
-    assert len(verdicts) == 3 and all("(4 seeds) vs 0.057 ± 0.008 (4 seeds)" in v for v in verdicts)
-    docs = _docs()
-    for line in verdicts:
-        assert line in docs, line
-
-
-def test_the_4800_entity_detached_verdict_at_step_30000_against_the_infonce_runs_is_the_docs(capsys):
-    """binding_midlarge_stopgrad_seeds_end.yaml's prediction L21: the four detached seeds against the
-    four weight-1 infonce seeds at step 30,000 (the seeds of two folders each pool as one setting)."""
-    results = ROOT / "papermill_runs" / "results"
-    folders = ["binding_midlarge_runs", "binding_midlarge_seeds_end_runs", "binding_midlarge_stopgrad_end_runs",
-               "binding_midlarge_stopgrad_seeds_end_runs"]
-    _script("binding_controls_table").at_steps([str(results / f) for f in folders], [30000], "",
-                                               "midlarge_abstract_jepa_jepa_metric=infonce")
-    verdicts = [line for line in capsys.readouterr().out.splitlines() if line.startswith("- ")]
-    assert len(verdicts) == 2 and all("(4 seeds) vs 0.190 ± 0.015 (4 seeds)" in v for v in verdicts), verdicts
+    assert len(verdicts) == settings and all(f"(4 seeds) vs {infonce} (4 seeds)" in v for v in verdicts), verdicts
     docs = _docs()
     for line in verdicts:
         assert line in docs, line
