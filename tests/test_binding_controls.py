@@ -297,7 +297,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                        "binding_mid_abstract_jepa_stopgrad.yaml", "binding_mid_abstract_jepa_lambda.yaml",
                        "binding_midlarge_stopgrad.yaml", "binding_midlarge_lambda.yaml",
                        "binding_midlarge_stopgrad_end.yaml", "binding_midlarge_stopgrad_seeds_end.yaml",
-                       "binding_midlarge_data1.yaml"):
+                       "binding_midlarge_data1.yaml", "binding_scale_stopgrad.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -330,6 +330,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     assert names["binding_midlarge_stopgrad_seeds_end.yaml"] == names["binding_midlarge_stopgrad.yaml"][2:]
     assert names["binding_midlarge_data1.yaml"] == ["midlarge_abstract_data1_jepa_jepa_metric=infonce_stop_grad=True_seed0",
                                                     "midlarge_abstract_data1_ntp_seed0"]  # stop_grad: JEPA runs only
+    assert names["binding_scale_stopgrad.yaml"] == ["small_abstract_jepa_seed0", "small_abstract_jepa_seed1"]
     assert names["binding_concept_width.yaml"] == ["abstract_concept_n_layer=2_n_embd=256_seed0",
                                                    "surface_concept_n_layer=2_n_embd=256_seed0",
                                                    "surface_concept_n_layer=2_n_embd=512_seed0",
@@ -692,6 +693,18 @@ def test_the_4800_entity_detached_runs_resume_their_seeds_to_step_30000(tmp_path
     assert sorted(p["seed"] for p in runs) == seeds
     for p in runs:
         assert _changed(p, first[p["seed"]]) == {"steps": 30000}
+
+
+def test_the_8000_entity_detached_runs_are_the_infonce_runs_with_the_target_detached(tmp_path):
+    """binding_scale_stopgrad.yaml: binding_scale_jepa.yaml's infonce runs of seeds 0-1 with the
+    target detached and ``steps`` 31,000 (step 30,000 stays a periodic evaluation), nothing else changed."""
+    infonce = {p["seed"]: p for p in _planned("binding_scale_jepa.yaml", tmp_path / "a")[0]
+               if p.get("jepa_metric") == "infonce"}
+    runs, _ = _planned("binding_scale_stopgrad.yaml", tmp_path / "b")
+    assert sorted(p["seed"] for p in runs) == [0, 1]
+    for p in runs:
+        assert _changed(p, infonce[p["seed"]]) == {"stop_grad": True, "steps": 31000}
+        assert p["eval_every"] == 1000 and p["eval_max_items"] == 500
 
 
 @pytest.mark.parametrize("forward", [False, True])
