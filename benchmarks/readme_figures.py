@@ -2,7 +2,7 @@
 figures (no kaleido, no network): the block-causal mask of one JEPA row, the committed 42-run study's
 forward vs reverse comparison, the binding controls' MRR against steps (600 and 8,000 entities), at 8,000
 entities ntp against ntp + the JEPA term, ntp against ntp + infonce at 600, 2,400, 4,800 and
-8,000 entities (and at 4,800 the infonce runs with their target detached), at 2,400 entities ntp on
+8,000 entities (and at 4,800 and 8,000 the infonce runs with their target detached), at 2,400 entities ntp on
 abstract and on surface data at two widths, the
 concept objective at 600 entities with more width, depth or steps, and at 2,400 entities on
 surface data with its logits scaled.
@@ -32,6 +32,8 @@ MIDLARGE_END = ROOT / "papermill_runs" / "results" / "binding_midlarge_seeds_end
 # the infonce runs with the target detached (stop_grad), resumed to 30,000: seeds 0-1, seeds 2-3
 MIDLARGE_DETACHED = (ROOT / "papermill_runs" / "results" / "binding_midlarge_stopgrad_end_runs",
                      ROOT / "papermill_runs" / "results" / "binding_midlarge_stopgrad_seeds_end_runs")
+# the same detach at 8,000 entities, seeds 0-1 to step 31,000
+SCALE_DETACHED = ROOT / "papermill_runs" / "results" / "binding_scale_stopgrad_runs"
 MID_SURFACE = ROOT / "papermill_runs" / "results" / "binding_mid_surface_runs"
 MID_WIDTH = ROOT / "papermill_runs" / "results" / "binding_mid_width_runs"
 MID_CONCEPT_LONG = ROOT / "papermill_runs" / "results" / "binding_mid_concept_long_runs"  # abstract, to 90,000
@@ -64,7 +66,7 @@ WIDTH = 1100
 FIGURES = ("mask.png", "forward_reverse.png", "binding_controls_mrr.png", "binding_scale_mrr.png",
            "binding_scale_jepa_mrr.png", "binding_sizes_mrr.png", "binding_mid_surface_mrr.png",
            "binding_concept_mrr.png", "binding_mid_scale_mrr.png", "binding_mid_abstract_scale_mrr.png",
-           "binding_midlarge_detached_mrr.png")
+           "binding_midlarge_detached_mrr.png", "binding_scale_detached_mrr.png")
 
 
 def _curves(folder: Path, part: str = "") -> dict:
@@ -128,19 +130,22 @@ def sizes_png(out: Path) -> Path:
     return browser.figure_png(fig, out / "binding_sizes_mrr.png", width=WIDTH, height=460)
 
 
-def detached_panels() -> list:
-    """The 4,800-entity panel of ``size_panels`` (ntp and infonce, four seeds each) with the infonce
-    runs whose target is detached (four seeds, each from step 0 to 30,000) beside them."""
-    title, n, settings = size_panels()[2]
-    detached = {name: rows for folder in MIDLARGE_DETACHED for name, rows in _curves(folder).items()}
+def detached_panels(entities: int = 4800) -> list:
+    """The panel of ``size_panels`` at ``entities`` (4,800: ntp and infonce four seeds each, every
+    curve to step 30,000; 8,000: three seeds each to step 60,000) with the infonce runs whose target
+    is detached beside them (4,800: four seeds, each from step 0 to 30,000; 8,000: two seeds to 31,000)."""
+    (title, n, settings), = [p for p in size_panels() if p[1] == entities]
+    folders = {4800: MIDLARGE_DETACHED, 8000: (SCALE_DETACHED,)}[entities]
+    detached = {name: rows for folder in folders for name, rows in _curves(folder).items()}
     return [(title, n, {**settings, "ntp + JEPA (infonce), target detached": detached})]
 
 
-def detached_png(out: Path) -> Path:
-    """Reverse MRR against steps at 4,800 entities: ntp, infonce, and infonce with its target detached."""
-    fig = viz.mrr_by_size_figure(detached_panels())
-    fig.update_layout(title=fig.layout.title.text.replace("at each size", "at 4,800 entities"))
-    return browser.figure_png(fig, out / "binding_midlarge_detached_mrr.png", width=WIDTH, height=460)
+def detached_png(out: Path, entities: int = 4800) -> Path:
+    """Reverse MRR against steps at ``entities``: ntp, infonce, and infonce with its target detached."""
+    fig = viz.mrr_by_size_figure(detached_panels(entities))
+    fig.update_layout(title=fig.layout.title.text.replace("at each size", f"at {entities:,} entities"))
+    name = {4800: "binding_midlarge_detached_mrr.png", 8000: "binding_scale_detached_mrr.png"}[entities]
+    return browser.figure_png(fig, out / name, width=WIDTH, height=460)
 
 
 def _abstract_90000() -> dict[str, dict]:
@@ -241,7 +246,7 @@ def main(out: str = "docs/figures") -> list[Path]:
     paths = [mask_png(out), forward_reverse_png(out), controls_png(out),
              controls_png(out, SCALE, 8000, "binding_scale_mrr.png", log_x=False),  # the rise comes late
              scale_jepa_png(out), sizes_png(out), mid_surface_png(out), concept_png(out), scale_png(out),
-             abstract_scale_png(out), detached_png(out)]
+             abstract_scale_png(out), detached_png(out), detached_png(out, 8000)]
     for p in paths:
         w, h = browser.png_size(p)
         print(f"{p}  {w} x {h}  {p.stat().st_size / 1e3:.0f} kB")

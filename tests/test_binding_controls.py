@@ -25,6 +25,7 @@ def _docs() -> str:
     ("binding_controls_jepa_runs", 4, "chance MRR (600 entities, ties count half): 0.0116"),
     ("binding_mid_runs", 4, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_scale_data1_runs", 2, "chance MRR (8,000 entities, ties count half): 0.0012"),
+    ("binding_scale_stopgrad_runs", 2, "chance MRR (8,000 entities, ties count half): 0.0012"),
     ("binding_midlarge_runs", 4, "chance MRR (4,800 entities, ties count half): 0.0019"),
     ("binding_midlarge_seeds_runs", 4, "chance MRR (4,800 entities, ties count half): 0.0019"),
     ("binding_midlarge_seeds_end_runs", 4, "chance MRR (4,800 entities, ties count half): 0.0019"),
@@ -125,6 +126,12 @@ def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, ru
     # binding_midlarge_stopgrad_seeds_end.yaml's predictions L19 and L20: four detached seeds at step 30,000
     (("binding_midlarge_runs", "binding_midlarge_seeds_end_runs", "binding_midlarge_stopgrad_end_runs",
       "binding_midlarge_stopgrad_seeds_end_runs"), [10000, 20000, 30000], "", "midlarge_abstract_ntp", 12),
+    # binding_scale_stopgrad.yaml's predictions S2-S4: the detached runs at step 30,000, against ntp
+    # and against the infonce runs without the detach
+    (("binding_scale_runs", "binding_scale_jepa_runs", "binding_scale_stopgrad_runs"), [10000, 20000, 30000], "",
+     "small_abstract_ntp_weight_decay=0.1", 5 + 5 + 2),
+    (("binding_scale_runs", "binding_scale_jepa_runs", "binding_scale_stopgrad_runs"), [30000], "",
+     "small_abstract_jepa_jepa_metric=infonce", 5 + 5 + 2),
     # binding_midlarge_data1.yaml's prediction D2 names these steps (one seed each: no rule)
     (("binding_midlarge_data1_runs",), [10000, 20000, 30000], "", None, 2),
     # binding_midlarge_seeds_end.yaml's predictions L6 (step 20,000) and L7 (step 30,000)
@@ -425,6 +432,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_midlarge_stopgrad_end.yaml", "binding_midlarge_stopgrad_end_runs", None),
     ("binding_midlarge_stopgrad_seeds_end.yaml", "binding_midlarge_stopgrad_seeds_end_runs", None),
     ("binding_midlarge_data1.yaml", "binding_midlarge_data1_runs", ("midlarge_abstract", 1)),
+    ("binding_scale_stopgrad.yaml", "binding_scale_stopgrad_runs", None),
 ])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder, data_draw):
     """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
@@ -541,6 +549,21 @@ def test_the_by_size_figure_draws_every_committed_seed():
     for _, n, settings in panels:  # a resumed run's curve runs from the start (its copied metrics)
         for curves in settings.values():
             assert all(min(r["step"] for r in rows) <= 1000 for rows in curves.values()), n
+
+
+def test_the_8000_entity_detached_figure_draws_every_seed_from_the_start():
+    """readme_figures.detached_panels(8000): ntp and infonce (seeds 0-2, to step 60,000) and infonce
+    with its target detached (seeds 0-1, to step 31,000), every curve from step 1,000 or before."""
+    import runpy
+    (panel,) = runpy.run_path(str(ROOT / "benchmarks" / "readme_figures.py"))["detached_panels"](8000)
+    _, n, settings = panel
+    assert n == 8000 and list(settings) == ["ntp", "ntp + JEPA (infonce)", "ntp + JEPA (infonce), target detached"]
+    for setting, (seeds, end) in zip(settings, [([0, 1, 2], 60000), ([0, 1, 2], 60000), ([0, 1], 31000)]):
+        curves = settings[setting]
+        assert sorted(int(r.rsplit("seed", 1)[1]) for r in curves) == seeds, setting
+        for rows in curves.values():
+            steps = [r["step"] for r in rows if r.get("kind") == "eval"]
+            assert min(steps) <= 1000 and max(steps) == end, setting
 
 
 def test_the_detached_figure_draws_four_seeds_of_each_setting_from_the_start_to_step_30000():
