@@ -551,33 +551,25 @@ def test_the_by_size_figure_draws_every_committed_seed():
             assert all(min(r["step"] for r in rows) <= 1000 for rows in curves.values()), n
 
 
-def test_the_8000_entity_detached_figure_draws_every_seed_from_the_start():
-    """readme_figures.detached_panels(8000): ntp and infonce (seeds 0-2, to step 60,000) and infonce
-    with its target detached (seeds 0-1, to step 31,000), every curve from step 1,000 or before."""
+@pytest.mark.parametrize("entities, seeds_and_ends", [
+    (4800, [([0, 1, 2, 3], 30000)] * 3),
+    (8000, [([0, 1, 2], 60000), ([0, 1, 2], 60000), ([0, 1], 31000)]),
+])
+def test_the_detached_figures_draw_every_seed_from_the_start(entities, seeds_and_ends):
+    """readme_figures.detached_panels: ntp, infonce and infonce with its target detached, each
+    setting's seeds and last step (4,800 entities: seeds 0-3 to step 30,000; 8,000: ntp and infonce
+    seeds 0-2 to 60,000, the detached seeds 0-1 to 31,000), every curve from step 1,000 or before."""
     import runpy
-    (panel,) = runpy.run_path(str(ROOT / "benchmarks" / "readme_figures.py"))["detached_panels"](8000)
+    (panel,) = runpy.run_path(str(ROOT / "benchmarks" / "readme_figures.py"))["detached_panels"](entities)
     _, n, settings = panel
-    assert n == 8000 and list(settings) == ["ntp", "ntp + JEPA (infonce)", "ntp + JEPA (infonce), target detached"]
-    for setting, (seeds, end) in zip(settings, [([0, 1, 2], 60000), ([0, 1, 2], 60000), ([0, 1], 31000)]):
+    assert n == entities
+    assert list(settings) == ["ntp", "ntp + JEPA (infonce)", "ntp + JEPA (infonce), target detached"]
+    for setting, (seeds, end) in zip(settings, seeds_and_ends):
         curves = settings[setting]
         assert sorted(int(r.rsplit("seed", 1)[1]) for r in curves) == seeds, setting
         for rows in curves.values():
             steps = [r["step"] for r in rows if r.get("kind") == "eval"]
             assert min(steps) <= 1000 and max(steps) == end, setting
-
-
-def test_the_detached_figure_draws_four_seeds_of_each_setting_from_the_start_to_step_30000():
-    """readme_figures.detached_panels: at 4,800 entities ntp, infonce and infonce with its target
-    detached, seeds 0-3 each, every curve from step 1,000 or before to step 30,000."""
-    import runpy
-    (panel,) = runpy.run_path(str(ROOT / "benchmarks" / "readme_figures.py"))["detached_panels"]()
-    _, n, settings = panel
-    assert n == 4800 and list(settings) == ["ntp", "ntp + JEPA (infonce)", "ntp + JEPA (infonce), target detached"]
-    for curves in settings.values():
-        assert sorted(int(r.rsplit("seed", 1)[1]) for r in curves) == [0, 1, 2, 3]
-        for rows in curves.values():
-            steps = [r["step"] for r in rows if r.get("kind") == "eval"]
-            assert min(steps) <= 1000 and max(steps) == 30000
 
 
 def test_the_surface_width_probe_is_the_surface_ntp_run_at_width_256(tmp_path):
@@ -705,17 +697,22 @@ def test_the_4800_entity_stop_grad_and_lambda_runs_are_the_infonce_runs_with_one
         assert p["steps"] == 11000 and p["eval_every"] == 1000 and p["eval_max_items"] == 500
 
 
-@pytest.mark.parametrize("sweep_file, seeds", [("binding_midlarge_stopgrad_end.yaml", [0, 1]),
-                                               ("binding_midlarge_stopgrad_seeds_end.yaml", [2, 3])])
-def test_the_4800_entity_detached_runs_resume_their_seeds_to_step_30000(tmp_path, sweep_file, seeds):
-    """binding_midlarge_stopgrad_end.yaml and binding_midlarge_stopgrad_seeds_end.yaml:
-    binding_midlarge_stopgrad.yaml's seeds 0-1 and 2-3 with ``steps`` 30,000 and nothing else
-    changed (they resume those runs' directories)."""
-    first = {p["seed"]: p for p in _planned("binding_midlarge_stopgrad.yaml", tmp_path / "a")[0]}
+@pytest.mark.parametrize("sweep_file, first_file, seeds, steps", [
+    ("binding_midlarge_stopgrad_end.yaml", "binding_midlarge_stopgrad.yaml", [0, 1], 30000),
+    ("binding_midlarge_stopgrad_seeds_end.yaml", "binding_midlarge_stopgrad.yaml", [2, 3], 30000),
+    ("binding_scale_stopgrad_end.yaml", "binding_scale_stopgrad.yaml", [0, 1], 60000),
+])
+def test_the_detached_runs_resume_their_seeds_with_only_steps_changed(tmp_path, sweep_file, first_file, seeds,
+                                                                      steps):
+    """binding_midlarge_stopgrad_end.yaml and binding_midlarge_stopgrad_seeds_end.yaml (4,800
+    entities: binding_midlarge_stopgrad.yaml's seeds 0-1 and 2-3 to step 30,000) and
+    binding_scale_stopgrad_end.yaml (8,000: binding_scale_stopgrad.yaml's seeds 0-1 to step 60,000):
+    ``steps`` and nothing else changed (they resume those runs' directories)."""
+    first = {p["seed"]: p for p in _planned(first_file, tmp_path / "a")[0]}
     runs, _ = _planned(sweep_file, tmp_path / "b")
     assert sorted(p["seed"] for p in runs) == seeds
     for p in runs:
-        assert _changed(p, first[p["seed"]]) == {"steps": 30000}
+        assert _changed(p, first[p["seed"]]) == {"steps": steps}
 
 
 def test_the_8000_entity_detached_runs_are_the_infonce_runs_with_the_target_detached(tmp_path):
