@@ -34,6 +34,9 @@ MIDLARGE_DETACHED = (ROOT / "papermill_runs" / "results" / "binding_midlarge_sto
                      ROOT / "papermill_runs" / "results" / "binding_midlarge_stopgrad_seeds_end_runs")
 # the same detach at 8,000 entities, seeds 0-1 to step 31,000
 SCALE_DETACHED = ROOT / "papermill_runs" / "results" / "binding_scale_stopgrad_runs"
+# entities -> (the detached runs' folders, the figure drawn from them)
+DETACHED = {4800: (MIDLARGE_DETACHED, "binding_midlarge_detached_mrr.png"),
+            8000: ((SCALE_DETACHED,), "binding_scale_detached_mrr.png")}
 MID_SURFACE = ROOT / "papermill_runs" / "results" / "binding_mid_surface_runs"
 MID_WIDTH = ROOT / "papermill_runs" / "results" / "binding_mid_width_runs"
 MID_CONCEPT_LONG = ROOT / "papermill_runs" / "results" / "binding_mid_concept_long_runs"  # abstract, to 90,000
@@ -135,8 +138,7 @@ def detached_panels(entities: int = 4800) -> list:
     curve to step 30,000; 8,000: three seeds each to step 60,000) with the infonce runs whose target
     is detached beside them (4,800: four seeds, each from step 0 to 30,000; 8,000: two seeds to 31,000)."""
     (title, n, settings), = [p for p in size_panels() if p[1] == entities]
-    folders = {4800: MIDLARGE_DETACHED, 8000: (SCALE_DETACHED,)}[entities]
-    detached = {name: rows for folder in folders for name, rows in _curves(folder).items()}
+    detached = {name: rows for folder in DETACHED[entities][0] for name, rows in _curves(folder).items()}
     return [(title, n, {**settings, "ntp + JEPA (infonce), target detached": detached})]
 
 
@@ -144,8 +146,7 @@ def detached_png(out: Path, entities: int = 4800) -> Path:
     """Reverse MRR against steps at ``entities``: ntp, infonce, and infonce with its target detached."""
     fig = viz.mrr_by_size_figure(detached_panels(entities))
     fig.update_layout(title=fig.layout.title.text.replace("at each size", f"at {entities:,} entities"))
-    name = {4800: "binding_midlarge_detached_mrr.png", 8000: "binding_scale_detached_mrr.png"}[entities]
-    return browser.figure_png(fig, out / name, width=WIDTH, height=460)
+    return browser.figure_png(fig, out / DETACHED[entities][1], width=WIDTH, height=460)
 
 
 def _abstract_90000() -> dict[str, dict]:
