@@ -641,6 +641,16 @@ def test_the_2400_entity_query_jepa_runs_are_the_surface_jepa_runs_read_at_mask(
         assert _changed(p, last[p["seed"]]) == {"jepa_read": "mask", "k_pred": 0}
 
 
+def test_the_2400_entity_detached_surface_runs_are_the_surface_jepa_runs_with_the_target_detached(tmp_path):
+    """binding_mid_surface_jepa_stopgrad.yaml: binding_mid_surface_jepa.yaml's runs, seed for seed,
+    with stop_grad true and nothing else changed."""
+    last = {p["seed"]: p for p in _planned("binding_mid_surface_jepa.yaml", tmp_path / "l")[0]}
+    runs, _ = _planned("binding_mid_surface_jepa_stopgrad.yaml", tmp_path / "s")
+    assert sorted(p["seed"] for p in runs) == sorted(last) == [0, 1]
+    for p in runs:
+        assert _changed(p, last[p["seed"]]) == {"stop_grad": True}
+
+
 def test_the_2400_entity_abstract_query_jepa_runs_are_the_abstract_infonce_runs_read_at_mask(tmp_path):
     """binding_mid_abstract_jepa_mask.yaml: binding_mid.yaml's infonce runs, seed for seed, read at the
     two <mask>s (jepa_read mask, hence k_pred 0), nothing else changed; and the surface ones in the
