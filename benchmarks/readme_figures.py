@@ -32,8 +32,8 @@ MIDLARGE_END = ROOT / "papermill_runs" / "results" / "binding_midlarge_seeds_end
 # the infonce runs with the target detached (stop_grad), resumed to 30,000: seeds 0-1, seeds 2-3
 MIDLARGE_DETACHED = (ROOT / "papermill_runs" / "results" / "binding_midlarge_stopgrad_end_runs",
                      ROOT / "papermill_runs" / "results" / "binding_midlarge_stopgrad_seeds_end_runs")
-# the same detach at 8,000 entities, seeds 0-1 to step 31,000
-SCALE_DETACHED = ROOT / "papermill_runs" / "results" / "binding_scale_stopgrad_runs"
+# the same detach at 8,000 entities, seeds 0-1 resumed to step 60,000 (their metrics from step 0)
+SCALE_DETACHED = ROOT / "papermill_runs" / "results" / "binding_scale_stopgrad_end_runs"
 # entities -> (the detached runs' folders, the figure drawn from them)
 DETACHED = {4800: (MIDLARGE_DETACHED, "binding_midlarge_detached_mrr.png"),
             8000: ((SCALE_DETACHED,), "binding_scale_detached_mrr.png")}
@@ -136,7 +136,7 @@ def sizes_png(out: Path) -> Path:
 def detached_panels(entities: int = 4800) -> list:
     """The panel of ``size_panels`` at ``entities`` (4,800: ntp and infonce four seeds each, every
     curve to step 30,000; 8,000: three seeds each to step 60,000) with the infonce runs whose target
-    is detached beside them (4,800: four seeds, each from step 0 to 30,000; 8,000: two seeds to 31,000)."""
+    is detached beside them (4,800: four seeds, each from step 0 to 30,000; 8,000: two seeds to 60,000)."""
     (title, n, settings), = [p for p in size_panels() if p[1] == entities]
     detached = {name: rows for folder in DETACHED[entities][0] for name, rows in _curves(folder).items()}
     return [(title, n, {**settings, "ntp + JEPA (infonce), target detached": detached})]

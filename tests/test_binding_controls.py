@@ -26,6 +26,7 @@ def _docs() -> str:
     ("binding_mid_runs", 4, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_scale_data1_runs", 2, "chance MRR (8,000 entities, ties count half): 0.0012"),
     ("binding_scale_stopgrad_runs", 2, "chance MRR (8,000 entities, ties count half): 0.0012"),
+    ("binding_scale_stopgrad_end_runs", 2, "chance MRR (8,000 entities, ties count half): 0.0012"),
     ("binding_midlarge_runs", 4, "chance MRR (4,800 entities, ties count half): 0.0019"),
     ("binding_midlarge_seeds_runs", 4, "chance MRR (4,800 entities, ties count half): 0.0019"),
     ("binding_midlarge_seeds_end_runs", 4, "chance MRR (4,800 entities, ties count half): 0.0019"),
@@ -131,6 +132,11 @@ def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, ru
     (("binding_scale_runs", "binding_scale_jepa_runs", "binding_scale_stopgrad_runs"), [10000, 20000, 30000], "",
      "small_abstract_ntp_weight_decay=0.1", 5 + 5 + 2),
     (("binding_scale_runs", "binding_scale_jepa_runs", "binding_scale_stopgrad_runs"), [30000], "",
+     "small_abstract_jepa_jepa_metric=infonce", 5 + 5 + 2),
+    # binding_scale_stopgrad_end.yaml's predictions S6 and S7: the detached runs at step 60,000
+    (("binding_scale_runs", "binding_scale_jepa_runs", "binding_scale_stopgrad_end_runs"),
+     [30000, 40000, 50000, 60000], "", "small_abstract_ntp_weight_decay=0.1", 5 + 5 + 2),
+    (("binding_scale_runs", "binding_scale_jepa_runs", "binding_scale_stopgrad_end_runs"), [60000], "",
      "small_abstract_jepa_jepa_metric=infonce", 5 + 5 + 2),
     # binding_midlarge_data1.yaml's prediction D2 names these steps (one seed each: no rule)
     (("binding_midlarge_data1_runs",), [10000, 20000, 30000], "", None, 2),
@@ -304,7 +310,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                        "binding_mid_abstract_jepa_stopgrad.yaml", "binding_mid_abstract_jepa_lambda.yaml",
                        "binding_midlarge_stopgrad.yaml", "binding_midlarge_lambda.yaml",
                        "binding_midlarge_stopgrad_end.yaml", "binding_midlarge_stopgrad_seeds_end.yaml",
-                       "binding_midlarge_data1.yaml", "binding_scale_stopgrad.yaml"):
+                       "binding_midlarge_data1.yaml", "binding_scale_stopgrad.yaml",
+                       "binding_scale_stopgrad_end.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -338,6 +345,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     assert names["binding_midlarge_data1.yaml"] == ["midlarge_abstract_data1_jepa_jepa_metric=infonce_stop_grad=True_seed0",
                                                     "midlarge_abstract_data1_ntp_seed0"]  # stop_grad: JEPA runs only
     assert names["binding_scale_stopgrad.yaml"] == ["small_abstract_jepa_seed0", "small_abstract_jepa_seed1"]
+    assert names["binding_scale_stopgrad_end.yaml"] == names["binding_scale_stopgrad.yaml"]
     assert names["binding_concept_width.yaml"] == ["abstract_concept_n_layer=2_n_embd=256_seed0",
                                                    "surface_concept_n_layer=2_n_embd=256_seed0",
                                                    "surface_concept_n_layer=2_n_embd=512_seed0",
@@ -433,6 +441,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_midlarge_stopgrad_seeds_end.yaml", "binding_midlarge_stopgrad_seeds_end_runs", None),
     ("binding_midlarge_data1.yaml", "binding_midlarge_data1_runs", ("midlarge_abstract", 1)),
     ("binding_scale_stopgrad.yaml", "binding_scale_stopgrad_runs", None),
+    ("binding_scale_stopgrad_end.yaml", "binding_scale_stopgrad_end_runs", None),
 ])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder, data_draw):
     """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
@@ -553,12 +562,12 @@ def test_the_by_size_figure_draws_every_committed_seed():
 
 @pytest.mark.parametrize("entities, seeds_and_ends", [
     (4800, [([0, 1, 2, 3], 30000)] * 3),
-    (8000, [([0, 1, 2], 60000), ([0, 1, 2], 60000), ([0, 1], 31000)]),
+    (8000, [([0, 1, 2], 60000), ([0, 1, 2], 60000), ([0, 1], 60000)]),
 ])
 def test_the_detached_figures_draw_every_seed_from_the_start(entities, seeds_and_ends):
     """readme_figures.detached_panels: ntp, infonce and infonce with its target detached, each
     setting's seeds and last step (4,800 entities: seeds 0-3 to step 30,000; 8,000: ntp and infonce
-    seeds 0-2 to 60,000, the detached seeds 0-1 to 31,000), every curve from step 1,000 or before."""
+    seeds 0-2 to 60,000, the detached seeds 0-1 resumed to 60,000), every curve from step 1,000 or before."""
     import runpy
     (panel,) = runpy.run_path(str(ROOT / "benchmarks" / "readme_figures.py"))["detached_panels"](entities)
     _, n, settings = panel
