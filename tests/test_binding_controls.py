@@ -39,6 +39,7 @@ def _docs() -> str:
     ("binding_mid_abstract_jepa_mask_runs", 2, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_abstract_jepa_head_runs", 2, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_surface_jepa_head_runs", 2, "chance MRR (2,400 entities, ties count half): 0.0035"),
+    ("binding_mid_surface_jepa_stopgrad_runs", 2, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_mid_width_runs", 1, "chance MRR (2,400 entities, ties count half): 0.0035"),
     ("binding_concept_width_runs", 4, "chance MRR (600 entities, ties count half): 0.0116"),
     ("binding_concept_steps_runs", 2, "chance MRR (600 entities, ties count half): 0.0116"),
@@ -311,7 +312,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                        "binding_midlarge_stopgrad.yaml", "binding_midlarge_lambda.yaml",
                        "binding_midlarge_stopgrad_end.yaml", "binding_midlarge_stopgrad_seeds_end.yaml",
                        "binding_midlarge_data1.yaml", "binding_scale_stopgrad.yaml",
-                       "binding_scale_stopgrad_end.yaml"):
+                       "binding_scale_stopgrad_end.yaml", "binding_mid_surface_jepa_stopgrad.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -346,6 +347,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                                                     "midlarge_abstract_data1_ntp_seed0"]  # stop_grad: JEPA runs only
     assert names["binding_scale_stopgrad.yaml"] == ["small_abstract_jepa_seed0", "small_abstract_jepa_seed1"]
     assert names["binding_scale_stopgrad_end.yaml"] == names["binding_scale_stopgrad.yaml"]
+    assert names["binding_mid_surface_jepa_stopgrad.yaml"] == names["binding_mid_surface_jepa.yaml"]
     assert names["binding_concept_width.yaml"] == ["abstract_concept_n_layer=2_n_embd=256_seed0",
                                                    "surface_concept_n_layer=2_n_embd=256_seed0",
                                                    "surface_concept_n_layer=2_n_embd=512_seed0",
@@ -398,6 +400,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_mid_abstract_jepa_mask.yaml", "binding_mid_abstract_jepa_mask_runs", None),
     ("binding_mid_abstract_jepa_head.yaml", "binding_mid_abstract_jepa_head_runs", None),
     ("binding_mid_surface_jepa_head.yaml", "binding_mid_surface_jepa_head_runs", None),
+    ("binding_mid_surface_jepa_stopgrad.yaml", "binding_mid_surface_jepa_stopgrad_runs", None),
     ("binding_mid_abstract_jepa_stopgrad.yaml", "binding_mid_abstract_jepa_stopgrad_runs", None),
     ("binding_mid_abstract_jepa_lambda.yaml", "binding_mid_abstract_jepa_lambda_runs", None),
     ("binding_mid_width.yaml", "binding_mid_width_runs", None),
@@ -775,6 +778,17 @@ def test_the_2400_entity_head_jepa_tables_are_computed_from_the_committed_runs(c
     rows = _readme_rows_at_steps(capsys, folders, [2000, 5000, 10000, 20000, 30000], forward=forward)
     assert [row.split("|")[1].strip() for row in rows[1:]] == ["mid_jepa_seed0", "mid_jepa_seed1"] + [
         f"mid_jepa_seed{s} ({f})" for f in folders[1:] for s in (0, 1)]
+
+
+@pytest.mark.parametrize("forward", [False, True])
+def test_the_2400_entity_detached_surface_tables_are_computed_from_the_committed_runs(capsys, forward):
+    """The surface ntp runs, the surface infonce runs read at the last tokens, and the same runs with
+    the target detached, at equal steps (and, with --forward, their forward), as in the docs."""
+    folders = ["binding_mid_surface_runs", "binding_mid_surface_jepa_runs", "binding_mid_surface_jepa_stopgrad_runs"]
+    rows = _readme_rows_at_steps(capsys, folders, [2000, 5000, 10000, 20000, 30000], forward=forward)
+    assert [row.split("|")[1].strip() for row in rows[1:]] == [
+        "mid_ntp_n_embd=128_seed0", "mid_ntp_n_embd=256_seed0", "mid_jepa_seed0", "mid_jepa_seed1",
+        "mid_jepa_seed0 (binding_mid_surface_jepa_stopgrad_runs)", "mid_jepa_seed1 (binding_mid_surface_jepa_stopgrad_runs)"]
 
 
 @pytest.mark.parametrize("forward", [False, True])
