@@ -643,24 +643,19 @@ def test_the_2400_entity_surface_jepa_runs_are_the_surface_ntp_run_with_the_info
         assert set(_changed(p, abstract[p["seed"]])) == {"data"} and Path(p["data"]).name == "mid"
 
 
-def test_the_2400_entity_query_jepa_runs_are_the_surface_jepa_runs_read_at_mask(tmp_path):
-    """binding_mid_surface_jepa_mask.yaml: binding_mid_surface_jepa.yaml's runs, seed for seed, with
-    the JEPA term read at the two <mask>s (jepa_read mask, hence k_pred 0) and nothing else changed."""
+@pytest.mark.parametrize("sweep_file, change", [("binding_mid_surface_jepa_mask.yaml", {"jepa_read": "mask", "k_pred": 0}),
+                                                ("binding_mid_surface_jepa_stopgrad.yaml", {"stop_grad": True})])
+def test_the_2400_entity_surface_query_and_detached_runs_are_the_surface_jepa_runs_with_one_change(tmp_path,
+                                                                                                   sweep_file,
+                                                                                                   change):
+    """binding_mid_surface_jepa_{mask,stopgrad}.yaml: binding_mid_surface_jepa.yaml's runs, seed for
+    seed, with the JEPA term read at the two <mask>s (jepa_read mask, hence k_pred 0), or with its
+    target detached, and nothing else changed."""
     last = {p["seed"]: p for p in _planned("binding_mid_surface_jepa.yaml", tmp_path / "l")[0]}
-    runs, _ = _planned("binding_mid_surface_jepa_mask.yaml", tmp_path / "m")
+    runs, _ = _planned(sweep_file, tmp_path / "s")
     assert sorted(p["seed"] for p in runs) == sorted(last) == [0, 1]
     for p in runs:
-        assert _changed(p, last[p["seed"]]) == {"jepa_read": "mask", "k_pred": 0}
-
-
-def test_the_2400_entity_detached_surface_runs_are_the_surface_jepa_runs_with_the_target_detached(tmp_path):
-    """binding_mid_surface_jepa_stopgrad.yaml: binding_mid_surface_jepa.yaml's runs, seed for seed,
-    with stop_grad true and nothing else changed."""
-    last = {p["seed"]: p for p in _planned("binding_mid_surface_jepa.yaml", tmp_path / "l")[0]}
-    runs, _ = _planned("binding_mid_surface_jepa_stopgrad.yaml", tmp_path / "s")
-    assert sorted(p["seed"] for p in runs) == sorted(last) == [0, 1]
-    for p in runs:
-        assert _changed(p, last[p["seed"]]) == {"stop_grad": True}
+        assert _changed(p, last[p["seed"]]) == change
 
 
 def test_the_2400_entity_abstract_query_jepa_runs_are_the_abstract_infonce_runs_read_at_mask(tmp_path):
