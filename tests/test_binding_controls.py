@@ -532,6 +532,22 @@ def test_the_second_draw_at_4800_entities_is_the_ntp_and_detached_seed_0_runs_wi
     assert {Path(p["data"]).name for p in runs.values()} == {"midlarge_abstract_data1"}
 
 
+def test_the_second_draw_at_8000_entities_detached_is_the_detached_runs_with_only_the_data_and_steps_changed(
+        tmp_path):
+    """binding_scale_data1_stopgrad.yaml: binding_scale_stopgrad.yaml's detached runs, seeds 0 and 1, on
+    binding_scale_data1.yaml's data for its 30,000 steps; its ntp and infonce runs are the comparison
+    and differ from these in the objective's fields only."""
+    runs = {p["seed"]: p for p in _planned("binding_scale_data1_stopgrad.yaml", tmp_path / "d")[0]}
+    detached = {p["seed"]: p for p in _planned("binding_scale_stopgrad.yaml", tmp_path / "s")[0]}
+    other = {p["objective"]: p for p in _planned("binding_scale_data1.yaml", tmp_path / "o")[0]}
+    assert sorted(runs) == sorted(detached) == [0, 1]
+    for seed, p in runs.items():
+        assert set(_changed(p, detached[seed])) == {"data", "steps"} and p["steps"] == 30000
+        assert Path(p["data"]).name == "small_abstract_data1" and p["stop_grad"] is True
+    assert set(_changed(runs[0], other["jepa"])) == {"stop_grad"}
+    assert set(_changed(runs[0], other["ntp"])) == {"objective", "jepa_metric", "stop_grad"}
+
+
 def test_the_4800_entity_seed_runs_are_the_30000_step_runs_with_only_the_seed_and_steps_changed(tmp_path):
     """binding_midlarge_seeds.yaml: seeds 2 and 3 of binding_midlarge.yaml's ntp and infonce runs,
     to step 11,000, and nothing else changed; the schedule is constant after warm-up (so the path to
