@@ -27,6 +27,7 @@ def _docs() -> str:
     ("binding_scale_data1_runs", 2, "chance MRR (8,000 entities, ties count half): 0.0012"),
     ("binding_scale_stopgrad_runs", 2, "chance MRR (8,000 entities, ties count half): 0.0012"),
     ("binding_scale_stopgrad_end_runs", 2, "chance MRR (8,000 entities, ties count half): 0.0012"),
+    ("binding_scale_data1_stopgrad_runs", 2, "chance MRR (8,000 entities, ties count half): 0.0012"),
     ("binding_midlarge_runs", 4, "chance MRR (4,800 entities, ties count half): 0.0019"),
     ("binding_midlarge_seeds_runs", 4, "chance MRR (4,800 entities, ties count half): 0.0019"),
     ("binding_midlarge_seeds_end_runs", 4, "chance MRR (4,800 entities, ties count half): 0.0019"),
@@ -139,6 +140,12 @@ def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, ru
      [30000, 40000, 50000, 60000], "", "small_abstract_ntp_weight_decay=0.1", 5 + 5 + 2),
     (("binding_scale_runs", "binding_scale_jepa_runs", "binding_scale_stopgrad_end_runs"), [60000], "",
      "small_abstract_jepa_jepa_metric=infonce", 5 + 5 + 2),
+    # binding_scale_data1_stopgrad.yaml's predictions E2 and E3: the detached seeds on the second draw
+    # against its ntp and infonce runs (one seed each: the rule cannot tell)
+    (("binding_scale_data1_runs", "binding_scale_data1_stopgrad_runs"), [10000, 20000, 30000], "",
+     "small_abstract_data1_ntp", 4),
+    (("binding_scale_data1_runs", "binding_scale_data1_stopgrad_runs"), [30000], "",
+     "small_abstract_data1_jepa_jepa_metric=infonce", 4),
     # binding_midlarge_data1.yaml's prediction D2 names these steps (one seed each: no rule)
     (("binding_midlarge_data1_runs",), [10000, 20000, 30000], "", None, 2),
     # binding_midlarge_seeds_end.yaml's predictions L6 (step 20,000) and L7 (step 30,000)
@@ -312,7 +319,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                        "binding_midlarge_stopgrad.yaml", "binding_midlarge_lambda.yaml",
                        "binding_midlarge_stopgrad_end.yaml", "binding_midlarge_stopgrad_seeds_end.yaml",
                        "binding_midlarge_data1.yaml", "binding_scale_stopgrad.yaml",
-                       "binding_scale_stopgrad_end.yaml", "binding_mid_surface_jepa_stopgrad.yaml"):
+                       "binding_scale_stopgrad_end.yaml", "binding_mid_surface_jepa_stopgrad.yaml",
+                       "binding_scale_data1_stopgrad.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -348,6 +356,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     assert names["binding_scale_stopgrad.yaml"] == ["small_abstract_jepa_seed0", "small_abstract_jepa_seed1"]
     assert names["binding_scale_stopgrad_end.yaml"] == names["binding_scale_stopgrad.yaml"]
     assert names["binding_mid_surface_jepa_stopgrad.yaml"] == names["binding_mid_surface_jepa.yaml"]
+    assert names["binding_scale_data1_stopgrad.yaml"] == ["small_abstract_data1_jepa_seed0", "small_abstract_data1_jepa_seed1"]
     assert names["binding_concept_width.yaml"] == ["abstract_concept_n_layer=2_n_embd=256_seed0",
                                                    "surface_concept_n_layer=2_n_embd=256_seed0",
                                                    "surface_concept_n_layer=2_n_embd=512_seed0",
@@ -445,6 +454,7 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_midlarge_data1.yaml", "binding_midlarge_data1_runs", ("midlarge_abstract", 1)),
     ("binding_scale_stopgrad.yaml", "binding_scale_stopgrad_runs", None),
     ("binding_scale_stopgrad_end.yaml", "binding_scale_stopgrad_end_runs", None),
+    ("binding_scale_data1_stopgrad.yaml", "binding_scale_data1_stopgrad_runs", ("small_abstract", 1)),
 ])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder, data_draw):
     """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
