@@ -35,6 +35,9 @@ MIDLARGE_DETACHED = (ROOT / "papermill_runs" / "results" / "binding_midlarge_sto
 # the same detach at 8,000 entities, seeds 0-1 resumed to step 60,000 (their metrics from step 0)
 SCALE_DETACHED = ROOT / "papermill_runs" / "results" / "binding_scale_stopgrad_end_runs"
 # entities -> (the detached runs' folders, the figure drawn from them)
+# the second draw of the 8,000-entity data: ntp and infonce seed 0, their seed 1, the detached seeds 0-1
+SCALE_DATA1 = tuple(ROOT / "papermill_runs" / "results" / f"binding_scale_data1{part}_runs"
+                    for part in ("", "_seed1", "_stopgrad"))
 DETACHED = {4800: (MIDLARGE_DETACHED, "binding_midlarge_detached_mrr.png"),
             8000: ((SCALE_DETACHED,), "binding_scale_detached_mrr.png")}
 MID_SURFACE = ROOT / "papermill_runs" / "results" / "binding_mid_surface_runs"
@@ -69,7 +72,7 @@ WIDTH = 1100
 FIGURES = ("mask.png", "forward_reverse.png", "binding_controls_mrr.png", "binding_scale_mrr.png",
            "binding_scale_jepa_mrr.png", "binding_sizes_mrr.png", "binding_mid_surface_mrr.png",
            "binding_concept_mrr.png", "binding_mid_scale_mrr.png", "binding_mid_abstract_scale_mrr.png",
-           "binding_midlarge_detached_mrr.png", "binding_scale_detached_mrr.png")
+           "binding_midlarge_detached_mrr.png", "binding_scale_detached_mrr.png", "binding_scale_data1_mrr.png")
 
 
 def _curves(folder: Path, part: str = "") -> dict:
@@ -147,6 +150,23 @@ def detached_png(out: Path, entities: int = 4800) -> Path:
     fig = viz.mrr_by_size_figure(detached_panels(entities))
     fig.update_layout(title=fig.layout.title.text.replace("at each size", f"at {entities:,} entities"))
     return browser.figure_png(fig, out / DETACHED[entities][1], width=WIDTH, height=460)
+
+
+def data1_panels() -> list:
+    """The second draw of the 8,000-entity data (generator seed 1): ntp, infonce and infonce with its
+    target detached, seeds 0 and 1 of each, every curve from step 0 to 30,000."""
+    curves = {name: rows for folder in SCALE_DATA1 for name, rows in _curves(folder).items()}
+    settings = {"ntp": "_ntp_seed", "ntp + JEPA (infonce)": "=infonce_seed",
+                "ntp + JEPA (infonce), target detached": "_data1_jepa_seed"}
+    return [("8,000 entities, second data draw, batch 256", 8000,
+             {label: {n: rows for n, rows in curves.items() if part in n} for label, part in settings.items()})]
+
+
+def data1_png(out: Path) -> Path:
+    """Reverse MRR against steps on the second 8,000-entity draw (``data1_panels``)."""
+    fig = viz.mrr_by_size_figure(data1_panels())
+    fig.update_layout(title=fig.layout.title.text.replace("at each size", "at 8,000 entities, second data draw"))
+    return browser.figure_png(fig, out / "binding_scale_data1_mrr.png", width=WIDTH, height=460)
 
 
 def _abstract_90000() -> dict[str, dict]:
@@ -247,7 +267,7 @@ def main(out: str = "docs/figures") -> list[Path]:
     paths = [mask_png(out), forward_reverse_png(out), controls_png(out),
              controls_png(out, SCALE, 8000, "binding_scale_mrr.png", log_x=False),  # the rise comes late
              scale_jepa_png(out), sizes_png(out), mid_surface_png(out), concept_png(out), scale_png(out),
-             abstract_scale_png(out), detached_png(out), detached_png(out, 8000)]
+             abstract_scale_png(out), detached_png(out), detached_png(out, 8000), data1_png(out)]
     for p in paths:
         w, h = browser.png_size(p)
         print(f"{p}  {w} x {h}  {p.stat().st_size / 1e3:.0f} kB")
