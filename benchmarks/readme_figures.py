@@ -34,10 +34,10 @@ MIDLARGE_DETACHED = (ROOT / "papermill_runs" / "results" / "binding_midlarge_sto
                      ROOT / "papermill_runs" / "results" / "binding_midlarge_stopgrad_seeds_end_runs")
 # the same detach at 8,000 entities, seeds 0-1 resumed to step 60,000 (their metrics from step 0)
 SCALE_DETACHED = ROOT / "papermill_runs" / "results" / "binding_scale_stopgrad_end_runs"
-# entities -> (the detached runs' folders, the figure drawn from them)
 # the second draw of the 8,000-entity data: ntp and infonce seed 0, their seed 1, the detached seeds 0-1
 SCALE_DATA1 = tuple(ROOT / "papermill_runs" / "results" / f"binding_scale_data1{part}_runs"
                     for part in ("", "_seed1", "_stopgrad"))
+# entities -> (the detached runs' folders, the figure drawn from them)
 DETACHED = {4800: (MIDLARGE_DETACHED, "binding_midlarge_detached_mrr.png"),
             8000: ((SCALE_DETACHED,), "binding_scale_detached_mrr.png")}
 MID_SURFACE = ROOT / "papermill_runs" / "results" / "binding_mid_surface_runs"
@@ -145,11 +145,16 @@ def detached_panels(entities: int = 4800) -> list:
     return [(title, n, {**settings, "ntp + JEPA (infonce), target detached": detached})]
 
 
+def _one_panel_png(panels: list, where: str, path: Path) -> Path:
+    """``viz.mrr_by_size_figure`` of one panel, its title naming ``where`` instead of "at each size"."""
+    fig = viz.mrr_by_size_figure(panels)
+    fig.update_layout(title=fig.layout.title.text.replace("at each size", where))
+    return browser.figure_png(fig, path, width=WIDTH, height=460)
+
+
 def detached_png(out: Path, entities: int = 4800) -> Path:
     """Reverse MRR against steps at ``entities``: ntp, infonce, and infonce with its target detached."""
-    fig = viz.mrr_by_size_figure(detached_panels(entities))
-    fig.update_layout(title=fig.layout.title.text.replace("at each size", f"at {entities:,} entities"))
-    return browser.figure_png(fig, out / DETACHED[entities][1], width=WIDTH, height=460)
+    return _one_panel_png(detached_panels(entities), f"at {entities:,} entities", out / DETACHED[entities][1])
 
 
 def data1_panels() -> list:
@@ -164,9 +169,7 @@ def data1_panels() -> list:
 
 def data1_png(out: Path) -> Path:
     """Reverse MRR against steps on the second 8,000-entity draw (``data1_panels``)."""
-    fig = viz.mrr_by_size_figure(data1_panels())
-    fig.update_layout(title=fig.layout.title.text.replace("at each size", "at 8,000 entities, second data draw"))
-    return browser.figure_png(fig, out / "binding_scale_data1_mrr.png", width=WIDTH, height=460)
+    return _one_panel_png(data1_panels(), "at 8,000 entities, second data draw", out / "binding_scale_data1_mrr.png")
 
 
 def _abstract_90000() -> dict[str, dict]:
