@@ -34,9 +34,10 @@ MIDLARGE_DETACHED = (ROOT / "papermill_runs" / "results" / "binding_midlarge_sto
                      ROOT / "papermill_runs" / "results" / "binding_midlarge_stopgrad_seeds_end_runs")
 # the same detach at 8,000 entities, seeds 0-1 resumed to step 60,000 (their metrics from step 0)
 SCALE_DETACHED = ROOT / "papermill_runs" / "results" / "binding_scale_stopgrad_end_runs"
-# the second draw of the 8,000-entity data: ntp and infonce seed 0, their seed 1, the detached seeds 0-1
+# the second draw of the 8,000-entity data: ntp and infonce seed 0, their seed 1, their seed 2, the
+# detached seeds 0-1, the detached seed 2
 SCALE_DATA1 = tuple(ROOT / "papermill_runs" / "results" / f"binding_scale_data1{part}_runs"
-                    for part in ("", "_seed1", "_stopgrad"))
+                    for part in ("", "_seed1", "_seed2", "_stopgrad", "_stopgrad_seed2"))
 # entities -> (the detached runs' folders, the figure drawn from them)
 DETACHED = {4800: (MIDLARGE_DETACHED, "binding_midlarge_detached_mrr.png"),
             8000: ((SCALE_DETACHED,), "binding_scale_detached_mrr.png")}
@@ -159,7 +160,7 @@ def detached_png(out: Path, entities: int = 4800) -> Path:
 
 def data1_panels() -> list:
     """The second draw of the 8,000-entity data (generator seed 1): ntp, infonce and infonce with its
-    target detached, seeds 0 and 1 of each, every curve from step 0 to 30,000."""
+    target detached, seeds 0-2 of each, every curve from step 0 to 30,000."""
     curves = {name: rows for folder in SCALE_DATA1 for name, rows in _curves(folder).items()}
     settings = {"ntp": "_ntp_seed", "ntp + JEPA (infonce)": "=infonce_seed",
                 "ntp + JEPA (infonce), target detached": "_data1_jepa_seed"}

@@ -29,6 +29,8 @@ def _docs() -> str:
     ("binding_scale_stopgrad_end_runs", 2, "chance MRR (8,000 entities, ties count half): 0.0012"),
     ("binding_scale_data1_stopgrad_runs", 2, "chance MRR (8,000 entities, ties count half): 0.0012"),
     ("binding_scale_data1_seed1_runs", 2, "chance MRR (8,000 entities, ties count half): 0.0012"),
+    ("binding_scale_data1_seed2_runs", 2, "chance MRR (8,000 entities, ties count half): 0.0012"),
+    ("binding_scale_data1_stopgrad_seed2_runs", 1, "chance MRR (8,000 entities, ties count half): 0.0012"),
     ("binding_midlarge_runs", 4, "chance MRR (4,800 entities, ties count half): 0.0019"),
     ("binding_midlarge_seeds_runs", 4, "chance MRR (4,800 entities, ties count half): 0.0019"),
     ("binding_midlarge_seeds_end_runs", 4, "chance MRR (4,800 entities, ties count half): 0.0019"),
@@ -153,6 +155,13 @@ def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, ru
      [10000, 20000, 30000], "", "small_abstract_data1_ntp", 6),
     (("binding_scale_data1_runs", "binding_scale_data1_seed1_runs", "binding_scale_data1_stopgrad_runs"),
      [30000], "", "small_abstract_data1_jepa_jepa_metric=infonce", 6),
+    # binding_scale_data1_seed2.yaml's predictions F2, F4 and F5: seeds 0-2 of each setting on the second draw
+    (("binding_scale_data1_runs", "binding_scale_data1_seed1_runs", "binding_scale_data1_seed2_runs",
+      "binding_scale_data1_stopgrad_runs", "binding_scale_data1_stopgrad_seed2_runs"),
+     [10000, 20000, 30000], "", "small_abstract_data1_ntp", 9),
+    (("binding_scale_data1_runs", "binding_scale_data1_seed1_runs", "binding_scale_data1_seed2_runs",
+      "binding_scale_data1_stopgrad_runs", "binding_scale_data1_stopgrad_seed2_runs"),
+     [30000], "", "small_abstract_data1_jepa_jepa_metric=infonce", 9),
     # binding_midlarge_data1.yaml's prediction D2 names these steps (one seed each: no rule)
     (("binding_midlarge_data1_runs",), [10000, 20000, 30000], "", None, 2),
     # binding_midlarge_seeds_end.yaml's predictions L6 (step 20,000) and L7 (step 30,000)
@@ -327,7 +336,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                        "binding_midlarge_stopgrad_end.yaml", "binding_midlarge_stopgrad_seeds_end.yaml",
                        "binding_midlarge_data1.yaml", "binding_scale_stopgrad.yaml",
                        "binding_scale_stopgrad_end.yaml", "binding_mid_surface_jepa_stopgrad.yaml",
-                       "binding_scale_data1_stopgrad.yaml", "binding_scale_data1_seed1.yaml"):
+                       "binding_scale_data1_stopgrad.yaml", "binding_scale_data1_seed1.yaml",
+                       "binding_scale_data1_seed2.yaml", "binding_scale_data1_stopgrad_seed2.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -365,6 +375,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     assert names["binding_mid_surface_jepa_stopgrad.yaml"] == names["binding_mid_surface_jepa.yaml"]
     assert names["binding_scale_data1_stopgrad.yaml"] == ["small_abstract_data1_jepa_seed0", "small_abstract_data1_jepa_seed1"]
     assert names["binding_scale_data1_seed1.yaml"] == [n.replace("seed0", "seed1") for n in names["binding_scale_data1.yaml"]]
+    assert names["binding_scale_data1_seed2.yaml"] == [n.replace("seed0", "seed2") for n in names["binding_scale_data1.yaml"]]
+    assert names["binding_scale_data1_stopgrad_seed2.yaml"] == ["small_abstract_data1_jepa_seed2"]
     assert names["binding_concept_width.yaml"] == ["abstract_concept_n_layer=2_n_embd=256_seed0",
                                                    "surface_concept_n_layer=2_n_embd=256_seed0",
                                                    "surface_concept_n_layer=2_n_embd=512_seed0",
@@ -464,6 +476,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_scale_stopgrad_end.yaml", "binding_scale_stopgrad_end_runs", None),
     ("binding_scale_data1_stopgrad.yaml", "binding_scale_data1_stopgrad_runs", ("small_abstract", 1)),
     ("binding_scale_data1_seed1.yaml", "binding_scale_data1_seed1_runs", ("small_abstract", 1)),
+    ("binding_scale_data1_seed2.yaml", "binding_scale_data1_seed2_runs", ("small_abstract", 1)),
+    ("binding_scale_data1_stopgrad_seed2.yaml", "binding_scale_data1_stopgrad_seed2_runs", ("small_abstract", 1)),
 ])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder, data_draw):
     """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
@@ -567,13 +581,21 @@ def test_the_second_draw_at_8000_entities_detached_is_the_detached_runs_with_onl
     assert set(_changed(runs[0], other["ntp"])) == {"objective", "jepa_metric", "stop_grad"}
 
 
-def test_the_second_draw_seed_1_runs_are_its_seed_0_runs_with_only_the_seed_changed(tmp_path):
-    """binding_scale_data1_seed1.yaml: binding_scale_data1.yaml's ntp and infonce runs with seed 1."""
-    seed1 = {p["objective"]: p for p in _planned("binding_scale_data1_seed1.yaml", tmp_path / "one")[0]}
+@pytest.mark.parametrize("sweep_file, seed", [("binding_scale_data1_seed1.yaml", 1), ("binding_scale_data1_seed2.yaml", 2)])
+def test_the_second_draw_seed_runs_are_its_seed_0_runs_with_only_the_seed_changed(tmp_path, sweep_file, seed):
+    """binding_scale_data1_seed{1,2}.yaml: binding_scale_data1.yaml's ntp and infonce runs with seed 1, 2."""
+    other = {p["objective"]: p for p in _planned(sweep_file, tmp_path / "other")[0]}
     seed0 = {p["objective"]: p for p in _planned("binding_scale_data1.yaml", tmp_path / "zero")[0]}
-    assert sorted(seed1) == sorted(seed0) == ["jepa", "ntp"]
-    for objective, p in seed1.items():
-        assert _changed(p, seed0[objective]) == {"seed": 1}
+    assert sorted(other) == sorted(seed0) == ["jepa", "ntp"]
+    for objective, p in other.items():
+        assert _changed(p, seed0[objective]) == {"seed": seed}
+
+
+def test_the_second_draw_detached_seed_2_is_its_seed_0_run_with_only_the_seed_changed(tmp_path):
+    """binding_scale_data1_stopgrad_seed2.yaml: binding_scale_data1_stopgrad.yaml's run with seed 2."""
+    (seed2,) = _planned("binding_scale_data1_stopgrad_seed2.yaml", tmp_path / "two")[0]
+    seed0 = {p["seed"]: p for p in _planned("binding_scale_data1_stopgrad.yaml", tmp_path / "zero")[0]}[0]
+    assert _changed(seed2, seed0) == {"seed": 2}
 
 
 def test_the_4800_entity_seed_runs_are_the_30000_step_runs_with_only_the_seed_and_steps_changed(tmp_path):
@@ -607,16 +629,16 @@ def test_the_by_size_figure_draws_every_committed_seed():
             assert all(min(r["step"] for r in rows) <= 1000 for rows in curves.values()), n
 
 
-def test_the_second_draw_figure_draws_seeds_0_and_1_of_each_setting_from_the_start():
+def test_the_second_draw_figure_draws_seeds_0_to_2_of_each_setting_from_the_start():
     """readme_figures.data1_panels: on the second 8,000-entity draw, ntp, infonce and the detached
-    term, seeds 0 and 1 each (from three folders), every curve from step 1,000 or before to 30,000."""
+    term, seeds 0-2 each (from five folders), every curve from step 1,000 or before to 30,000."""
     import runpy
     (panel,) = runpy.run_path(str(ROOT / "benchmarks" / "readme_figures.py"))["data1_panels"]()
     _, n, settings = panel
     assert n == 8000
     assert list(settings) == ["ntp", "ntp + JEPA (infonce)", "ntp + JEPA (infonce), target detached"]
     for setting, curves in settings.items():
-        assert sorted(int(r.rsplit("seed", 1)[1]) for r in curves) == [0, 1], setting
+        assert sorted(int(r.rsplit("seed", 1)[1]) for r in curves) == [0, 1, 2], setting
         assert all("_data1_" in r for r in curves), setting
         for rows in curves.values():
             steps = [r["step"] for r in rows if r.get("kind") == "eval"]
