@@ -19,6 +19,7 @@ from pathlib import Path
 from jepa_kit import browser, collect, viz
 from jepa_kit.data import load_dataset
 from jepa_kit.datagen import generate
+from jepa_kit.run_views import setting_colors
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "papermill_runs" / "results" / "study_runs"
@@ -38,6 +39,10 @@ SCALE_DETACHED = ROOT / "papermill_runs" / "results" / "binding_scale_stopgrad_e
 # detached seeds 0-1, the detached seed 2
 SCALE_DATA1 = tuple(ROOT / "papermill_runs" / "results" / f"binding_scale_data1{part}_runs"
                     for part in ("", "_seed1", "_seed2", "_stopgrad", "_stopgrad_seed2"))
+# the same draw on to step 50,000: ntp seeds 1-2, the detached seeds 0-1, the detached seed 2 (each run's
+# metrics from step 0)
+SCALE_DATA1_END = tuple(ROOT / "papermill_runs" / "results" / f"binding_scale_data1{part}_end_runs"
+                        for part in ("", "_stopgrad", "_stopgrad_seed2"))
 # entities -> (the detached runs' folders, the figure drawn from them)
 DETACHED = {4800: (MIDLARGE_DETACHED, "binding_midlarge_detached_mrr.png"),
             8000: ((SCALE_DETACHED,), "binding_scale_detached_mrr.png")}
@@ -73,7 +78,8 @@ WIDTH = 1100
 FIGURES = ("mask.png", "forward_reverse.png", "binding_controls_mrr.png", "binding_scale_mrr.png",
            "binding_scale_jepa_mrr.png", "binding_sizes_mrr.png", "binding_mid_surface_mrr.png",
            "binding_concept_mrr.png", "binding_mid_scale_mrr.png", "binding_mid_abstract_scale_mrr.png",
-           "binding_midlarge_detached_mrr.png", "binding_scale_detached_mrr.png", "binding_scale_data1_mrr.png")
+           "binding_midlarge_detached_mrr.png", "binding_scale_detached_mrr.png", "binding_scale_data1_mrr.png",
+           "binding_scale_data1_end_mrr.png")
 
 
 def _curves(folder: Path, part: str = "") -> dict:
@@ -146,9 +152,10 @@ def detached_panels(entities: int = 4800) -> list:
     return [(title, n, {**settings, "ntp + JEPA (infonce), target detached": detached})]
 
 
-def _one_panel_png(panels: list, where: str, path: Path) -> Path:
-    """``viz.mrr_by_size_figure`` of one panel, its title naming ``where`` instead of "at each size"."""
-    fig = viz.mrr_by_size_figure(panels)
+def _one_panel_png(panels: list, where: str, path: Path, colors: dict | None = None) -> Path:
+    """``viz.mrr_by_size_figure`` of one panel (``colors``: label -> colour), its title naming
+    ``where`` instead of "at each size"."""
+    fig = viz.mrr_by_size_figure(panels, colors=colors)
     fig.update_layout(title=fig.layout.title.text.replace("at each size", where))
     return browser.figure_png(fig, path, width=WIDTH, height=460)
 
@@ -158,19 +165,29 @@ def detached_png(out: Path, entities: int = 4800) -> Path:
     return _one_panel_png(detached_panels(entities), f"at {entities:,} entities", out / DETACHED[entities][1])
 
 
-def data1_panels() -> list:
-    """The second draw of the 8,000-entity data (generator seed 1): ntp, infonce and infonce with its
-    target detached, seeds 0-2 of each, every curve from step 0 to 30,000."""
-    curves = {name: rows for folder in SCALE_DATA1 for name, rows in _curves(folder).items()}
-    settings = {"ntp": "_ntp_seed", "ntp + JEPA (infonce)": "=infonce_seed",
-                "ntp + JEPA (infonce), target detached": "_data1_jepa_seed"}
-    return [("8,000 entities, second data draw, batch 256", 8000,
-             {label: {n: rows for n, rows in curves.items() if part in n} for label, part in settings.items()})]
+DATA1_SETTINGS = {"ntp": "_ntp_seed", "ntp + JEPA (infonce)": "=infonce_seed",
+                  "ntp + JEPA (infonce), target detached": "_data1_jepa_seed"}  # label -> part of its run names
+
+
+def data1_panels(folders: tuple = SCALE_DATA1) -> list:
+    """The second draw of the 8,000-entity data (generator seed 1), the runs in ``folders`` by setting:
+    by default ntp, infonce and infonce with its target detached, seeds 0-2 of each, every curve from
+    step 0 to 30,000; with ``SCALE_DATA1_END``, ntp seeds 1-2 and the detached seeds 0-2 to 50,000."""
+    curves = {name: rows for folder in folders for name, rows in _curves(folder).items()}
+    groups = {label: {n: rows for n, rows in curves.items() if part in n} for label, part in DATA1_SETTINGS.items()}
+    return [("8,000 entities, second data draw, batch 256", 8000, {k: v for k, v in groups.items() if v})]
 
 
 def data1_png(out: Path) -> Path:
     """Reverse MRR against steps on the second 8,000-entity draw (``data1_panels``)."""
     return _one_panel_png(data1_panels(), "at 8,000 entities, second data draw", out / "binding_scale_data1_mrr.png")
+
+
+def data1_end_png(out: Path) -> Path:
+    """The same draw's resumed runs to step 50,000 (``data1_panels(SCALE_DATA1_END)``)."""
+    return _one_panel_png(data1_panels(SCALE_DATA1_END), "at 8,000 entities, second draw",
+                          out / "binding_scale_data1_end_mrr.png",
+                          colors=setting_colors(DATA1_SETTINGS))  # each setting's colour in binding_scale_data1_mrr.png
 
 
 def _abstract_90000() -> dict[str, dict]:
@@ -271,7 +288,8 @@ def main(out: str = "docs/figures") -> list[Path]:
     paths = [mask_png(out), forward_reverse_png(out), controls_png(out),
              controls_png(out, SCALE, 8000, "binding_scale_mrr.png", log_x=False),  # the rise comes late
              scale_jepa_png(out), sizes_png(out), mid_surface_png(out), concept_png(out), scale_png(out),
-             abstract_scale_png(out), detached_png(out), detached_png(out, 8000), data1_png(out)]
+             abstract_scale_png(out), detached_png(out), detached_png(out, 8000), data1_png(out),
+             data1_end_png(out)]
     for p in paths:
         w, h = browser.png_size(p)
         print(f"{p}  {w} x {h}  {p.stat().st_size / 1e3:.0f} kB")

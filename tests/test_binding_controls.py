@@ -31,6 +31,9 @@ def _docs() -> str:
     ("binding_scale_data1_seed1_runs", 2, "chance MRR (8,000 entities, ties count half): 0.0012"),
     ("binding_scale_data1_seed2_runs", 2, "chance MRR (8,000 entities, ties count half): 0.0012"),
     ("binding_scale_data1_stopgrad_seed2_runs", 1, "chance MRR (8,000 entities, ties count half): 0.0012"),
+    ("binding_scale_data1_end_runs", 2, "chance MRR (8,000 entities, ties count half): 0.0012"),
+    ("binding_scale_data1_stopgrad_end_runs", 2, "chance MRR (8,000 entities, ties count half): 0.0012"),
+    ("binding_scale_data1_stopgrad_seed2_end_runs", 1, "chance MRR (8,000 entities, ties count half): 0.0012"),
     ("binding_midlarge_runs", 4, "chance MRR (4,800 entities, ties count half): 0.0019"),
     ("binding_midlarge_seeds_runs", 4, "chance MRR (4,800 entities, ties count half): 0.0019"),
     ("binding_midlarge_seeds_end_runs", 4, "chance MRR (4,800 entities, ties count half): 0.0019"),
@@ -162,6 +165,10 @@ def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, ru
     (("binding_scale_data1_runs", "binding_scale_data1_seed1_runs", "binding_scale_data1_seed2_runs",
       "binding_scale_data1_stopgrad_runs", "binding_scale_data1_stopgrad_seed2_runs"),
      [30000], "", "small_abstract_data1_jepa_jepa_metric=infonce", 9),
+    # binding_scale_data1_stopgrad_end.yaml's predictions P2-P5: the detached seeds 0-2 and ntp seeds 1-2
+    # on the second draw, resumed to step 50,000
+    (("binding_scale_data1_end_runs", "binding_scale_data1_stopgrad_end_runs",
+      "binding_scale_data1_stopgrad_seed2_end_runs"), [30000, 40000, 50000], "", "small_abstract_data1_ntp", 5),
     # binding_midlarge_data1.yaml's prediction D2 names these steps (one seed each: no rule)
     (("binding_midlarge_data1_runs",), [10000, 20000, 30000], "", None, 2),
     # binding_midlarge_seeds_end.yaml's predictions L6 (step 20,000) and L7 (step 30,000)
@@ -337,7 +344,9 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                        "binding_midlarge_data1.yaml", "binding_scale_stopgrad.yaml",
                        "binding_scale_stopgrad_end.yaml", "binding_mid_surface_jepa_stopgrad.yaml",
                        "binding_scale_data1_stopgrad.yaml", "binding_scale_data1_seed1.yaml",
-                       "binding_scale_data1_seed2.yaml", "binding_scale_data1_stopgrad_seed2.yaml"):
+                       "binding_scale_data1_seed2.yaml", "binding_scale_data1_stopgrad_seed2.yaml",
+                       "binding_scale_data1_end.yaml", "binding_scale_data1_stopgrad_end.yaml",
+                       "binding_scale_data1_stopgrad_seed2_end.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -377,6 +386,9 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     assert names["binding_scale_data1_seed1.yaml"] == [n.replace("seed0", "seed1") for n in names["binding_scale_data1.yaml"]]
     assert names["binding_scale_data1_seed2.yaml"] == [n.replace("seed0", "seed2") for n in names["binding_scale_data1.yaml"]]
     assert names["binding_scale_data1_stopgrad_seed2.yaml"] == ["small_abstract_data1_jepa_seed2"]
+    assert names["binding_scale_data1_end.yaml"] == ["small_abstract_data1_ntp_seed1", "small_abstract_data1_ntp_seed2"]
+    assert names["binding_scale_data1_stopgrad_end.yaml"] == names["binding_scale_data1_stopgrad.yaml"]
+    assert names["binding_scale_data1_stopgrad_seed2_end.yaml"] == names["binding_scale_data1_stopgrad_seed2.yaml"]
     assert names["binding_concept_width.yaml"] == ["abstract_concept_n_layer=2_n_embd=256_seed0",
                                                    "surface_concept_n_layer=2_n_embd=256_seed0",
                                                    "surface_concept_n_layer=2_n_embd=512_seed0",
@@ -478,6 +490,9 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_scale_data1_seed1.yaml", "binding_scale_data1_seed1_runs", ("small_abstract", 1)),
     ("binding_scale_data1_seed2.yaml", "binding_scale_data1_seed2_runs", ("small_abstract", 1)),
     ("binding_scale_data1_stopgrad_seed2.yaml", "binding_scale_data1_stopgrad_seed2_runs", ("small_abstract", 1)),
+    ("binding_scale_data1_end.yaml", "binding_scale_data1_end_runs", ("small_abstract", 1)),
+    ("binding_scale_data1_stopgrad_end.yaml", "binding_scale_data1_stopgrad_end_runs", ("small_abstract", 1)),
+    ("binding_scale_data1_stopgrad_seed2_end.yaml", "binding_scale_data1_stopgrad_seed2_end_runs", ("small_abstract", 1)),
 ])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder, data_draw):
     """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
@@ -644,6 +659,23 @@ def test_the_second_draw_figure_draws_seeds_0_to_2_of_each_setting_from_the_star
             assert min(steps) <= 1000 and max(steps) == 30000, setting
 
 
+def test_the_second_draw_figure_to_50000_draws_the_resumed_runs_from_the_start():
+    """readme_figures.data1_panels(SCALE_DATA1_END): ntp seeds 1-2 and the detached seeds 0-2 resumed
+    on the second 8,000-entity draw, every curve from step 1,000 or before to 50,000 (their metrics
+    were copied with their run directories)."""
+    import runpy
+    script = runpy.run_path(str(ROOT / "benchmarks" / "readme_figures.py"))
+    (panel,) = script["data1_panels"](script["SCALE_DATA1_END"])
+    _, n, settings = panel
+    assert n == 8000
+    assert {s: sorted(int(r.rsplit("seed", 1)[1]) for r in c) for s, c in settings.items()} == \
+        {"ntp": [1, 2], "ntp + JEPA (infonce), target detached": [0, 1, 2]}
+    for setting, curves in settings.items():
+        for rows in curves.values():
+            steps = [r["step"] for r in rows if r.get("kind") == "eval"]
+            assert min(steps) <= 1000 and max(steps) == 50000, setting
+
+
 @pytest.mark.parametrize("entities, seeds_and_ends", [
     (4800, [([0, 1, 2, 3], 30000)] * 3),
     (8000, [([0, 1, 2], 60000), ([0, 1, 2], 60000), ([0, 1], 60000)]),
@@ -795,22 +827,26 @@ def test_the_4800_entity_stop_grad_and_lambda_runs_are_the_infonce_runs_with_one
         assert p["steps"] == 11000 and p["eval_every"] == 1000 and p["eval_max_items"] == 500
 
 
-@pytest.mark.parametrize("sweep_file, first_file, seeds, steps", [
-    ("binding_midlarge_stopgrad_end.yaml", "binding_midlarge_stopgrad.yaml", [0, 1], 30000),
-    ("binding_midlarge_stopgrad_seeds_end.yaml", "binding_midlarge_stopgrad.yaml", [2, 3], 30000),
-    ("binding_scale_stopgrad_end.yaml", "binding_scale_stopgrad.yaml", [0, 1], 60000),
+@pytest.mark.parametrize("sweep_file, first_files, seeds, steps", [
+    ("binding_midlarge_stopgrad_end.yaml", ["binding_midlarge_stopgrad.yaml"], [0, 1], 30000),
+    ("binding_midlarge_stopgrad_seeds_end.yaml", ["binding_midlarge_stopgrad.yaml"], [2, 3], 30000),
+    ("binding_scale_stopgrad_end.yaml", ["binding_scale_stopgrad.yaml"], [0, 1], 60000),
+    ("binding_scale_data1_stopgrad_end.yaml", ["binding_scale_data1_stopgrad.yaml"], [0, 1], 50000),
+    ("binding_scale_data1_stopgrad_seed2_end.yaml", ["binding_scale_data1_stopgrad_seed2.yaml"], [2], 50000),
+    ("binding_scale_data1_end.yaml", ["binding_scale_data1_seed1.yaml", "binding_scale_data1_seed2.yaml"], [1, 2],
+     50000),
 ])
-def test_the_detached_runs_resume_their_seeds_with_only_steps_changed(tmp_path, sweep_file, first_file, seeds,
-                                                                      steps):
-    """binding_midlarge_stopgrad_end.yaml and binding_midlarge_stopgrad_seeds_end.yaml (4,800
-    entities: binding_midlarge_stopgrad.yaml's seeds 0-1 and 2-3 to step 30,000) and
-    binding_scale_stopgrad_end.yaml (8,000: binding_scale_stopgrad.yaml's seeds 0-1 to step 60,000):
-    ``steps`` and nothing else changed (they resume those runs' directories)."""
-    first = {p["seed"]: p for p in _planned(first_file, tmp_path / "a")[0]}
+def test_resumed_runs_change_only_steps(tmp_path, sweep_file, first_files, seeds, steps):
+    """Each sweep that resumes earlier runs' directories to more steps (4,800 entities: the detached
+    seeds 0-1 and 2-3 to step 30,000; 8,000: the detached seeds 0-1 to 60,000; the second 8,000-entity
+    draw: the detached seeds 0-2 and ntp seeds 1-2 to 50,000) changes ``steps`` and nothing else
+    against the run of the same objective and seed in the sweeps that trained them."""
+    first = {(p["objective"], p["seed"]): p for i, f in enumerate(first_files)
+             for p in _planned(f, tmp_path / f"a{i}")[0]}
     runs, _ = _planned(sweep_file, tmp_path / "b")
     assert sorted(p["seed"] for p in runs) == seeds
     for p in runs:
-        assert _changed(p, first[p["seed"]]) == {"steps": steps}
+        assert _changed(p, first[p["objective"], p["seed"]]) == {"steps": steps}
 
 
 def test_the_8000_entity_detached_runs_are_the_infonce_runs_with_the_target_detached(tmp_path):
