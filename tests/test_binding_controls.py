@@ -643,37 +643,28 @@ def test_the_by_size_figure_draws_every_committed_seed():
             assert all(min(r["step"] for r in rows) <= 1000 for rows in curves.values()), n
 
 
-def test_the_second_draw_figure_draws_seeds_0_to_2_of_each_setting_from_the_start():
-    """readme_figures.data1_panels: on the second 8,000-entity draw, ntp, infonce and the detached
-    term, seeds 0-2 each (from five folders), every curve from step 1,000 or before to 30,000."""
+@pytest.mark.parametrize("folders, seeds, last", [
+    ("SCALE_DATA1", {"ntp": [0, 1, 2], "ntp + JEPA (infonce)": [0, 1, 2],
+                     "ntp + JEPA (infonce), target detached": [0, 1, 2]}, 30000),
+    ("SCALE_DATA1_END", {"ntp": [1, 2], "ntp + JEPA (infonce), target detached": [0, 1, 2]}, 50000),
+])
+def test_the_second_draw_figures_draw_each_settings_seeds_from_the_start(folders, seeds, last):
+    """readme_figures.data1_panels on the second 8,000-entity draw: from SCALE_DATA1 (five folders)
+    ntp, infonce and the detached term, seeds 0-2 each, to step 30,000; from SCALE_DATA1_END (the runs
+    resumed with their metrics copied) ntp seeds 1-2 and the detached seeds 0-2 to 50,000; every curve
+    from step 1,000 or before."""
     import runpy
-    (panel,) = runpy.run_path(str(ROOT / "benchmarks" / "readme_figures.py"))["data1_panels"]()
+    script = runpy.run_path(str(ROOT / "benchmarks" / "readme_figures.py"))
+    (panel,) = script["data1_panels"](script[folders])
     _, n, settings = panel
     assert n == 8000
-    assert list(settings) == ["ntp", "ntp + JEPA (infonce)", "ntp + JEPA (infonce), target detached"]
+    assert list(settings) == list(seeds)
     for setting, curves in settings.items():
-        assert sorted(int(r.rsplit("seed", 1)[1]) for r in curves) == [0, 1, 2], setting
+        assert sorted(int(r.rsplit("seed", 1)[1]) for r in curves) == seeds[setting], setting
         assert all("_data1_" in r for r in curves), setting
         for rows in curves.values():
             steps = [r["step"] for r in rows if r.get("kind") == "eval"]
-            assert min(steps) <= 1000 and max(steps) == 30000, setting
-
-
-def test_the_second_draw_figure_to_50000_draws_the_resumed_runs_from_the_start():
-    """readme_figures.data1_panels(SCALE_DATA1_END): ntp seeds 1-2 and the detached seeds 0-2 resumed
-    on the second 8,000-entity draw, every curve from step 1,000 or before to 50,000 (their metrics
-    were copied with their run directories)."""
-    import runpy
-    script = runpy.run_path(str(ROOT / "benchmarks" / "readme_figures.py"))
-    (panel,) = script["data1_panels"](script["SCALE_DATA1_END"])
-    _, n, settings = panel
-    assert n == 8000
-    assert {s: sorted(int(r.rsplit("seed", 1)[1]) for r in c) for s, c in settings.items()} == \
-        {"ntp": [1, 2], "ntp + JEPA (infonce), target detached": [0, 1, 2]}
-    for setting, curves in settings.items():
-        for rows in curves.values():
-            steps = [r["step"] for r in rows if r.get("kind") == "eval"]
-            assert min(steps) <= 1000 and max(steps) == 50000, setting
+            assert min(steps) <= 1000 and max(steps) == last, setting
 
 
 @pytest.mark.parametrize("entities, seeds_and_ends", [
