@@ -826,12 +826,18 @@ def test_the_4800_entity_stop_grad_and_lambda_runs_are_the_infonce_runs_with_one
     ("binding_scale_data1_stopgrad_seed2_end.yaml", ["binding_scale_data1_stopgrad_seed2.yaml"], [2], 50000),
     ("binding_scale_data1_end.yaml", ["binding_scale_data1_seed1.yaml", "binding_scale_data1_seed2.yaml"], [1, 2],
      50000),
+    ("binding_scale_data1_seed0_end.yaml", ["binding_scale_data1.yaml"], [0], 50000),
+    ("binding_scale_data1_60k.yaml", ["binding_scale_data1_seed0_end.yaml", "binding_scale_data1_end.yaml"],
+     [0, 1, 2], 60000),
+    ("binding_scale_data1_stopgrad_60k.yaml", ["binding_scale_data1_stopgrad_end.yaml",
+                                               "binding_scale_data1_stopgrad_seed2_end.yaml"], [0, 1, 2], 60000),
 ])
 def test_resumed_runs_change_only_steps(tmp_path, sweep_file, first_files, seeds, steps):
     """Each sweep that resumes earlier runs' directories to more steps (4,800 entities: the detached
     seeds 0-1 and 2-3 to step 30,000; 8,000: the detached seeds 0-1 to 60,000; the second 8,000-entity
-    draw: the detached seeds 0-2 and ntp seeds 1-2 to 50,000) changes ``steps`` and nothing else
-    against the run of the same objective and seed in the sweeps that trained them."""
+    draw: the detached seeds 0-2 and ntp seeds 1-2 to 50,000, then, with ntp seed 0 trained again
+    from step 0 to 50,000, all six to 60,000) changes ``steps`` and nothing else against the run of
+    the same objective and seed in the sweeps that trained them."""
     first = {(p["objective"], p["seed"]): p for i, f in enumerate(first_files)
              for p in _planned(f, tmp_path / f"a{i}")[0]}
     runs, _ = _planned(sweep_file, tmp_path / "b")
