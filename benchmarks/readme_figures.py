@@ -43,6 +43,9 @@ SCALE_DATA1 = tuple(ROOT / "papermill_runs" / "results" / f"binding_scale_data1{
 # metrics from step 0)
 SCALE_DATA1_END = tuple(ROOT / "papermill_runs" / "results" / f"binding_scale_data1{part}_end_runs"
                         for part in ("", "_stopgrad", "_stopgrad_seed2"))
+# and on to step 60,000: ntp seeds 0-2 (seed 0 trained again from step 0), the detached seeds 0-2
+SCALE_DATA1_60K = tuple(ROOT / "papermill_runs" / "results" / f"binding_scale_data1{part}_60k_runs"
+                        for part in ("", "_stopgrad"))
 # entities -> (the detached runs' folders, the figure drawn from them)
 DETACHED = {4800: (MIDLARGE_DETACHED, "binding_midlarge_detached_mrr.png"),
             8000: ((SCALE_DETACHED,), "binding_scale_detached_mrr.png")}
@@ -79,7 +82,7 @@ FIGURES = ("mask.png", "forward_reverse.png", "binding_controls_mrr.png", "bindi
            "binding_scale_jepa_mrr.png", "binding_sizes_mrr.png", "binding_mid_surface_mrr.png",
            "binding_concept_mrr.png", "binding_mid_scale_mrr.png", "binding_mid_abstract_scale_mrr.png",
            "binding_midlarge_detached_mrr.png", "binding_scale_detached_mrr.png", "binding_scale_data1_mrr.png",
-           "binding_scale_data1_end_mrr.png")
+           "binding_scale_data1_end_mrr.png", "binding_scale_data1_60k_mrr.png")
 
 
 def _curves(folder: Path, part: str = "") -> dict:
@@ -172,7 +175,8 @@ DATA1_SETTINGS = {"ntp": "_ntp_seed", "ntp + JEPA (infonce)": "=infonce_seed",
 def data1_panels(folders: tuple = SCALE_DATA1) -> list:
     """The second draw of the 8,000-entity data (generator seed 1), the runs in ``folders`` by setting:
     by default ntp, infonce and infonce with its target detached, seeds 0-2 of each, every curve from
-    step 0 to 30,000; with ``SCALE_DATA1_END``, ntp seeds 1-2 and the detached seeds 0-2 to 50,000."""
+    step 0 to 30,000; with ``SCALE_DATA1_END``, ntp seeds 1-2 and the detached seeds 0-2 to 50,000;
+    with ``SCALE_DATA1_60K``, ntp seeds 0-2 and the detached seeds 0-2 to 60,000."""
     curves = {name: rows for folder in folders for name, rows in _curves(folder).items()}
     groups = {label: {n: rows for n, rows in curves.items() if part in n} for label, part in DATA1_SETTINGS.items()}
     return [("8,000 entities, second data draw, batch 256", 8000, {k: v for k, v in groups.items() if v})]
@@ -183,10 +187,9 @@ def data1_png(out: Path) -> Path:
     return _one_panel_png(data1_panels(), "at 8,000 entities, second data draw", out / "binding_scale_data1_mrr.png")
 
 
-def data1_end_png(out: Path) -> Path:
-    """The same draw's resumed runs to step 50,000 (``data1_panels(SCALE_DATA1_END)``)."""
-    return _one_panel_png(data1_panels(SCALE_DATA1_END), "at 8,000 entities, second draw",
-                          out / "binding_scale_data1_end_mrr.png",
+def data1_end_png(out: Path, folders: tuple = SCALE_DATA1_END, name: str = "binding_scale_data1_end_mrr.png") -> Path:
+    """The same draw's resumed runs: to step 50,000 (``SCALE_DATA1_END``) or 60,000 (``SCALE_DATA1_60K``)."""
+    return _one_panel_png(data1_panels(folders), "at 8,000 entities, second draw", out / name,
                           colors=setting_colors(DATA1_SETTINGS))  # each setting's colour in binding_scale_data1_mrr.png
 
 
@@ -289,7 +292,7 @@ def main(out: str = "docs/figures") -> list[Path]:
              controls_png(out, SCALE, 8000, "binding_scale_mrr.png", log_x=False),  # the rise comes late
              scale_jepa_png(out), sizes_png(out), mid_surface_png(out), concept_png(out), scale_png(out),
              abstract_scale_png(out), detached_png(out), detached_png(out, 8000), data1_png(out),
-             data1_end_png(out)]
+             data1_end_png(out), data1_end_png(out, SCALE_DATA1_60K, "binding_scale_data1_60k_mrr.png")]
     for p in paths:
         w, h = browser.png_size(p)
         print(f"{p}  {w} x {h}  {p.stat().st_size / 1e3:.0f} kB")

@@ -34,6 +34,9 @@ def _docs() -> str:
     ("binding_scale_data1_end_runs", 2, "chance MRR (8,000 entities, ties count half): 0.0012"),
     ("binding_scale_data1_stopgrad_end_runs", 2, "chance MRR (8,000 entities, ties count half): 0.0012"),
     ("binding_scale_data1_stopgrad_seed2_end_runs", 1, "chance MRR (8,000 entities, ties count half): 0.0012"),
+    ("binding_scale_data1_seed0_end_runs", 1, "chance MRR (8,000 entities, ties count half): 0.0012"),
+    ("binding_scale_data1_60k_runs", 3, "chance MRR (8,000 entities, ties count half): 0.0012"),
+    ("binding_scale_data1_stopgrad_60k_runs", 3, "chance MRR (8,000 entities, ties count half): 0.0012"),
     ("binding_midlarge_runs", 4, "chance MRR (4,800 entities, ties count half): 0.0019"),
     ("binding_midlarge_seeds_runs", 4, "chance MRR (4,800 entities, ties count half): 0.0019"),
     ("binding_midlarge_seeds_end_runs", 4, "chance MRR (4,800 entities, ties count half): 0.0019"),
@@ -169,6 +172,12 @@ def test_the_readme_table_is_computed_from_the_committed_runs(capsys, folder, ru
     # on the second draw, resumed to step 50,000
     (("binding_scale_data1_end_runs", "binding_scale_data1_stopgrad_end_runs",
       "binding_scale_data1_stopgrad_seed2_end_runs"), [30000, 40000, 50000], "", "small_abstract_data1_ntp", 5),
+    # binding_scale_data1_stopgrad_60k.yaml's predictions AA2-AA6: the detached seeds 0-2 and ntp seeds 0-2
+    # (seed 0 trained again from step 0) to step 60,000; step 30,000 left out (seed 0's is a 500-query sample)
+    (("binding_scale_data1_60k_runs", "binding_scale_data1_stopgrad_60k_runs"), [50000], "",
+     "small_abstract_data1_ntp", 6),
+    (("binding_scale_data1_60k_runs", "binding_scale_data1_stopgrad_60k_runs"), [40000, 50000, 60000], "",
+     "small_abstract_data1_ntp", 6),
     # binding_midlarge_data1.yaml's prediction D2 names these steps (one seed each: no rule)
     (("binding_midlarge_data1_runs",), [10000, 20000, 30000], "", None, 2),
     # binding_midlarge_seeds_end.yaml's predictions L6 (step 20,000) and L7 (step 30,000)
@@ -346,7 +355,8 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
                        "binding_scale_data1_stopgrad.yaml", "binding_scale_data1_seed1.yaml",
                        "binding_scale_data1_seed2.yaml", "binding_scale_data1_stopgrad_seed2.yaml",
                        "binding_scale_data1_end.yaml", "binding_scale_data1_stopgrad_end.yaml",
-                       "binding_scale_data1_stopgrad_seed2_end.yaml"):
+                       "binding_scale_data1_stopgrad_seed2_end.yaml", "binding_scale_data1_seed0_end.yaml",
+                       "binding_scale_data1_60k.yaml", "binding_scale_data1_stopgrad_60k.yaml"):
         planned, keys = _planned(sweep_file, tmp_path)
         names[sweep_file] = sorted(script.name_of(p, keys) for p in planned)
         assert len(set(names[sweep_file])) == len(planned)
@@ -389,6 +399,9 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     assert names["binding_scale_data1_end.yaml"] == ["small_abstract_data1_ntp_seed1", "small_abstract_data1_ntp_seed2"]
     assert names["binding_scale_data1_stopgrad_end.yaml"] == names["binding_scale_data1_stopgrad.yaml"]
     assert names["binding_scale_data1_stopgrad_seed2_end.yaml"] == names["binding_scale_data1_stopgrad_seed2.yaml"]
+    assert names["binding_scale_data1_seed0_end.yaml"] == ["small_abstract_data1_ntp_seed0"]
+    assert names["binding_scale_data1_60k.yaml"] == [f"small_abstract_data1_ntp_seed{s}" for s in range(3)]
+    assert names["binding_scale_data1_stopgrad_60k.yaml"] == [f"small_abstract_data1_jepa_seed{s}" for s in range(3)]
     assert names["binding_concept_width.yaml"] == ["abstract_concept_n_layer=2_n_embd=256_seed0",
                                                    "surface_concept_n_layer=2_n_embd=256_seed0",
                                                    "surface_concept_n_layer=2_n_embd=512_seed0",
@@ -493,6 +506,9 @@ def test_run_names_write_out_what_else_differs_between_a_sweeps_runs(tmp_path):
     ("binding_scale_data1_end.yaml", "binding_scale_data1_end_runs", ("small_abstract", 1)),
     ("binding_scale_data1_stopgrad_end.yaml", "binding_scale_data1_stopgrad_end_runs", ("small_abstract", 1)),
     ("binding_scale_data1_stopgrad_seed2_end.yaml", "binding_scale_data1_stopgrad_seed2_end_runs", ("small_abstract", 1)),
+    ("binding_scale_data1_seed0_end.yaml", "binding_scale_data1_seed0_end_runs", ("small_abstract", 1)),
+    ("binding_scale_data1_60k.yaml", "binding_scale_data1_60k_runs", ("small_abstract", 1)),
+    ("binding_scale_data1_stopgrad_60k.yaml", "binding_scale_data1_stopgrad_60k_runs", ("small_abstract", 1)),
 ])
 def test_the_committed_runs_are_the_sweeps_configs(tmp_path, sweep_file, folder, data_draw):
     """Whether trained by the runner or (the 8,000-entity runs) with `jepa-kit train` flags: every
@@ -647,12 +663,14 @@ def test_the_by_size_figure_draws_every_committed_seed():
     ("SCALE_DATA1", {"ntp": [0, 1, 2], "ntp + JEPA (infonce)": [0, 1, 2],
                      "ntp + JEPA (infonce), target detached": [0, 1, 2]}, 30000),
     ("SCALE_DATA1_END", {"ntp": [1, 2], "ntp + JEPA (infonce), target detached": [0, 1, 2]}, 50000),
+    ("SCALE_DATA1_60K", {"ntp": [0, 1, 2], "ntp + JEPA (infonce), target detached": [0, 1, 2]}, 60000),
 ])
 def test_the_second_draw_figures_draw_each_settings_seeds_from_the_start(folders, seeds, last):
     """readme_figures.data1_panels on the second 8,000-entity draw: from SCALE_DATA1 (five folders)
     ntp, infonce and the detached term, seeds 0-2 each, to step 30,000; from SCALE_DATA1_END (the runs
-    resumed with their metrics copied) ntp seeds 1-2 and the detached seeds 0-2 to 50,000; every curve
-    from step 1,000 or before."""
+    resumed with their metrics copied) ntp seeds 1-2 and the detached seeds 0-2 to 50,000; from
+    SCALE_DATA1_60K ntp seeds 0-2 and the detached seeds 0-2 to 60,000; every curve from step 1,000
+    or before."""
     import runpy
     script = runpy.run_path(str(ROOT / "benchmarks" / "readme_figures.py"))
     (panel,) = script["data1_panels"](script[folders])
@@ -1416,3 +1434,23 @@ def test_a_killed_runners_worker_checkpoints_and_stops_rather_than_train_on_orph
     final = state()
     assert final["state"] == "preempted", final
     assert (status.parent / "checkpoints" / f"step_{final['step']:08d}").is_dir()
+
+
+def test_ntp_seed_0_trained_again_repeats_the_committed_run():
+    """binding_scale_data1_seed0_end.yaml's prediction AA1: the second draw's ntp seed 0, trained
+    again from step 0 (same config but ``steps``, same torch, one CPU thread), logs exactly the
+    committed run's numbers up to step 30,000, where that run stopped: every training log line's
+    loss and every evaluation (500 queries, steps 1,000-29,000), to the last digit."""
+    import json
+    results = ROOT / "papermill_runs" / "results"
+
+    def logs(folder):
+        rows = [json.loads(line) for line in
+                (results / folder / "small_abstract_data1_ntp_seed0" / "metrics.jsonl").read_text().splitlines()]
+        train = {r["step"]: r["loss"] for r in rows if r["kind"] == "train" and r["step"] <= 30000}
+        evals = {r["step"]: r["splits"] for r in rows if r["kind"] == "eval" and r["step"] < 30000}
+        return train, evals
+
+    first, again = logs("binding_scale_data1_runs"), logs("binding_scale_data1_seed0_end_runs")
+    assert len(first[0]) == 600 and len(first[1]) == 29
+    assert again == first
