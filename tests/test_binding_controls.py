@@ -1437,7 +1437,7 @@ def test_a_killed_runners_worker_checkpoints_and_stops_rather_than_train_on_orph
 
 
 def test_ntp_seed_0_trained_again_repeats_the_committed_run():
-    """binding_scale_data1_seed0_end.yaml's prediction AA1: the second draw's ntp seed 0, trained
+    """Prediction AA1 (binding_scale_data1_stopgrad_60k.yaml): the second draw's ntp seed 0, trained
     again from step 0 (same config but ``steps``, same torch, one CPU thread), logs exactly the
     committed run's numbers up to step 30,000, where that run stopped: every training log line's
     loss and every evaluation (500 queries, steps 1,000-29,000), to the last digit."""
