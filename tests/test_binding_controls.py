@@ -1441,12 +1441,11 @@ def test_ntp_seed_0_trained_again_repeats_the_committed_run():
     again from step 0 (same config but ``steps``, same torch, one CPU thread), logs exactly the
     committed run's numbers up to step 30,000, where that run stopped: every training log line's
     loss and every evaluation (500 queries, steps 1,000-29,000), to the last digit."""
-    import json
+    from jepa_kit.collect import read_metrics
     results = ROOT / "papermill_runs" / "results"
 
     def logs(folder):
-        rows = [json.loads(line) for line in
-                (results / folder / "small_abstract_data1_ntp_seed0" / "metrics.jsonl").read_text().splitlines()]
+        rows = read_metrics(results / folder / "small_abstract_data1_ntp_seed0")
         train = {r["step"]: r["loss"] for r in rows if r["kind"] == "train" and r["step"] <= 30000}
         evals = {r["step"]: r["splits"] for r in rows if r["kind"] == "eval" and r["step"] < 30000}
         return train, evals
